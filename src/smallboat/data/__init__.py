@@ -1,0 +1,1 @@
+"""The durable part of the data path: generator, source adapters and landing."""

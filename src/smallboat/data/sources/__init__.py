@@ -1,0 +1,1 @@
+"""Source adapters: map a source format onto the canonical tables (smallboat.schema)."""

@@ -1,0 +1,1 @@
+"""The DuckDB warehouse and the dbt project that transforms landing files into marts."""
