@@ -100,7 +100,7 @@ class Catalog:
             np.searchsorted(self.leaf_popularity_cum, u, side="right"), self.n_leaves - 1
         )
         target = np.where(rng.random(n) < 0.7, related, anywhere)
-        target = np.where(target == leaf, (leaf + 1) % self.n_leaves, target)
+        target = np.where(target == leaf, related, target)
         return self.sample_in_leaf(rng, target)
 
 
@@ -130,20 +130,28 @@ def build_catalog(rng: np.random.Generator, n_skus: int) -> Catalog:
     price_bucket = (ranks * 10 // n_skus + 1).astype(np.int8)
     price_observed = rng.random(n_skus) >= 34_348 / FULL_CATALOG_ROWS
 
-    # Zipf-like popularity over a random ranking of the SKUs; ~13% of the catalog is never seen
-    # at full scale because its popularity is tiny.
+    # Zipf-like popularity over a random ranking of the SKUs. Some leaves are catalog-only (never
+    # shown on the site: ~13% of the release's catalog is never seen in browsing): no popularity,
+    # and no co-view link leads to them.
     zipf_rank = rng.permutation(n_skus) + 1
-    popularity = 1.0 / zipf_rank**1.3
+    popularity = 1.0 / zipf_rank**1.1
+    dead_share = 1 - 57_483 / FULL_CATALOG_ROWS
+    leaf_order = rng.permutation(n_leaves)
+    covered = np.cumsum(sizes[leaf_order]) / n_skus
+    live_leaf = np.ones(n_leaves, bool)
+    live_leaf[leaf_order[covered <= dead_share]] = False
+    popularity[~live_leaf[leaf]] = 0.0
     popularity /= popularity.sum()
     cum_popularity = np.cumsum(popularity)
     leaf_pop = np.bincount(leaf, weights=popularity, minlength=n_leaves)
 
-    # Co-viewed leaves: other leaves under the same top-level category.
+    # Co-viewed leaves: other live leaves under the same top-level category.
     n_related = 3
+    live = np.flatnonzero(live_leaf)
     related = np.empty((n_leaves, n_related), dtype=np.int64)
     for lf in range(n_leaves):
-        siblings = np.flatnonzero((leaf_parent == leaf_parent[lf]) & (np.arange(n_leaves) != lf))
-        pool = siblings if len(siblings) else np.array([(lf + 1) % n_leaves])
+        siblings = live[(leaf_parent[live] == leaf_parent[lf]) & (live != lf)]
+        pool = siblings if len(siblings) else live[live != lf]
         related[lf] = rng.choice(pool, n_related, replace=len(pool) < n_related)
 
     top_hash = hex_ids(rng, n_top).to_numpy(zero_copy_only=False)

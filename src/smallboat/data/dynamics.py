@@ -69,7 +69,7 @@ class Dynamics:
     add_price: np.ndarray = field(default_factory=lambda: _a(0, 0, 0, 0.9, -0.9, 0.9, -0.9))
     add_refill: np.ndarray = field(default_factory=lambda: _a(0, 0, 0, -0.5, 1.5, -0.5, 1.5))
     add_again: np.ndarray = field(default_factory=lambda: _a(0, 0, 0, -2.4, -2.7, -2.4, -2.7))
-    remove: np.ndarray = field(default_factory=lambda: _a(-4.7, -4.7, -4.7, -2.6, -3.6, -2.8, -3.8))
+    remove: np.ndarray = field(default_factory=lambda: _a(-4.9, -4.9, -4.9, -2.6, -3.6, -2.8, -3.8))
     remove_late: np.ndarray = field(default_factory=lambda: _a(0, 0, 0, 1.8, 0.0, 1.8, 0.0))
     purchase: np.ndarray = field(
         default_factory=lambda: _a(NEG_INF, NEG_INF, NEG_INF, NEG_INF, -1.3, NEG_INF, -2.0)

@@ -15,14 +15,17 @@ from smallboat.data import dynamics as dy
 from smallboat.data.catalog_gen import Catalog
 from smallboat.schema import INTENT_PREDICTION_POINTS
 
-MAX_EVENTS = 150
-"""Collapsed events per session at most (the release's longest session has 206 raw rows)."""
+MAX_EVENTS = 130
+"""Collapsed events of a browsing session at most (the release's longest session has 206 raw rows).
+Shopper sessions are not cut (a cut would make a buyer's label disagree with its class); their
+hazards of leaving or buying keep them far shorter."""
+MAX_SHOPPER_EVENTS = 1_000
 
 CART_SLOTS = 8
 PAIR_PAGEVIEW_P = 0.9
 """Share of product views that also log a pageview with the same timestamp (as the release does)."""
 
-_POINTS = np.zeros(MAX_EVENTS + 1, dtype=bool)
+_POINTS = np.zeros(MAX_SHOPPER_EVENTS + 1, dtype=bool)
 _POINTS[list(INTENT_PREDICTION_POINTS)] = True
 
 
@@ -53,7 +56,7 @@ class Batch:
     purchased: np.ndarray  # (N,) bool: the session has a purchase
     start_ms: np.ndarray
     end_ms: np.ndarray
-    capped: int  # shopper sessions stopped at MAX_EVENTS (their label may disagree with the class)
+    capped: int  # shopper sessions stopped at MAX_SHOPPER_EVENTS (label may disagree with class)
 
 
 class _Rows:
@@ -113,6 +116,7 @@ def simulate_batch(
     oracle: list[tuple[np.ndarray, ...]] = []
     page_cum = np.cumsum(1.0 / np.arange(1, n_pages + 1))
     capped = 0
+    is_shopper_class = np.isin(cls, dy.SHOPPERS)
 
     while True:
         # Sessions after their purchase browse a little (pageviews), then leave.
@@ -131,7 +135,8 @@ def simulate_batch(
             )
             post_left[staying] -= 1
 
-        at_cap = np.flatnonzero((phase == 0) & (count >= MAX_EVENTS))
+        limit = np.where(is_shopper_class, MAX_SHOPPER_EVENTS, MAX_EVENTS)
+        at_cap = np.flatnonzero((phase == 0) & (count >= limit))
         capped += int(np.isin(cls[at_cap], dy.SHOPPERS).sum())
         phase[at_cap] = 2
         act = np.flatnonzero(phase == 0)
@@ -174,6 +179,16 @@ def simulate_batch(
         for slot in range(CART_SLOTS):
             has = buy[cart_n[buy] > slot]
             rows.emit(has, dy.PURCHASE, cart[has, slot], np.full(len(has), -1), ts[has])
+        # Products put in the cart during an earlier visit are bought too (after the cut, so
+        # this does not touch the oracle): the release has ~1.46 purchase rows per buying session.
+        earlier = buy[rng.random(len(buy)) < 0.3]
+        rows.emit(
+            earlier,
+            dy.PURCHASE,
+            cat.sample_global(rng, len(earlier)),
+            np.full(len(earlier), -1),
+            ts[earlier],
+        )
         phase[buy] = 1
         purchased[buy] = True
         post_left[buy] = rng.geometric(0.5, len(buy)) - 1
@@ -227,7 +242,9 @@ def simulate_batch(
 
         # Prediction points: right after the first add and 2, 4, ... 10 events later.
         k = count[stepped] - first_add[stepped]
-        point = stepped[(first_add[stepped] > 0) & (k >= 0) & _POINTS[np.clip(k, 0, MAX_EVENTS)]]
+        point = stepped[
+            (first_add[stepped] > 0) & (k >= 0) & _POINTS[np.clip(k, 0, MAX_SHOPPER_EVENTS)]
+        ]
         if len(point):
             log_post = loglik[point] + log_prior
             log_post -= log_post.max(axis=1, keepdims=True)
