@@ -107,9 +107,8 @@ def main() -> None:
     for r in results:
         rows = f"{r.rows:,}" if r.rows is not None else ""
         rate = f"{r.rows_per_s:,.0f}" if r.rows_per_s is not None else ""
-        print(
-            f"{r.name:<10} {r.seconds:>9.1f} {r.peak_rss_mb:>12.0f} {rows:>13} {rate:>12}   {targets[r.name]}"
-        )
+        line = f"{r.name:<10} {r.seconds:>9.1f} {r.peak_rss_mb:>12.0f} {rows:>13} {rate:>12}"
+        print(f"{line}   {targets[r.name]}")
     if not args.keep:
         shutil.rmtree(args.workdir, ignore_errors=True)
 
