@@ -1,0 +1,251 @@
+"""`smallboat transform`: build the warehouse with the packaged dbt project, tests included.
+
+`dbt build` runs every model and, right after it, the model's tests: an error-severity test that
+fails stops everything downstream of it, a warn-severity one is only recorded. This module runs dbt
+in-process through `dbtRunner`, turns its results into a `TransformResult`, records them in
+`<home>/quality/` and raises `QualityGateError` when the gate failed.
+
+dbt is configured entirely from here, never from the current directory: the project and profiles
+are the packaged `warehouse/dbt/` folder (read-only), target and log paths live under
+`<home>/dbt/`, and the profile reads SMALLBOAT_HOME / SMALLBOAT_THREADS / SMALLBOAT_MEMORY_LIMIT,
+which are set from the settings for the duration of the run.
+
+In-process behaviour, checked by the tests: `run_transform` may be called any number of times in
+one process (a second build reuses the home's partial parse, ~2 s of overhead instead of ~5).
+dbt-duckdb would keep the file open after a build by default; the profile sets `keep_open: false`
+so that, once this returns, the same process can open the warehouse read-only. The reverse also
+holds: close your own connections before the next build, or dbt cannot open the file. dbt is not
+thread-safe, so builds are serialised by a lock. dbt creates a multiprocessing spawn context; a
+script that calls this should keep the usual `if __name__ == "__main__":` guard (STACK.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from smallboat import schema
+from smallboat.config import Settings
+from smallboat.errors import QualityGateError, SmallboatError
+from smallboat.warehouse.quality import NodeResult, TransformResult
+
+logger = logging.getLogger(__name__)
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parent / "dbt"
+"""The packaged dbt project; also its profiles directory."""
+
+EMPTY_LANDING_FILE = "_empty.parquet"
+"""Written into a landing folder that has no Parquet yet, so the source glob always matches."""
+
+FAILURE_SAMPLE_ROWS = 3
+
+# dbt keeps process-wide state (flags, adapter factory, event manager): one build at a time.
+_DBT_LOCK = threading.Lock()
+
+
+def run_transform(
+    settings: Settings,
+    *,
+    select: str | None = None,
+    vars: Mapping[str, Any] | None = None,
+) -> TransformResult:
+    """Run `dbt build` on the landing files of `settings.home_dir` and enforce the quality gate.
+
+    `select` is a dbt node selection ('intent_examples+', 'sessions sku_features'); `vars` override
+    the project's vars (split fractions, distribution bounds; see dbt_project.yml). Every model and
+    test result is written to `settings.quality_dir/latest.json` (and a timestamped copy) before
+    anything is raised.
+
+    Raises QualityGateError listing each failed test with its failing row count (and each errored
+    model) when an error-severity test failed or a model errored; SmallboatError when dbt could not
+    run at all (a broken profile or project).
+    """
+    settings.ensure_home()
+    settings.dbt_target_dir.mkdir(parents=True, exist_ok=True)
+    prepare_landing(settings)
+    run_vars = dict(vars or {})
+    args = _dbt_args(settings, select=select, vars=run_vars)
+
+    started_at = datetime.now(UTC)
+    clock = time.perf_counter()
+    with _DBT_LOCK, _dbt_environment(settings):
+        from dbt.cli.main import dbtRunner  # heavy import (~1 s): only when a build is asked for
+
+        logger.info("dbt %s", " ".join(args))
+        outcome = dbtRunner(callbacks=[_log_dbt_event]).invoke(args)
+    elapsed = time.perf_counter() - clock
+
+    record = TransformResult(
+        nodes=(),
+        started_at=started_at,
+        elapsed_seconds=elapsed,
+        target=settings.dbt_target,
+        select=select,
+        vars=run_vars,
+    )
+    run_results = getattr(outcome.result, "results", None)
+    if run_results is None:
+        error = (
+            f"dbt build could not run on project {DBT_PROJECT_DIR} with target "
+            f"{settings.dbt_target!r}: {outcome.exception or 'no results returned'} "
+            f"(dbt's log: {settings.dbt_target_dir / 'logs' / 'dbt.log'})"
+        )
+        replace(record, error=error).write(settings.quality_dir)
+        raise SmallboatError(error)
+    nodes = _with_failure_samples(settings, tuple(_node_result(r) for r in run_results))
+    result = replace(record, nodes=nodes).write(settings.quality_dir)
+    if not result.success:
+        raise QualityGateError(result.gate_message())
+    if not outcome.success:  # a failure dbt reports without a failing node
+        raise SmallboatError(f"dbt build failed: {outcome.exception or 'see dbt.log'}")
+    return result
+
+
+def prepare_landing(settings: Settings) -> list[Path]:
+    """Give every canonical landing folder at least one Parquet file; return the files written.
+
+    A source may have no file for a table (OTTO has no search log, REES46 no catalog). dbt reads
+    `landing/<table>/*.parquet`, and a glob that matches nothing is an error, so an empty file with
+    the canonical schema stands in. It is harmless once real files arrive (zero rows).
+    """
+    written = []
+    for name, table in schema.TABLES.items():
+        folder = settings.table_landing_dir(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        if any(folder.glob("*.parquet")):
+            continue
+        path = folder / EMPTY_LANDING_FILE
+        tmp = folder / f"{EMPTY_LANDING_FILE}.tmp"
+        pq.write_table(table.empty(), tmp)
+        tmp.replace(path)
+        written.append(path)
+    return written
+
+
+def _dbt_args(settings: Settings, *, select: str | None, vars: dict[str, Any]) -> list[str]:
+    """The `dbt build` command line, with absolute paths (dbt resolves relative ones from cwd)."""
+    args = [
+        "build",
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--target-path",
+        str(settings.dbt_target_dir / "target"),
+        "--log-path",
+        str(settings.dbt_target_dir / "logs"),
+        "--target",
+        settings.dbt_target,
+        # The console belongs to the CLI (run_transform logs each node via `logging`); dbt's own
+        # log, with every node's outcome, goes to <home>/dbt/logs/dbt.log.
+        "--log-level",
+        "none",
+        "--log-level-file",
+        "info",
+        "--no-use-colors",
+    ]
+    if vars:
+        args += ["--vars", json.dumps(vars)]
+    if select:
+        # "buildable": a test runs when every model it reads is selected or upstream of the
+        # selection; dbt's default ("eager") would also run a test of an unselected mart that was
+        # never built, and fail on the missing table.
+        args += ["--select", *select.split(), "--indirect-selection", "buildable"]
+    return args
+
+
+@contextmanager
+def _dbt_environment(settings: Settings) -> Iterator[None]:
+    """Set the variables the profile and sources read, and restore the old values afterwards."""
+    wanted = {
+        "SMALLBOAT_HOME": str(settings.home_dir),
+        "SMALLBOAT_THREADS": str(settings.threads),
+        "SMALLBOAT_MEMORY_LIMIT": settings.memory_limit,
+        "SMALLBOAT_DBT_TARGET": settings.dbt_target,
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+    saved = {key: os.environ.get(key) for key in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _log_dbt_event(event: Any) -> None:
+    """Pass dbt's per-node result lines to `logging` (dbt's console output is switched off)."""
+    if event.info.name in {"LogModelResult", "LogTestResult", "LogNodeResult"}:
+        logger.info("dbt: %s", event.info.msg)
+
+
+def _node_result(run_result: Any) -> NodeResult:
+    """Flatten one dbt RunResult into the fields the quality record keeps."""
+    node = run_result.node
+    resource_type = str(node.resource_type)
+    is_test = resource_type in {"test", "unit_test"}
+    severity = getattr(node.config, "severity", None) if is_test else None
+    attached = getattr(node, "attached_node", None)
+    return NodeResult(
+        unique_id=node.unique_id,
+        name=node.name,
+        resource_type=resource_type,
+        status=str(run_result.status),
+        severity=str(severity).lower() if severity else None,
+        failures=run_result.failures if is_test else None,
+        message=run_result.message,
+        execution_seconds=round(float(run_result.execution_time or 0.0), 3),
+        tested_model=attached.rsplit(".", 1)[-1] if attached else None,
+        failures_relation=getattr(node, "relation_name", None) if is_test else None,
+    )
+
+
+def _with_failure_samples(
+    settings: Settings, nodes: tuple[NodeResult, ...]
+) -> tuple[NodeResult, ...]:
+    """Attach a few stored failing rows to each failed or warned test (DuckDB target only).
+
+    The project stores every test's failing rows (store_failures) in the audit schema, so the gate
+    can say *what* failed (the unknown value, the measured share), not only how many rows. A sample
+    that cannot be read never hides the gate's verdict: the test is reported without one.
+    """
+    wanted = [
+        n
+        for n in nodes
+        if n.is_test and n.failures_relation and n.status in {"fail", "warn"} and n.failures
+    ]
+    if not wanted or settings.dbt_target != "duckdb" or not settings.warehouse_path.exists():
+        return nodes
+    from smallboat.warehouse.db import connect
+
+    samples: dict[str, list[dict[str, Any]]] = {}
+    try:
+        with connect(settings, read_only=True) as con:
+            for n in wanted:
+                try:
+                    query = f"select * from {n.failures_relation} limit {FAILURE_SAMPLE_ROWS}"
+                    table = con.sql(query)
+                    samples[n.unique_id] = table.to_arrow_table().to_pylist()
+                except Exception as exc:  # a sample is a courtesy: never let it mask the verdict
+                    logger.debug("no failure sample for %s: %s", n.name, exc)
+    except Exception as exc:
+        logger.debug("could not open the warehouse for failure samples: %s", exc)
+        return nodes
+    return tuple(
+        replace(n, failure_sample=samples[n.unique_id]) if n.unique_id in samples else n
+        for n in nodes
+    )

@@ -1,0 +1,103 @@
+"""The packaged dbt project's static contract: schema.py columns, grains, keys, vars, profiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml  # type: ignore[import-untyped]  # PyYAML comes with dbt, its stubs do not
+
+from smallboat import schema
+from smallboat.warehouse.transform import DBT_PROJECT_DIR
+
+MODELS_DIR = DBT_PROJECT_DIR / "models"
+MODEL_SQL = sorted(MODELS_DIR.rglob("*.sql"))
+MARTS = ("session_events", "sessions", "intent_examples", "sku_features")
+
+
+def _yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def _model_yml(name: str) -> dict[str, Any]:
+    [path] = list(MODELS_DIR.rglob(f"{name}.yml"))
+    [model] = _yaml(path)["models"]
+    assert model["name"] == name
+    return model
+
+
+def _test_names(tests: list[Any]) -> set[str]:
+    """Names of the generic tests in a data_tests list (`unique` or `{unique: {...}}`)."""
+    return {t if isinstance(t, str) else next(iter(t)) for t in tests}
+
+
+def test_project_has_the_expected_models() -> None:
+    assert {p.stem for p in MODEL_SQL} == {
+        "stg_landing__browsing_events",
+        "stg_landing__search_events",
+        "stg_landing__catalog",
+        *MARTS,
+    }
+
+
+@pytest.mark.parametrize("sql", MODEL_SQL, ids=lambda p: p.stem)
+def test_every_model_has_its_yml_beside_it_stating_its_grain(sql: Path) -> None:
+    yml = sql.with_suffix(".yml")
+    assert yml.exists(), f"{sql.name} has no {yml.name} beside it"
+    assert "Grain: one row per" in _model_yml(sql.stem)["description"]
+
+
+@pytest.mark.parametrize("sql", MODEL_SQL, ids=lambda p: p.stem)
+def test_every_model_ends_with_select_from_final(sql: Path) -> None:
+    assert sql.read_text().strip().endswith("select * from final")
+
+
+@pytest.mark.parametrize("mart", MARTS)
+def test_every_mart_tests_its_key(mart: str) -> None:
+    model = _model_yml(mart)
+    column_tests = {c["name"]: _test_names(c.get("data_tests", [])) for c in model["columns"]}
+    single_key = any({"unique", "not_null"} <= tests for tests in column_tests.values())
+    combined_key = "unique_combination_of_columns" in _test_names(model.get("data_tests", []))
+    assert single_key or combined_key, f"{mart} tests no key"
+
+
+@pytest.mark.parametrize("table", sorted(schema.TABLES))
+def test_source_and_staging_columns_are_schema_columns(table: str) -> None:
+    [source] = _yaml(MODELS_DIR / "staging" / "_landing__sources.yml")["sources"]
+    [declared] = [t for t in source["tables"] if t["name"] == table]
+    expected = schema.TABLES[table].column_names
+    assert [c["name"] for c in declared["columns"]] == expected
+    staging = _model_yml(f"stg_landing__{table}")
+    assert [c["name"] for c in staging["columns"]] == expected
+
+
+def test_distribution_defaults_pass_the_coveo_statistics() -> None:
+    """DESIGN.md section 3: the full Coveo release must pass every error AND warn bound."""
+    project_vars = _yaml(DBT_PROJECT_DIR / "dbt_project.yml")["vars"]
+    coveo = {
+        "add_share": 214_684 / 4_934_699,  # 4.35%
+        "purchase_share": 53_209 / 4_934_699,  # 1.08%
+        # collapsed length: each detail's pageview pair folds into it
+        "avg_session_length": (36_079_307 - 9_707_890) / 4_934_699,
+        "median_session_length": 3,
+    }
+    for metric, value in coveo.items():
+        for suffix in ("", "_warn"):
+            low = project_vars.get(f"{metric}{suffix}_min")
+            high = project_vars.get(f"{metric}{suffix}_max")
+            if low is None and high is None:
+                continue
+            assert low is None or low * 1.5 <= value, f"{metric}{suffix}_min={low} vs {value}"
+            assert high is None or value * 1.5 <= high, f"{metric}{suffix}_max={high} vs {value}"
+    assert project_vars["split_valid_fraction"] == project_vars["split_test_fraction"] == 0.1
+
+
+def test_profiles_have_duckdb_and_snowflake_targets_from_env() -> None:
+    outputs = _yaml(DBT_PROJECT_DIR / "profiles.yml")["smallboat"]["outputs"]
+    assert outputs["duckdb"]["type"] == "duckdb"
+    assert "env_var('SMALLBOAT_HOME')" in outputs["duckdb"]["path"]
+    snowflake = outputs["snowflake"]
+    assert snowflake["type"] == "snowflake"
+    for key in ("account", "user", "password", "role", "warehouse", "database", "schema"):
+        assert "env_var('SNOWFLAKE_" in snowflake[key], key
