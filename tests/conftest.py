@@ -1,4 +1,4 @@
-"""Shared fixtures: every test gets its own SMALLBOAT_HOME; real samples come from ../shared/data."""
+"""Shared fixtures: each test gets its own SMALLBOAT_HOME; real samples come from ../shared/data."""
 
 from __future__ import annotations
 

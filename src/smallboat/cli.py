@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -47,13 +47,13 @@ def friendly_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class SourceFormat(str, Enum):
+class SourceFormat(StrEnum):
     coveo = "coveo"
     rees46 = "rees46"
     otto = "otto"
 
 
-class OnBadRows(str, Enum):
+class OnBadRows(StrEnum):
     fail = "fail"
     skip = "skip"
 
@@ -61,7 +61,9 @@ class OnBadRows(str, Enum):
 @data_app.command("synth")
 @friendly_errors
 def synth_cmd(
-    out: Annotated[Path, typer.Option(help="Folder to write the three Coveo-format CSVs and the oracle to.")],
+    out: Annotated[
+        Path, typer.Option(help="Folder to write the three Coveo-format CSVs and the oracle to.")
+    ],
     sessions: Annotated[int, typer.Option(min=1, help="Number of sessions to generate.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 0,
 ) -> None:
@@ -75,11 +77,17 @@ def synth_cmd(
 @data_app.command("load")
 @friendly_errors
 def load_cmd(
-    path: Annotated[Path, typer.Argument(help="A folder with the release's CSVs, or a single file.")],
-    format: Annotated[SourceFormat, typer.Option("--format", help="Source format of PATH.")] = SourceFormat.coveo,
+    path: Annotated[
+        Path, typer.Argument(help="A folder with the release's CSVs, or a single file.")
+    ],
+    format: Annotated[
+        SourceFormat, typer.Option("--format", help="Source format of PATH.")
+    ] = SourceFormat.coveo,
     on_bad_rows: Annotated[
         OnBadRows,
-        typer.Option(help="fail: stop before landing anything; skip: write bad rows to a rejects file."),
+        typer.Option(
+            help="fail: stop before landing anything; skip: write bad rows to a rejects file."
+        ),
     ] = OnBadRows.fail,
 ) -> None:
     """Stream source files into canonical landing Parquet under SMALLBOAT_HOME/landing/."""
@@ -94,7 +102,9 @@ def load_cmd(
 @app.command("transform")
 @friendly_errors
 def transform_cmd(
-    select: Annotated[str | None, typer.Option(help="dbt node selection, e.g. 'intent_examples+'.")] = None,
+    select: Annotated[
+        str | None, typer.Option(help="dbt node selection, e.g. 'intent_examples+'.")
+    ] = None,
 ) -> None:
     """Build the warehouse with dbt (models and their tests); error-severity failures stop it."""
     from smallboat.warehouse.transform import run_transform
@@ -110,6 +120,41 @@ def summary_cmd() -> None:
     from smallboat.warehouse.summary import warehouse_summary
 
     console.print(warehouse_summary(Settings()))
+
+
+@app.command("demo")
+@friendly_errors
+def demo_cmd(
+    sessions: Annotated[int, typer.Option(min=1_000, help="Sessions to synthesize.")] = 50_000,
+    seed: Annotated[int, typer.Option(help="Random seed of the synthetic data.")] = 0,
+) -> None:
+    """Run the path on embedded defaults: synthesize, load, transform, summarise the warehouse."""
+    from smallboat.data.land import load_path
+    from smallboat.data.synth import SynthConfig, synthesize
+    from smallboat.warehouse.summary import warehouse_summary
+    from smallboat.warehouse.transform import run_transform
+
+    settings = Settings()
+    settings.ensure_home()
+    data_dir = settings.home_dir / "demo-data" / f"synth-{sessions}-{seed}"
+    console.rule("[bold]1. synthesize")
+    if not (data_dir / "browsing_train.csv").exists():
+        console.print(
+            synthesize(SynthConfig(sessions=sessions, seed=seed), data_dir, progress=True).render()
+        )
+    else:
+        console.print(f"reusing {data_dir}")
+    console.rule("[bold]2. load")
+    console.print(
+        load_path(
+            data_dir, source="coveo", on_bad_rows="fail", settings=settings, progress=True
+        ).render()
+    )
+    console.rule("[bold]3. transform (dbt build: models and the quality gate)")
+    console.print(run_transform(settings).render())
+    console.rule("[bold]4. warehouse")
+    console.print(warehouse_summary(settings))
+    console.print(f"\nwarehouse: {settings.warehouse_path}\nstate home: {settings.home_dir}")
 
 
 if __name__ == "__main__":

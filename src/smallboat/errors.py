@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class SmallboatError(Exception):
-    """A problem the user can act on: the message names the input, what was expected and what was seen."""
+    """A problem the user can act on: the message names the input, what was expected and seen."""
 
 
 class DataError(SmallboatError):

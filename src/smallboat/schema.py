@@ -67,7 +67,12 @@ BROWSING_EVENTS = Table(
     columns=(
         Column("session_id_hash", pa.string(), False, "session id (hashed)"),
         Column("event_type", pa.string(), False, "pageview | event_product"),
-        Column("product_action", pa.string(), True, "detail | add | remove | purchase; NULL for a plain pageview"),
+        Column(
+            "product_action",
+            pa.string(),
+            True,
+            "detail | add | remove | purchase; NULL for a plain pageview",
+        ),
         Column("product_sku_hash", pa.string(), True, "SKU (hashed); NULL for a plain pageview"),
         Column("server_timestamp_epoch_ms", pa.int64(), False, "event time, epoch milliseconds"),
         Column("hashed_url", pa.string(), True, "page URL (hashed)"),
@@ -108,7 +113,7 @@ COVEO_FILES: dict[str, str] = {
 """File name of each canonical table in the Coveo release (and in `smallboat data synth` output)."""
 
 ORACLE_FILE = "oracle_intent.parquet"
-"""Written by the synthetic generator beside the Coveo CSVs: true P(purchase | prefix) per (session, k)."""
+"""Beside the synthetic Coveo CSVs: the true P(purchase | prefix) per (session, k)."""
 
 INTENT_PREDICTION_POINTS: tuple[int, ...] = (0, 2, 4, 6, 8, 10)
 """Events after the first add at which the intent task predicts (DESIGN.md section 4)."""

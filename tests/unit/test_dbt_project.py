@@ -101,3 +101,8 @@ def test_profiles_have_duckdb_and_snowflake_targets_from_env() -> None:
     assert snowflake["type"] == "snowflake"
     for key in ("account", "user", "password", "role", "warehouse", "database", "schema"):
         assert "env_var('SNOWFLAKE_" in snowflake[key], key
+
+
+def test_prediction_points_are_the_schema_ones() -> None:
+    project = _yaml(DBT_PROJECT_DIR / "dbt_project.yml")
+    assert tuple(project["vars"]["intent_prediction_points"]) == schema.INTENT_PREDICTION_POINTS

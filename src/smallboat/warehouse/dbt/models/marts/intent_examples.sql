@@ -42,7 +42,7 @@ population as (
 
 prediction_points as (
 
-    {% for k in [0, 2, 4, 6, 8, 10] -%}
+    {% for k in var('intent_prediction_points') -%}
     select {{ k }} as k
     {% if not loop.last %}union all{% endif %}
     {% endfor %}
