@@ -197,16 +197,16 @@ def test_session_events_collapse_dedupe_and_order(warehouse: Settings) -> None:
     rows = _query(
         warehouse,
         "select event_index, action, product_sku_hash, server_timestamp_epoch_ms, "
-        "first_purchase_index, is_before_first_purchase from main.session_events "
+        "is_before_first_purchase from main.session_events "
         "where session_id_hash = 's_collapse' order by event_index",
     )
     t1, t2, t3 = (spec.timestamp_of_moment(p) for p in (1, 2, 3))
     # landed twice (10 rows): duplicates dropped, the detail's pageview folded in, add first
     assert [tuple(r.values()) for r in rows] == [
-        (1, "detail", "A", t1, 3, True),
-        (2, "add", "A", t2, 3, True),
-        (3, "purchase", "A", t2, 3, False),
-        (4, "pageview", None, t3, 3, False),
+        (1, "detail", "A", t1, True),
+        (2, "add", "A", t2, True),
+        (3, "purchase", "A", t2, False),
+        (4, "pageview", None, t3, False),
     ]
 
 
@@ -215,12 +215,12 @@ def test_session_events_keep_unpaired_details_and_sessions_without_purchase(
 ) -> None:
     rows = _query(
         warehouse,
-        "select event_index, action, first_purchase_index, is_before_first_purchase "
+        "select event_index, action, is_before_first_purchase "
         "from main.session_events where session_id_hash = 's_unpaired' order by event_index",
     )
     assert [tuple(r.values()) for r in rows] == [
-        (1, "detail", None, True),
-        (2, "detail", None, True),
+        (1, "detail", True),
+        (2, "detail", True),
     ]
 
 

@@ -23,7 +23,7 @@ aggregated as (
         count(case when action = 'remove' then 1 end) as n_removes,
         count(case when action = 'purchase' then 1 end) as n_purchases,
         min(case when action = 'add' then event_index end) as first_add_index,
-        min(first_purchase_index) as first_purchase_index
+        min(case when action = 'purchase' then event_index end) as first_purchase_index
     from session_events
     group by session_id_hash
 
