@@ -107,3 +107,35 @@ def test_profiles_have_duckdb_and_snowflake_targets_from_env() -> None:
 def test_prediction_points_are_the_schema_ones() -> None:
     project = _yaml(DBT_PROJECT_DIR / "dbt_project.yml")
     assert tuple(project["vars"]["intent_prediction_points"]) == schema.INTENT_PREDICTION_POINTS
+
+
+def _render_generic_test(name: str, **arguments: str) -> str:
+    """The SQL of a generic test with its arguments filled in (the test is plain SQL plus them)."""
+    text = (DBT_PROJECT_DIR / "tests" / "generic" / f"{name}.sql").read_text()
+    body = text.split(f"{{% test {name}(", 1)[1].split("%}", 1)[1].split("{% endtest %}")[0]
+    for key, value in arguments.items():
+        body = body.replace("{{ " + key + " }}", value)
+    assert "{{" not in body, body
+    return body
+
+
+@pytest.mark.parametrize(
+    ("indexes", "n_failing"),
+    [
+        ([("a", 1), ("a", 2), ("a", 3), ("b", 1)], 0),
+        ([("a", 1), ("a", 2), ("a", 2), ("b", 1)], 1),  # a repeat
+        ([("a", 1), ("a", 3), ("b", 1)], 1),  # a gap
+        ([("a", 2), ("a", 3), ("b", 1)], 1),  # not starting at 1
+        ([("a", 1), ("a", None), ("b", 1)], 1),  # a null index
+    ],
+)
+def test_index_runs_one_to_n_fails_on_broken_numbering(
+    indexes: list[tuple[str, int | None]], n_failing: int
+) -> None:
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("create table t (g varchar, i integer)")
+    con.executemany("insert into t values (?, ?)", indexes)
+    sql = _render_generic_test("index_runs_one_to_n", model="t", group_column="g", index_column="i")
+    assert len(con.sql(sql).fetchall()) == n_failing
