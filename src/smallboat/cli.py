@@ -109,7 +109,7 @@ def transform_cmd(
     """Build the warehouse with dbt (models and their tests); error-severity failures stop it."""
     from smallboat.warehouse.transform import run_transform
 
-    result = run_transform(Settings(), select=select)
+    result = run_transform(Settings(), select=select, progress=True)
     console.print(result.render())
 
 
@@ -151,7 +151,7 @@ def demo_cmd(
         ).render()
     )
     console.rule("[bold]3. transform (dbt build: models and the quality gate)")
-    console.print(run_transform(settings).render())
+    console.print(run_transform(settings, progress=True).render())
     console.rule("[bold]4. warehouse")
     console.print(warehouse_summary(settings))
     console.print(f"\nwarehouse: {settings.warehouse_path}\nstate home: {settings.home_dir}")

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from smallboat import schema
 from smallboat.config import Settings
@@ -59,6 +60,7 @@ def run_transform(
     *,
     select: str | None = None,
     vars: Mapping[str, Any] | None = None,
+    progress: bool = False,
 ) -> TransformResult:
     """Run `dbt build` on the landing files of `settings.home_dir` and enforce the quality gate.
 
@@ -83,7 +85,8 @@ def run_transform(
         from dbt.cli.main import dbtRunner  # heavy import (~1 s): only when a build is asked for
 
         logger.info("dbt %s", " ".join(args))
-        outcome = dbtRunner(callbacks=[_log_dbt_event]).invoke(args)
+        with _NodeProgress(enabled=progress) as shown:
+            outcome = dbtRunner(callbacks=[_log_dbt_event, shown.on_event]).invoke(args)
     elapsed = time.perf_counter() - clock
 
     record = TransformResult(
@@ -185,6 +188,44 @@ def _dbt_environment(settings: Settings) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+class _NodeProgress:
+    """A live line for long builds: nodes finished so far, the ones running, elapsed time."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("dbt build: {task.completed} nodes done"),
+            TextColumn("[dim]{task.fields[running]}"),
+            TimeElapsedColumn(),
+            disable=not enabled,
+            transient=True,
+        )
+        self._task = self._progress.add_task("dbt", total=None, running="")
+        self._running: list[str] = []
+
+    def __enter__(self) -> _NodeProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def on_event(self, event: Any) -> None:
+        name = event.info.name
+        if name not in {"NodeStart", "NodeFinished"}:
+            return
+        node = getattr(getattr(event.data, "node_info", None), "node_name", "") or ""
+        if name == "NodeStart":
+            self._running.append(node)
+        else:
+            if node in self._running:
+                self._running.remove(node)
+            self._progress.advance(self._task)
+        more = f" (+{len(self._running) - 1})" if len(self._running) > 1 else ""
+        running = f"{self._running[0]}{more}" if self._running else ""
+        self._progress.update(self._task, running=running)
 
 
 def _log_dbt_event(event: Any) -> None:
