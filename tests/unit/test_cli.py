@@ -1,0 +1,49 @@
+"""The `smallboat` command: --help on every verb, readable output, one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from smallboat.cli import app
+
+VERBS = [
+    [],
+    ["data"],
+    ["data", "synth"],
+    ["data", "load"],
+    ["transform"],
+    ["warehouse"],
+    ["warehouse", "summary"],
+    ["demo"],
+]
+
+
+@pytest.mark.parametrize("verb", VERBS, ids=lambda v: " ".join(v) or "smallboat")
+def test_every_verb_has_help(verb: list[str]) -> None:
+    result = CliRunner().invoke(app, [*verb, "--help"], terminal_width=120)
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def test_synth_prints_figures_beside_the_targets(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["data", "synth", "--sessions", "800", "--out", str(tmp_path)], terminal_width=160
+    )
+    assert result.exit_code == 0, result.output
+    assert "share of sessions with an add" in result.output
+    assert "0.0435" in result.output  # the release's figure, printed as the target
+    assert (tmp_path / "browsing_train.csv").is_file()
+
+
+def test_synth_into_a_file_is_a_one_line_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    result = CliRunner().invoke(
+        app, ["data", "synth", "--sessions", "10", "--out", str(blocker / "sub")]
+    )
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert f"cannot create output folder {blocker / 'sub'}" in result.output
