@@ -20,23 +20,18 @@ sessions as (
 
 ),
 
-cut_sessions as (
-
-    select
-        session_id_hash,
-        count(*) as n_cut,
-        min(case when action = 'add' then event_index end) as first_add_index
-    from session_events
-    where is_before_first_purchase
-    group by session_id_hash
-
-),
-
 population as (
 
-    select *
-    from cut_sessions
+    -- The cut session is the events before the first purchase, so n_cut = first_purchase_index - 1
+    -- (or every event when there is no purchase), and the first add counts only when it comes
+    -- before the first purchase. `sessions` holds both indexes: no need to rescan the events.
+    select
+        session_id_hash,
+        first_add_index,
+        coalesce(first_purchase_index - 1, n_events) as n_cut
+    from sessions
     where first_add_index is not null
+        and (first_purchase_index is null or first_add_index < first_purchase_index)
 
 ),
 
