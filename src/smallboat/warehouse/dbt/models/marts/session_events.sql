@@ -50,11 +50,12 @@ collapsed as (
 
 first_purchases as (
 
+    -- From the raw events: collapsing only drops pageviews, never a purchase.
     select
         session_id_hash,
         min(server_timestamp_epoch_ms) as first_purchase_at_ms
-    from collapsed
-    where action = 'purchase'
+    from browsing_events
+    where product_action = 'purchase'
     group by session_id_hash
 
 ),
