@@ -164,3 +164,64 @@ def test_oracle_uses_only_the_observed_prefix(tmp_path: Path) -> None:
             assert path[row.prefix_length - 1] == pytest.approx(row.p_purchase, abs=1e-9)
             checked += 1
     assert checked > 300
+
+
+def _example_features(out: Path) -> pd.DataFrame:
+    """Per (session, k): count features, and sequence features a count model cannot see."""
+    oracle = pd.read_parquet(out / ORACLE_FILE)
+    browsing = read_release_csv(out / COVEO_FILES["browsing_events"])
+    browsing = browsing[browsing.session_id_hash.isin(set(oracle.session_id_hash))]
+    catalog = read_release_csv(out / COVEO_FILES["catalog"]).set_index("product_sku_hash")
+    ev = collapsed_events(browsing)
+    ev["idx"] = ev.groupby("session_id_hash").cumcount() + 1
+    ev["log_gap"] = np.log1p(ev.groupby("session_id_hash").ts.diff().fillna(0) / 1000)
+    ev["category"] = ev.product_sku_hash.map(catalog.category_hash)
+    first_add = ev[ev.action == "add"].groupby("session_id_hash").idx.min().rename("first_add")
+    added_cat = (
+        ev[ev.action == "add"].sort_values("idx").groupby("session_id_hash").category.first()
+    ).rename("added_category")
+    ev = ev.join(first_add, on="session_id_hash").join(added_cat, on="session_id_hash")
+    m = oracle.merge(ev, on="session_id_hash")
+    m = m[m.idx <= m.prefix_length]
+    m["after"] = m.idx > m.first_add
+    m["after_gap"] = np.where(m.after, m.log_gap, np.nan)
+    m["after_stay"] = np.where(
+        m.after & (m.action == "detail"), (m.category == m.added_category).astype(float), np.nan
+    )
+    for action in ("pageview", "detail", "add", "remove"):
+        m[f"n_{action}"] = (m.action == action).astype(int)
+    g = m.groupby(["session_id_hash", "k"])
+    feats = g.agg(
+        n_pageview=("n_pageview", "sum"),
+        n_detail=("n_detail", "sum"),
+        n_add=("n_add", "sum"),
+        n_remove=("n_remove", "sum"),
+        length=("prefix_length", "first"),
+        label=("label", "first"),
+        after_gap=("after_gap", "mean"),
+        last_gap=("log_gap", "last"),
+        after_stay=("after_stay", "mean"),
+    ).reset_index()
+    return feats.fillna({"after_gap": 0.0, "after_stay": 0.5})
+
+
+def test_purchase_depends_on_the_sequence_not_only_on_counts(
+    medium: tuple[Path, SynthReport],
+) -> None:
+    """Time gaps and category moves after the add carry signal that action counts do not."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    feats = _example_features(medium[0])
+    counts = ["n_pageview", "n_detail", "n_add", "n_remove", "length", "k"]
+    sequence = [*counts, "after_gap", "last_gap", "after_stay"]
+    train = feats.session_id_hash.str[0].isin(list("01234567"))
+    aucs = {}
+    for name, cols in (("counts", counts), ("sequence", sequence)):
+        scaler = StandardScaler().fit(feats.loc[train, cols])
+        model = LogisticRegression(max_iter=1_000).fit(
+            scaler.transform(feats.loc[train, cols]), feats.label[train]
+        )
+        p = model.predict_proba(scaler.transform(feats.loc[~train, cols]))[:, 1]
+        aucs[name] = roc_auc_score(feats.label[~train], p)
+    assert aucs["sequence"] > aucs["counts"] + 0.05, aucs
