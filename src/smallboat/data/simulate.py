@@ -93,186 +93,225 @@ def simulate_batch(
     n_pages: int,
 ) -> Batch:
     """Generate len(start_ms) sessions and their oracle rows."""
-    n = len(start_ms)
-    cls = rng.choice(len(dyn.prior), size=n, p=dyn.prior / dyn.prior.sum())
-    shopper_pos = np.full(len(dyn.prior), -1)
-    shopper_pos[dy.SHOPPERS] = np.arange(len(dy.SHOPPERS))
-    log_prior = np.log(dyn.prior[dy.SHOPPERS] / dyn.prior[dy.SHOPPERS].sum())
-    buyer_cols = dyn.is_buyer[dy.SHOPPERS]
-    all_shoppers = dy.SHOPPERS[None, :]
+    sim = _Simulation(rng, dyn, cat, start_ms, n_pages)
+    while sim.step():
+        pass
+    return sim.result()
 
-    count = np.zeros(n, np.int64)
-    cur_sku = np.full(n, -1, np.int64)
-    last_action = np.full(n, -1, np.int64)
-    cart = np.zeros((n, CART_SLOTS), np.int64)
-    cart_n = np.zeros(n, np.int64)
-    first_add = np.zeros(n, np.int64)  # 1-based index of the first add; 0 = none yet
-    ts = start_ms.astype(np.int64).copy()
-    phase = np.zeros(n, np.int64)  # 0 before the purchase, 1 after it, 2 done
-    post_left = np.zeros(n, np.int64)
-    purchased = np.zeros(n, bool)
-    loglik = np.zeros((n, len(dy.SHOPPERS)))
-    rows = _Rows()
-    oracle: list[tuple[np.ndarray, ...]] = []
-    page_cum = np.cumsum(1.0 / np.arange(1, n_pages + 1))
-    capped = 0
-    is_shopper_class = np.isin(cls, dy.SHOPPERS)
 
-    while True:
-        # Sessions after their purchase browse a little (pageviews), then leave.
-        post = np.flatnonzero(phase == 1)
-        if len(post):
-            leaving = post[post_left[post] == 0]
-            phase[leaving] = 2
-            staying = post[post_left[post] > 0]
-            ts[staying] += rng.integers(2_000, 120_000, len(staying))
-            rows.emit(
-                staying,
-                dy.PAGEVIEW,
-                np.full(len(staying), -1),
-                _pages(rng, page_cum, len(staying)),
-                ts[staying],
-            )
-            post_left[staying] -= 1
+class _Simulation:
+    """The state of a batch of sessions, advanced one collapsed event per `step()`.
 
-        limit = np.where(is_shopper_class, MAX_SHOPPER_EVENTS, MAX_EVENTS)
-        at_cap = np.flatnonzero((phase == 0) & (count >= limit))
-        capped += int(np.isin(cls[at_cap], dy.SHOPPERS).sum())
-        phase[at_cap] = 2
-        act = np.flatnonzero(phase == 0)
-        if len(act) == 0 and not (phase == 1).any():
-            break
+    Sessions are in one of three phases: 0 before their purchase (the cut the intent task sees),
+    1 after it (a few pageviews), 2 done. Each step draws, for every session in phase 0, an
+    action from its own class, then the event's time and product; for shopper sessions the log
+    probability of what was drawn is added under every shopper class (the oracle's likelihood).
+    """
+
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        dyn: dy.Dynamics,
+        cat: Catalog,
+        start_ms: np.ndarray,
+        n_pages: int,
+    ) -> None:
+        n = len(start_ms)
+        self.rng, self.dyn, self.cat = rng, dyn, cat
+        self.start_ms = start_ms
+        self.cls = rng.choice(len(dyn.prior), size=n, p=dyn.prior / dyn.prior.sum())
+        self.is_shopper = np.isin(self.cls, dy.SHOPPERS)
+        self.limit = np.where(self.is_shopper, MAX_SHOPPER_EVENTS, MAX_EVENTS)
+        self.log_prior = np.log(dyn.prior[dy.SHOPPERS] / dyn.prior[dy.SHOPPERS].sum())
+        self.buyer_cols = dyn.is_buyer[dy.SHOPPERS]
+        self.all_shoppers = dy.SHOPPERS[None, :]
+        self.page_cum = np.cumsum(1.0 / np.arange(1, n_pages + 1))
+
+        self.count = np.zeros(n, np.int64)  # collapsed events so far
+        self.cur_sku = np.full(n, -1, np.int64)  # the product being viewed
+        self.last_action = np.full(n, -1, np.int64)
+        self.cart = np.zeros((n, CART_SLOTS), np.int64)
+        self.cart_n = np.zeros(n, np.int64)
+        self.first_add = np.zeros(n, np.int64)  # 1-based index of the first add; 0 = none yet
+        self.ts = start_ms.astype(np.int64).copy()
+        self.phase = np.zeros(n, np.int64)
+        self.post_left = np.zeros(n, np.int64)
+        self.purchased = np.zeros(n, bool)
+        self.loglik = np.zeros((n, len(dy.SHOPPERS)))
+        self.rows = _Rows()
+        self.oracle: list[tuple[np.ndarray, ...]] = []
+        self.capped = 0
+
+    def step(self) -> bool:
+        """Advance every live session by one event; False once all sessions are done."""
+        self._browse_after_purchase()
+        at_cap = np.flatnonzero((self.phase == 0) & (self.count >= self.limit))
+        self.capped += int(self.is_shopper[at_cap].sum())
+        self.phase[at_cap] = 2
+        act = np.flatnonzero(self.phase == 0)
         if len(act) == 0:
-            continue
+            return bool((self.phase == 1).any())
 
-        obs = _observe(cat, act, count, cur_sku, last_action, cart_n, first_add)
-        own = cls[act][:, None]
-        logp_own = dy.action_logprobs(dyn, obs, own)[:, 0, :]
-        action = _sample_rows(rng, np.exp(logp_own))
+        obs = _observe(
+            self.cat, act, self.count, self.cur_sku, self.last_action, self.cart_n, self.first_add
+        )
+        own = self.cls[act][:, None]
+        action = _sample_rows(self.rng, np.exp(dy.action_logprobs(self.dyn, obs, own)[:, 0, :]))
+        shop = np.flatnonzero(self.is_shopper[act])  # rows of `act` whose likelihood is kept
+        if len(shop):
+            logp_all = dy.action_logprobs(self.dyn, _subset(obs, shop), self.all_shoppers)
+            self.loglik[act[shop]] += logp_all[np.arange(len(shop)), :, action[shop]]
+        self._advance_clock(act, action, obs, own, shop)
 
-        is_shop = shopper_pos[cls[act]] >= 0
-        sh = np.flatnonzero(is_shop)
-        obs_sh = _subset(obs, sh)
-        if len(sh):
-            logp_all = dy.action_logprobs(dyn, obs_sh, all_shoppers)
-            loglik[act[sh]] += logp_all[np.arange(len(sh)), :, action[sh]]
+        self.phase[act[action == dy.END]] = 2
+        self._purchase(act[action == dy.PURCHASE])
+        pv = act[action == dy.PAGEVIEW]
+        self.rows.emit(pv, dy.PAGEVIEW, _none(pv), self._pages(len(pv)), self.ts[pv])
+        self._detail(act, action, obs, own, shop)
+        self._add(act[action == dy.ADD])
+        self._remove(act[action == dy.REMOVE])
 
-        # The time of the event (the first event of a session is at its start).
-        moving = action != dy.END
-        timed = moving & (count[act] >= 1)
+        stepped = act[(action != dy.END) & (action != dy.PURCHASE)]
+        self.count[stepped] += 1
+        self.last_action[act] = action
+        self._record_prediction_points(stepped)
+        return True
+
+    def _browse_after_purchase(self) -> None:
+        """Sessions after their purchase browse a little (pageviews), then leave."""
+        post = np.flatnonzero(self.phase == 1)
+        if len(post) == 0:
+            return
+        self.phase[post[self.post_left[post] == 0]] = 2
+        staying = post[self.post_left[post] > 0]
+        self.ts[staying] += self.rng.integers(2_000, 120_000, len(staying))
+        pages = self._pages(len(staying))
+        self.rows.emit(staying, dy.PAGEVIEW, _none(staying), pages, self.ts[staying])
+        self.post_left[staying] -= 1
+
+    def _advance_clock(
+        self,
+        act: np.ndarray,
+        action: np.ndarray,
+        obs: dy.Observed,
+        own: np.ndarray,
+        shop: np.ndarray,
+    ) -> None:
+        """The time of each event (a session's first event is at its start), and its likelihood."""
+        timed = (action != dy.END) & (self.count[act] >= 1)
         gap = np.zeros(len(act), np.int64)
         if timed.any():
             sub = np.flatnonzero(timed)
-            gap[sub] = dy.sample_gap_ms(dyn, _subset(obs, sub), own[sub], rng)
-        ts[act] += gap
-        scored = sh[timed[sh] & (action[sh] != dy.PURCHASE)]
+            gap[sub] = dy.sample_gap_ms(self.dyn, _subset(obs, sub), own[sub], self.rng)
+        self.ts[act] += gap
+        scored = shop[timed[shop] & (action[shop] != dy.PURCHASE)]
         if len(scored):
-            loglik[act[scored]] += dy.gap_loglik(
-                dyn, _subset(obs, scored), all_shoppers, gap[scored]
+            self.loglik[act[scored]] += dy.gap_loglik(
+                self.dyn, _subset(obs, scored), self.all_shoppers, gap[scored]
             )
 
-        # END: the session leaves without buying.
-        phase[act[action == dy.END]] = 2
-
-        # PURCHASE: one row per product in the cart, all at the same time; the cut ends here.
-        buy = act[action == dy.PURCHASE]
+    def _purchase(self, buy: np.ndarray) -> None:
+        """One row per product in the cart, all at the same time; the cut session ends here."""
         for slot in range(CART_SLOTS):
-            has = buy[cart_n[buy] > slot]
-            rows.emit(has, dy.PURCHASE, cart[has, slot], np.full(len(has), -1), ts[has])
+            has = buy[self.cart_n[buy] > slot]
+            self.rows.emit(has, dy.PURCHASE, self.cart[has, slot], _none(has), self.ts[has])
         # Products put in the cart during an earlier visit are bought too (after the cut, so
         # this does not touch the oracle): the release has ~1.46 purchase rows per buying session.
-        earlier = buy[rng.random(len(buy)) < 0.3]
-        rows.emit(
-            earlier,
-            dy.PURCHASE,
-            cat.sample_global(rng, len(earlier)),
-            np.full(len(earlier), -1),
-            ts[earlier],
-        )
-        phase[buy] = 1
-        purchased[buy] = True
-        post_left[buy] = rng.geometric(0.5, len(buy)) - 1
+        earlier = buy[self.rng.random(len(buy)) < 0.3]
+        skus = self.cat.sample_global(self.rng, len(earlier))
+        self.rows.emit(earlier, dy.PURCHASE, skus, _none(earlier), self.ts[earlier])
+        self.phase[buy] = 1
+        self.purchased[buy] = True
+        self.post_left[buy] = self.rng.geometric(0.5, len(buy)) - 1
 
-        # PAGEVIEW: a plain page.
-        pv = act[action == dy.PAGEVIEW]
-        rows.emit(pv, dy.PAGEVIEW, np.full(len(pv), -1), _pages(rng, page_cum, len(pv)), ts[pv])
-
-        # DETAIL: a product view, in the current product's category or elsewhere.
+    def _detail(
+        self,
+        act: np.ndarray,
+        action: np.ndarray,
+        obs: dy.Observed,
+        own: np.ndarray,
+        shop: np.ndarray,
+    ) -> None:
+        """A product view: in the current product's category, or elsewhere (a scored choice)."""
         det_rows = np.flatnonzero(action == dy.DETAIL)
         det = act[det_rows]
-        new_sku = cat.sample_global(rng, len(det))
-        has_cur = cur_sku[det] >= 0
+        new_sku = self.cat.sample_global(self.rng, len(det))
+        has_cur = self.cur_sku[det] >= 0
         if has_cur.any():
             r = det_rows[has_cur]
-            log_stay, _ = dy.stay_logprob(dyn, _subset(obs, r), own[r])
-            stay = rng.random(len(r)) < np.exp(log_stay[:, 0])
-            prev = cur_sku[act[r]]
+            log_stay, _ = dy.stay_logprob(self.dyn, _subset(obs, r), own[r])
+            stay = self.rng.random(len(r)) < np.exp(log_stay[:, 0])
+            prev = self.cur_sku[act[r]]
             new_sku[has_cur] = np.where(
-                stay, cat.sample_near(rng, prev), cat.sample_other_leaf(rng, prev)
+                stay,
+                self.cat.sample_near(self.rng, prev),
+                self.cat.sample_other_leaf(self.rng, prev),
             )
-            shop_r = is_shop[r]
-            if shop_r.any():
-                ls, ll = dy.stay_logprob(dyn, _subset(obs, r[shop_r]), all_shoppers)
-                loglik[act[r[shop_r]]] += np.where(stay[shop_r, None], ls, ll)
-        cur_sku[det] = new_sku
-        rows.emit(det, dy.DETAIL, new_sku, np.full(len(det), -1), ts[det])
-        paired = det[rng.random(len(det)) < PAIR_PAGEVIEW_P]
-        rows.emit(paired, dy.PAGEVIEW, cur_sku[paired], np.full(len(paired), -1), ts[paired])
+            scored = np.isin(r, shop)
+            if scored.any():
+                obs_r = _subset(obs, r[scored])
+                ls, ll = dy.stay_logprob(self.dyn, obs_r, self.all_shoppers)
+                self.loglik[act[r[scored]]] += np.where(stay[scored, None], ls, ll)
+        self.cur_sku[det] = new_sku
+        self.rows.emit(det, dy.DETAIL, new_sku, _none(det), self.ts[det])
+        paired = det[self.rng.random(len(det)) < PAIR_PAGEVIEW_P]
+        self.rows.emit(paired, dy.PAGEVIEW, self.cur_sku[paired], _none(paired), self.ts[paired])
 
-        # ADD: the product being viewed goes into the cart.
-        add = act[action == dy.ADD]
-        slot = np.minimum(cart_n[add], CART_SLOTS - 1)
-        cart[add, slot] = cur_sku[add]
-        cart_n[add] = np.minimum(cart_n[add] + 1, CART_SLOTS)
-        rows.emit(add, dy.ADD, cur_sku[add], np.full(len(add), -1), ts[add])
-        first_add[add] = np.where(first_add[add] == 0, count[add] + 1, first_add[add])
+    def _add(self, add: np.ndarray) -> None:
+        """The product being viewed goes into the cart."""
+        slot = np.minimum(self.cart_n[add], CART_SLOTS - 1)
+        self.cart[add, slot] = self.cur_sku[add]
+        self.cart_n[add] = np.minimum(self.cart_n[add] + 1, CART_SLOTS)
+        self.rows.emit(add, dy.ADD, self.cur_sku[add], _none(add), self.ts[add])
+        first = self.first_add[add]
+        self.first_add[add] = np.where(first == 0, self.count[add] + 1, first)
 
-        # REMOVE: the last product added, or one left in the cart by an earlier visit.
-        rem = act[action == dy.REMOVE]
-        from_cart = cart_n[rem] > 0
-        rem_sku = np.where(
-            from_cart, cart[rem, np.maximum(cart_n[rem] - 1, 0)], cat.sample_global(rng, len(rem))
+    def _remove(self, rem: np.ndarray) -> None:
+        """The last product added leaves the cart, or one left there by an earlier visit."""
+        last = self.cart[rem, np.maximum(self.cart_n[rem] - 1, 0)]
+        skus = np.where(self.cart_n[rem] > 0, last, self.cat.sample_global(self.rng, len(rem)))
+        self.cart_n[rem] = np.maximum(self.cart_n[rem] - 1, 0)
+        self.rows.emit(rem, dy.REMOVE, skus, _none(rem), self.ts[rem])
+
+    def _record_prediction_points(self, stepped: np.ndarray) -> None:
+        """Right after the first add and 2, 4, ... 10 events later: the exact P(purchase)."""
+        k = self.count[stepped] - self.first_add[stepped]
+        at_point = (self.first_add[stepped] > 0) & (k >= 0)
+        point = stepped[at_point & _POINTS[np.clip(k, 0, MAX_SHOPPER_EVENTS)]]
+        if len(point) == 0:
+            return
+        log_post = self.loglik[point] + self.log_prior
+        post = np.exp(log_post - log_post.max(axis=1, keepdims=True))
+        p_buy = post[:, self.buyer_cols].sum(axis=1) / post.sum(axis=1)
+        k_point = self.count[point] - self.first_add[point]
+        self.oracle.append((point, k_point, self.count[point].copy(), p_buy))
+
+    def _pages(self, n: int) -> np.ndarray:
+        """Plain pages by Zipf-like popularity."""
+        u = self.rng.random(n) * self.page_cum[-1]
+        return np.minimum(np.searchsorted(self.page_cum, u, side="right"), len(self.page_cum) - 1)
+
+    def result(self) -> Batch:
+        if self.oracle:
+            o = [np.concatenate([x[i] for x in self.oracle]) for i in range(4)]
+            oracle_rows = OracleRows(o[0], o[1], o[2], o[3])
+        else:
+            empty = np.empty(0, np.int64)
+            oracle_rows = OracleRows(empty, empty, empty, np.empty(0))
+        return Batch(
+            events=self.rows.build(),
+            oracle=oracle_rows,
+            session_class=self.cls,
+            purchased=self.purchased,
+            start_ms=self.start_ms,
+            end_ms=self.ts,
+            capped=self.capped,
         )
-        cart_n[rem] = np.maximum(cart_n[rem] - 1, 0)
-        rows.emit(rem, dy.REMOVE, rem_sku, np.full(len(rem), -1), ts[rem])
-
-        stepped = act[(action != dy.END) & (action != dy.PURCHASE)]
-        count[stepped] += 1
-        last_action[act] = action
-
-        # Prediction points: right after the first add and 2, 4, ... 10 events later.
-        k = count[stepped] - first_add[stepped]
-        point = stepped[
-            (first_add[stepped] > 0) & (k >= 0) & _POINTS[np.clip(k, 0, MAX_SHOPPER_EVENTS)]
-        ]
-        if len(point):
-            log_post = loglik[point] + log_prior
-            log_post -= log_post.max(axis=1, keepdims=True)
-            post_p = np.exp(log_post)
-            p_buy = post_p[:, buyer_cols].sum(axis=1) / post_p.sum(axis=1)
-            oracle.append((point, count[point] - first_add[point], count[point].copy(), p_buy))
-
-    events = rows.build()
-    if oracle:
-        o = [np.concatenate([x[i] for x in oracle]) for i in range(4)]
-        oracle_rows = OracleRows(o[0], o[1], o[2], o[3])
-    else:
-        empty = np.empty(0, np.int64)
-        oracle_rows = OracleRows(empty, empty, empty, np.empty(0))
-    return Batch(
-        events=events,
-        oracle=oracle_rows,
-        session_class=cls,
-        purchased=purchased,
-        start_ms=start_ms,
-        end_ms=ts,
-        capped=capped,
-    )
 
 
-def _pages(rng: np.random.Generator, page_cum: np.ndarray, n: int) -> np.ndarray:
-    u = rng.random(n) * page_cum[-1]
-    return np.minimum(np.searchsorted(page_cum, u, side="right"), len(page_cum) - 1)
+def _none(sessions: np.ndarray) -> np.ndarray:
+    """-1 for each session: no SKU, or no plain page."""
+    return np.full(len(sessions), -1)
 
 
 def _sample_rows(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
