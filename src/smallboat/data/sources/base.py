@@ -213,3 +213,11 @@ class Source(Protocol):
     ) -> Iterator[tuple[Table, pa.RecordBatch]]:
         """Stream `path` as canonical batches; bad rows go to `problems`, progress to `stats`."""
         ...
+
+
+def files_with_suffix(folder: Path, suffix: str, source_label: str) -> list[Path]:
+    """Every `*suffix` file directly in `folder`, by name; an error naming the folder if none."""
+    files = sorted(p for p in folder.glob(f"*{suffix}") if p.is_file())
+    if not files:
+        raise DataError(f"{folder} holds no {suffix} files to load as {source_label}")
+    return files

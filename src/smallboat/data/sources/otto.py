@@ -25,8 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from smallboat import schema
-from smallboat.data.sources.base import Problem, Problems, ReadStats, make_batch
-from smallboat.errors import DataError
+from smallboat.data.sources.base import Problem, Problems, ReadStats, files_with_suffix, make_batch
 from smallboat.schema import Table
 
 ACTIONS: dict[str, str] = {"clicks": "detail", "carts": "add", "orders": "purchase"}
@@ -111,10 +110,7 @@ class OttoSource:
 
     def files_in(self, folder: Path) -> list[Path]:
         """Every .jsonl file in `folder`, by name."""
-        files = sorted(p for p in folder.glob("*.jsonl") if p.is_file())
-        if not files:
-            raise DataError(f"{folder} holds no .jsonl files to load as OTTO")
-        return files
+        return files_with_suffix(folder, ".jsonl", "OTTO")
 
     def tables(self, path: Path) -> tuple[Table, ...]:
         """OTTO has events only."""

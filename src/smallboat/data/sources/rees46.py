@@ -22,9 +22,14 @@ import pyarrow.compute as pc
 
 from smallboat import schema
 from smallboat.data.sources import parse
-from smallboat.data.sources.base import Problems, ReadStats, RowChecks, make_batch
+from smallboat.data.sources.base import (
+    Problems,
+    ReadStats,
+    RowChecks,
+    files_with_suffix,
+    make_batch,
+)
 from smallboat.data.sources.csvstream import CsvStream
-from smallboat.errors import DataError
 from smallboat.schema import Table
 
 ACTIONS: dict[str, str] = {
@@ -144,10 +149,7 @@ class Rees46Source:
 
     def files_in(self, folder: Path) -> list[Path]:
         """Every .csv file in `folder`, by name."""
-        files = sorted(p for p in folder.glob("*.csv") if p.is_file())
-        if not files:
-            raise DataError(f"{folder} holds no .csv files to load as REES46")
-        return files
+        return files_with_suffix(folder, ".csv", "REES46")
 
     def tables(self, path: Path) -> tuple[Table, ...]:
         """Events, then the catalog derived from them."""
