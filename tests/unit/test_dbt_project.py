@@ -9,6 +9,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML comes with dbt, its stubs do not
 
 from smallboat import schema
+from smallboat.data import release
 from smallboat.warehouse.transform import DBT_PROJECT_DIR
 
 MODELS_DIR = DBT_PROJECT_DIR / "models"
@@ -77,11 +78,11 @@ def test_distribution_defaults_pass_the_coveo_statistics() -> None:
     """DESIGN.md section 3: the full Coveo release must pass every error AND warn bound."""
     project_vars = _yaml(DBT_PROJECT_DIR / "dbt_project.yml")["vars"]
     coveo = {
-        "add_share": 214_684 / 4_934_699,  # 4.35%
-        "purchase_share": 53_209 / 4_934_699,  # 1.08%
+        "add_share": release.SESSIONS_WITH_ADD / release.SESSIONS,  # 4.35%
+        "purchase_share": release.SESSIONS_WITH_PURCHASE / release.SESSIONS,  # 1.08%
         # collapsed length: each detail's pageview pair folds into it
-        "avg_session_length": (36_079_307 - 9_707_890) / 4_934_699,
-        "median_session_length": 3,
+        "avg_session_length": (release.BROWSING_ROWS - release.DETAILS) / release.SESSIONS,
+        "median_session_length": release.SESSION_LENGTH_MEDIAN,
     }
     for metric, value in coveo.items():
         for suffix in ("", "_warn"):

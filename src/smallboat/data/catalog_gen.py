@@ -12,10 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from smallboat.data import release
 from smallboat.schema import VECTOR_DIM
-
-FULL_CATALOG_ROWS = 66_386
-FULL_SESSIONS = 4_934_699
 
 
 def hex_ids(rng: np.random.Generator, n: int) -> pa.Array:
@@ -27,7 +25,8 @@ def hex_ids(rng: np.random.Generator, n: int) -> pa.Array:
 
 def catalog_size(sessions: int) -> int:
     """Catalog rows for a dataset of `sessions`: the release's 66,386 at full scale, fewer below."""
-    scaled = FULL_CATALOG_ROWS * (min(sessions, FULL_SESSIONS) / FULL_SESSIONS) ** 0.5
+    full = release.CATALOG_ROWS
+    scaled = full * (min(sessions, release.SESSIONS) / release.SESSIONS) ** 0.5
     return int(max(400, round(scaled)))
 
 
@@ -106,6 +105,7 @@ class Catalog:
 
 def build_catalog(rng: np.random.Generator, n_skus: int) -> Catalog:
     """A category tree (top/mid/leaf), Zipf popularity, price deciles and content vectors."""
+    full = release.CATALOG_ROWS
     n_leaves = max(8, n_skus // 150)
     n_top = max(3, n_leaves // 20)
     n_mid = max(n_top, n_leaves // 5)
@@ -128,14 +128,14 @@ def build_catalog(rng: np.random.Generator, n_skus: int) -> Catalog:
     log_price = log_price[order]
     ranks = np.argsort(np.argsort(log_price, kind="stable"), kind="stable")
     price_bucket = (ranks * 10 // n_skus + 1).astype(np.int8)
-    price_observed = rng.random(n_skus) >= 34_348 / FULL_CATALOG_ROWS
+    price_observed = rng.random(n_skus) >= release.CATALOG_WITH_NO_PRICE / full
 
     # Zipf-like popularity over a random ranking of the SKUs. Some leaves are catalog-only (never
     # shown on the site: ~13% of the release's catalog is never seen in browsing): no popularity,
     # and no co-view link leads to them.
     zipf_rank = rng.permutation(n_skus) + 1
     popularity = 1.0 / zipf_rank**1.1
-    dead_share = 1 - 57_483 / FULL_CATALOG_ROWS
+    dead_share = 1 - release.SKUS_SEEN / full
     leaf_order = rng.permutation(n_leaves)
     covered = np.cumsum(sizes[leaf_order]) / n_skus
     live_leaf = np.ones(n_leaves, bool)
@@ -178,8 +178,9 @@ def build_catalog(rng: np.random.Generator, n_skus: int) -> Catalog:
         leaf_popularity_cum=np.cumsum(leaf_pop),
         related_leaf=related,
         centroid=centroid,
-        has_description=rng.random(n_skus) < 31_950 / FULL_CATALOG_ROWS,
-        has_image=rng.random(n_skus) < 28_370 / FULL_CATALOG_ROWS,
+        has_description=rng.random(n_skus)
+        < release.CATALOG_WITH_DESCRIPTION / release.CATALOG_ROWS,
+        has_image=rng.random(n_skus) < release.CATALOG_WITH_IMAGE / release.CATALOG_ROWS,
     )
 
 

@@ -26,13 +26,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import ndtr, ndtri
 
+from smallboat.schema import SESSION_GAP_MS
+
 PAGEVIEW, DETAIL, ADD, REMOVE, PURCHASE, END = range(6)
 ACTION_NAMES = ("pageview", "detail", "add", "remove", "purchase", "end")
 N_ACTIONS = 6
 NEG_INF = -np.inf
 
 MIN_GAP_S = 1.0
-MAX_GAP_S = 1799.0  # strictly under the 30-minute inactivity cut, so a session never splits
+MAX_GAP_S = SESSION_GAP_MS / 1000 - 1.0  # under the inactivity cut, so a session never splits
 
 CLASS_NAMES = (
     "browse_short",

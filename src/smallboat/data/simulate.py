@@ -52,7 +52,6 @@ class OracleRows:
 class Batch:
     events: RawEvents
     oracle: OracleRows
-    session_class: np.ndarray
     purchased: np.ndarray  # (N,) bool: the session has a purchase
     start_ms: np.ndarray
     end_ms: np.ndarray
@@ -97,6 +96,17 @@ def simulate_batch(
     while sim.step():
         pass
     return sim.result()
+
+
+@dataclass
+class _Draw:
+    """One step's draw: the live sessions, their actions, and what their prefixes show."""
+
+    act: np.ndarray  # live sessions (indexes in the batch)
+    action: np.ndarray  # the action each one drew
+    obs: dy.Observed  # their observed prefixes
+    own: np.ndarray  # (N, 1) their own classes
+    shop: np.ndarray  # rows of `act` that are shopper sessions (their likelihood is kept)
 
 
 class _Simulation:
@@ -161,13 +171,14 @@ class _Simulation:
         if len(shop):
             logp_all = dy.action_logprobs(self.dyn, _subset(obs, shop), self.all_shoppers)
             self.loglik[act[shop]] += logp_all[np.arange(len(shop)), :, action[shop]]
-        self._advance_clock(act, action, obs, own, shop)
+        draw = _Draw(act, action, obs, own, shop)
+        self._advance_clock(draw)
 
         self.phase[act[action == dy.END]] = 2
         self._purchase(act[action == dy.PURCHASE])
         pv = act[action == dy.PAGEVIEW]
         self.rows.emit(pv, dy.PAGEVIEW, _none(pv), self._pages(len(pv)), self.ts[pv])
-        self._detail(act, action, obs, own, shop)
+        self._detail(draw)
         self._add(act[action == dy.ADD])
         self._remove(act[action == dy.REMOVE])
 
@@ -189,15 +200,9 @@ class _Simulation:
         self.rows.emit(staying, dy.PAGEVIEW, _none(staying), pages, self.ts[staying])
         self.post_left[staying] -= 1
 
-    def _advance_clock(
-        self,
-        act: np.ndarray,
-        action: np.ndarray,
-        obs: dy.Observed,
-        own: np.ndarray,
-        shop: np.ndarray,
-    ) -> None:
+    def _advance_clock(self, d: _Draw) -> None:
         """The time of each event (a session's first event is at its start), and its likelihood."""
+        act, action, obs, own, shop = d.act, d.action, d.obs, d.own, d.shop
         timed = (action != dy.END) & (self.count[act] >= 1)
         gap = np.zeros(len(act), np.int64)
         if timed.any():
@@ -224,15 +229,9 @@ class _Simulation:
         self.purchased[buy] = True
         self.post_left[buy] = self.rng.geometric(0.5, len(buy)) - 1
 
-    def _detail(
-        self,
-        act: np.ndarray,
-        action: np.ndarray,
-        obs: dy.Observed,
-        own: np.ndarray,
-        shop: np.ndarray,
-    ) -> None:
+    def _detail(self, d: _Draw) -> None:
         """A product view: in the current product's category, or elsewhere (a scored choice)."""
+        act, action, obs, own, shop = d.act, d.action, d.obs, d.own, d.shop
         det_rows = np.flatnonzero(action == dy.DETAIL)
         det = act[det_rows]
         new_sku = self.cat.sample_global(self.rng, len(det))
@@ -301,7 +300,6 @@ class _Simulation:
         return Batch(
             events=self.rows.build(),
             oracle=oracle_rows,
-            session_class=self.cls,
             purchased=self.purchased,
             start_ms=self.start_ms,
             end_ms=self.ts,

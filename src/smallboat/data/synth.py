@@ -23,6 +23,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table as RichTable
 
 from smallboat.data import dynamics as dy
+from smallboat.data import release
 from smallboat.data.catalog_gen import (
     Catalog,
     build_catalog,
@@ -38,8 +39,9 @@ from smallboat.schema import COVEO_FILES, INTENT_BUCKET_WEIGHTS, ORACLE_FILE, VE
 RELEASE_START_MS = 1_547_510_400_000  # 2019-01-15 00:00 UTC
 RELEASE_DAYS = 90
 BATCH_SESSIONS = 50_000
-SEARCH_SESSION_SHARE = 550_100 / 4_934_699
-SEARCH_CLICK_SHARE = 179_495 / 819_516
+SEARCH_SESSION_SHARE = release.SEARCH_SESSIONS / release.SESSIONS
+SEARCH_ROWS_PER_SESSION = release.SEARCH_ROWS / release.SEARCH_SESSIONS
+SEARCH_CLICK_SHARE = release.SEARCH_ROWS_WITH_CLICKS / release.SEARCH_ROWS
 
 ORACLE_SCHEMA = pa.schema(
     [
@@ -51,28 +53,29 @@ ORACLE_SCHEMA = pa.schema(
     ]
 )
 
-# The release's figures (DESIGN.md section 3), printed beside the generated ones.
+_ROWS, _CATALOG = release.BROWSING_ROWS, release.CATALOG_ROWS
 TARGETS: dict[str, float] = {
-    "share of sessions with an add": 0.0435,
-    "share of sessions with a purchase": 0.0108,
-    "session length median": 3,
-    "session length p90": 17,
-    "session length p95": 27,
-    "session length max": 206,
-    "pageview share of rows": 25_647_696 / 36_079_307,
-    "detail share of rows": 9_707_890 / 36_079_307,
-    "add share of rows": 329_557 / 36_079_307,
-    "remove share of rows": 316_316 / 36_079_307,
-    "purchase share of rows": 77_848 / 36_079_307,
-    "rows per session": 36_079_307 / 4_934_699,
+    "share of sessions with an add": release.SESSIONS_WITH_ADD / release.SESSIONS,
+    "share of sessions with a purchase": release.SESSIONS_WITH_PURCHASE / release.SESSIONS,
+    "session length median": release.SESSION_LENGTH_MEDIAN,
+    "session length p90": release.SESSION_LENGTH_P90,
+    "session length p95": release.SESSION_LENGTH_P95,
+    "session length max": release.SESSION_LENGTH_MAX,
+    "pageview share of rows": release.PAGEVIEWS / _ROWS,
+    "detail share of rows": release.DETAILS / _ROWS,
+    "add share of rows": release.ADDS / _ROWS,
+    "remove share of rows": release.REMOVES / _ROWS,
+    "purchase share of rows": release.PURCHASES / _ROWS,
+    "rows per session": _ROWS / release.SESSIONS,
     "share of sessions with a search": SEARCH_SESSION_SHARE,
-    "search rows per searching session": 819_516 / 550_100,
+    "search rows per searching session": SEARCH_ROWS_PER_SESSION,
     "share of search rows with clicks": SEARCH_CLICK_SHARE,
-    "catalog share with description": 31_950 / 66_386,
-    "catalog share with image": 28_370 / 66_386,
-    "catalog share with no price": 34_348 / 66_386,
-    "share of catalog seen in browsing": 57_483 / 66_386,
+    "catalog share with description": release.CATALOG_WITH_DESCRIPTION / _CATALOG,
+    "catalog share with image": release.CATALOG_WITH_IMAGE / _CATALOG,
+    "catalog share with no price": release.CATALOG_WITH_NO_PRICE / _CATALOG,
+    "share of catalog seen in browsing": release.SKUS_SEEN / _CATALOG,
 }
+"""The release's figures (DESIGN.md section 3), printed beside the generated ones."""
 
 
 @dataclass(frozen=True)
@@ -346,7 +349,7 @@ def _search_table(
     """search_train.csv rows: ~11% of sessions search, results come from one category."""
     n = len(batch.start_ms)
     searching = np.flatnonzero(rng.random(n) < SEARCH_SESSION_SHARE)
-    per = rng.geometric(1 / (819_516 / 550_100), len(searching))
+    per = rng.geometric(1 / SEARCH_ROWS_PER_SESSION, len(searching))
     session = np.repeat(searching, per)
     m = len(session)
     span = np.maximum(batch.end_ms[session] - batch.start_ms[session], 1)
