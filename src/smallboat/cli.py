@@ -26,6 +26,11 @@ data_app = typer.Typer(help="Synthesize and load clickstream data.", no_args_is_
 warehouse_app = typer.Typer(help="Inspect the DuckDB warehouse.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(warehouse_app, name="warehouse")
+collect_app = typer.Typer(
+    help="Collect browsing events over HTTP (GA pixel, JSON, Segment) into landing Parquet.",
+    no_args_is_help=True,
+)
+app.add_typer(collect_app, name="collect")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -122,13 +127,192 @@ def summary_cmd() -> None:
     console.print(warehouse_summary(Settings()))
 
 
+class ReplayProtocol(StrEnum):
+    ga = "ga"
+    segment = "segment"
+    json = "json"
+
+
+@collect_app.command("serve")
+@friendly_errors
+def collect_serve_cmd(
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind [default: SMALLBOAT_COLLECT_HOST].")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port [default: SMALLBOAT_COLLECT_PORT, 8081].")
+    ] = None,
+) -> None:
+    """Run the collector: GET/POST /collect, Segment's /v1/batch, /v1/track, /v1/page."""
+    from smallboat.collect.server import serve
+
+    settings = Settings()
+    serve(settings, host=host or settings.collect_host, port=port or settings.collect_port)
+
+
+@collect_app.command("compact")
+@friendly_errors
+def collect_compact_cmd() -> None:
+    """Land the collector's closed log segments in landing/browsing_events/, exactly once."""
+    from smallboat.collect.compaction import compact_events
+
+    console.print(compact_events(Settings()).render())
+
+
+@app.command("replay")
+@friendly_errors
+def replay_cmd(
+    file: Annotated[Path, typer.Argument(help="A browsing file, e.g. browsing_train.csv.")],
+    url: Annotated[str, typer.Option(help="The collector's base URL, e.g. http://127.0.0.1:8081.")],
+    format: Annotated[
+        SourceFormat, typer.Option("--format", help="Source format of FILE.")
+    ] = SourceFormat.coveo,
+    rate: Annotated[
+        float | None, typer.Option(min=0.001, help="Events per second [default: unlimited].")
+    ] = None,
+    as_: Annotated[
+        ReplayProtocol, typer.Option("--as", help="Protocol: GA hits, Segment batches or JSON.")
+    ] = ReplayProtocol.ga,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Send only the first N events (in time order).")
+    ] = None,
+    write_key: Annotated[
+        str | None, typer.Option(help="Segment write key [default: first of SMALLBOAT_WRITE_KEYS].")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight.")] = 16,
+) -> None:
+    """Stream a browsing file to a collector in timestamp order, at a given rate."""
+    from smallboat.collect.replay import replay_file
+
+    key = write_key or next(iter(sorted(Settings().write_key_set)), None)
+    summary = replay_file(
+        file,
+        url=url,
+        source=format.value,
+        protocol=as_.value,
+        rate=rate,
+        limit=limit,
+        write_key=key,
+        concurrency=concurrency,
+        progress=True,
+    )
+    console.print(summary.render())
+    if summary.failed:
+        raise typer.Exit(code=1)
+
+
+DEMO_GRID = '[{"name": "gru64", "hidden": 64, "freeze_sku": true}]'
+"""The demo's one-entry sweep: the configuration that came out best in bench/train_quality.py."""
+
+
+@app.command("train")
+@friendly_errors
+def train_cmd(
+    grid: Annotated[
+        str | None,
+        typer.Option(help="JSON list of IntentConfig overrides, one training branch each."),
+    ] = None,
+    max_events: Annotated[int, typer.Option(min=1, help="L: events of the prefix seen.")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
+    oracle: Annotated[
+        Path | None,
+        typer.Option(help="Synthetic data folder: also score its oracle on the test split."),
+    ] = None,
+    skip_transform: Annotated[
+        bool, typer.Option(help="Use the warehouse as it is (no dbt build first).")
+    ] = False,
+    dbt_vars: Annotated[str, typer.Option(help="JSON dbt vars for the transform.")] = "{}",
+    window_start: Annotated[str, typer.Option(help="Sessions from this UTC date.")] = "",
+    window_end: Annotated[str, typer.Option(help="Sessions before this UTC date.")] = "",
+    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for CIs.")] = 500,
+    min_improvement: Annotated[
+        float, typer.Option(help="Test ROC-AUC margin a challenger must beat the champion by.")
+    ] = 0.0,
+    max_workers: Annotated[
+        int, typer.Option(min=1, help="Grid branches trained at the same time.")
+    ] = 1,
+    resume: Annotated[
+        str | None, typer.Option(help="Resume this failed run id instead of starting a new run.")
+    ] = None,
+    step: Annotated[
+        str | None, typer.Option(help="With --resume: the step to re-run from.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="Hide the flow's own log lines.")] = False,
+) -> None:
+    """Run TrainFlow (Metaflow): transform, prepare, prod2vec, sweep, evaluate, card, register."""
+    from smallboat.flows.runner import resume_train, run_train
+
+    settings = Settings()
+    if resume:
+        outcome = resume_train(
+            settings,
+            origin_run_id=resume,
+            step_to_rerun=step,
+            max_workers=max_workers,
+            show_output=not quiet,
+        )
+    else:
+        params: dict[str, object] = {
+            "max_events": max_events,
+            "seed": seed,
+            "skip_transform": skip_transform,
+            "dbt_vars": dbt_vars,
+            "window_start": window_start,
+            "window_end": window_end,
+            "bootstrap": bootstrap,
+            "min_improvement": min_improvement,
+            "threads": max(1, settings.threads // max_workers),
+        }
+        if grid is not None:
+            params["grid"] = grid
+        if oracle is not None:
+            params["oracle"] = str(oracle.resolve())
+        outcome = run_train(settings, max_workers=max_workers, show_output=not quiet, **params)
+    console.print(render_training(outcome))
+
+
+def render_training(outcome: Any) -> Any:
+    """The training run's figures as a table (model, baselines, oracle) and where things are."""
+    from rich.console import Group
+    from rich.table import Table
+
+    s = outcome.summary or {}
+    table = Table(title=f"TrainFlow/{outcome.run_id}: test split", title_justify="left")
+    for col in ("model", "ROC-AUC", "Challenge score", "PR-AUC", "log-loss"):
+        table.add_column(col, justify="right" if col != "model" else "left")
+    for label, prefix in (
+        ("GRU intent model", ""),
+        ("count baseline", "count_baseline_"),
+        ("majority class", "majority_"),
+        ("oracle", "oracle_"),
+    ):
+        if f"{prefix}challenge_score" not in s:
+            continue
+        table.add_row(
+            label,
+            *(
+                f"{s[prefix + m]:.4f}" if prefix + m in s else "n/a"
+                for m in ("roc_auc", "challenge_score", "pr_auc", "log_loss")
+            ),
+        )
+    reg = outcome.registration or {}
+    lines = [
+        f"gate: {reg.get('summary')}",
+        f"card: {reg.get('card_path')}",
+        f"bundle: {reg.get('bundle_dir')}",
+        f"MLflow: run {reg.get('mlflow_run_id')} in {reg.get('tracking_uri')}"
+        f" (UI: mlflow ui --backend-store-uri {reg.get('tracking_uri')})",
+    ]
+    return Group(table, *lines)
+
+
 @app.command("demo")
 @friendly_errors
 def demo_cmd(
     sessions: Annotated[int, typer.Option(min=1_000, help="Sessions to synthesize.")] = 50_000,
     seed: Annotated[int, typer.Option(help="Random seed of the synthetic data.")] = 0,
 ) -> None:
-    """Run the path on embedded defaults: synthesize, load, transform, summarise the warehouse."""
+    """Run the path on embedded defaults: synthesize, load, transform, train, register."""
     from smallboat.data.land import load_path
     from smallboat.data.synth import SynthConfig, synthesize
     from smallboat.warehouse.summary import warehouse_summary
@@ -155,6 +339,22 @@ def demo_cmd(
     console.rule("[bold]4. warehouse")
     console.print(warehouse_summary(settings))
     console.print(f"\nwarehouse: {settings.warehouse_path}\nstate home: {settings.home_dir}")
+    console.rule("[bold]5. train (Metaflow TrainFlow -> MLflow registry)")
+    from smallboat.flows.runner import run_train
+
+    outcome = run_train(
+        settings,
+        show_output=False,
+        grid=DEMO_GRID,
+        skip_transform=True,
+        oracle=str(data_dir.resolve()),
+        seed=seed,
+    )
+    console.print(render_training(outcome))
+    console.rule("[bold]6. collect (test split replayed through the collector, compacted)")
+    from smallboat.collect.demo import replay_demo
+
+    replay_demo(settings, console)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,37 @@ class Settings(BaseSettings):
     threads: int = Field(default=2, description="Threads DuckDB and PyTorch may use.")
     memory_limit: str = Field(default="3GB", description="DuckDB memory limit for large jobs.")
     dbt_target: str = Field(default="duckdb", description="profiles.yml target used by transform.")
+    mlflow_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking and registry URI (a tracking server's http(s) address or a "
+        "database URI); unset: a SQLite file under the home.",
+    )
+    write_keys: str = Field(
+        default="",
+        description="Comma-separated Segment write keys the collector accepts (none: Segment "
+        "endpoints answer 401).",
+    )
+    collect_host: str = Field(default="127.0.0.1", description="Address the collector binds.")
+    collect_port: int = Field(default=8081, description="Port the collector listens on.")
+    collect_max_body_bytes: int = Field(
+        default=512 * 1024, description="Largest request body (after gzip) the collector reads."
+    )
+    collect_max_event_age_days: float = Field(
+        default=7.0,
+        description="Oldest client-given event time the collector accepts, in days before its "
+        "clock (raise it to backfill history with `smallboat replay`).",
+    )
+    collect_segment_bytes: int = Field(
+        default=16 << 20, description="The collector's log rolls to a new segment past this size."
+    )
+    collect_segment_seconds: float = Field(
+        default=30.0, description="... or when its oldest record is this old (seconds)."
+    )
+    collect_compact_seconds: float = Field(
+        default=10.0,
+        description="How often the running collector compacts closed segments (0: never; use "
+        "`smallboat collect compact`).",
+    )
 
     @property
     def home_dir(self) -> Path:
@@ -49,6 +80,38 @@ class Settings(BaseSettings):
     @property
     def dbt_target_dir(self) -> Path:
         return self.home_dir / "dbt"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        """The default MLflow store: `mlflow.db` and the run artifacts under `artifacts/`."""
+        return self.home_dir / "mlflow"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        """The MLflow URI in effect: SMALLBOAT_MLFLOW_URI, else SQLite under the home."""
+        if self.mlflow_uri:
+            return self.mlflow_uri
+        return f"sqlite:///{(self.mlflow_dir / 'mlflow.db').as_posix()}"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        """Where experiments created by smallboat keep run artifacts, unless a tracking server
+        chooses (an http(s) URI): never MLflow's default of `./mlruns` in the current folder."""
+        return self.mlflow_dir / "artifacts"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """Registered model bundles downloaded for serving and scoring, one folder per version."""
+        return self.home_dir / "models"
+
+    @property
+    def collect_dir(self) -> Path:
+        """The event collector's write-ahead log (`log/`) and compaction state."""
+        return self.home_dir / "collect"
+
+    @property
+    def write_key_set(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.write_keys.split(",") if k.strip())
 
     def table_landing_dir(self, table: str) -> Path:
         return self.landing_dir / table

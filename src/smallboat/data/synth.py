@@ -34,7 +34,8 @@ from smallboat.data.catalog_gen import (
 )
 from smallboat.data.simulate import Batch, simulate_batch
 from smallboat.errors import SmallboatError
-from smallboat.schema import COVEO_FILES, INTENT_BUCKET_WEIGHTS, ORACLE_FILE, VECTOR_DIM
+from smallboat.model.metrics import challenge_score  # the one definition; tests import it here
+from smallboat.schema import COVEO_FILES, ORACLE_FILE, VECTOR_DIM
 
 RELEASE_START_MS = 1_547_510_400_000  # 2019-01-15 00:00 UTC
 RELEASE_DAYS = 90
@@ -197,16 +198,6 @@ class _Stats:
             "majority-class Challenge score": majority,
             "shopper sessions capped at the length limit": self.capped,
         }
-
-
-def challenge_score(prob: np.ndarray, label: np.ndarray, k: np.ndarray) -> float:
-    """The Data Challenge's intent score: per-k accuracy at 0.5, weighted and summed."""
-    total = 0.0
-    for point, weight in INTENT_BUCKET_WEIGHTS.items():
-        sel = k == point
-        if sel.any():
-            total += weight * float(((prob[sel] >= 0.5) == (label[sel] == 1)).mean())
-    return total
 
 
 def synthesize(config: SynthConfig, out: Path, *, progress: bool = False) -> SynthReport:

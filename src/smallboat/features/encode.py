@@ -1,0 +1,308 @@
+"""A session prefix -> model inputs. The ONE implementation, used by training and by serving.
+
+Training hands over many sessions at once as flat arrays (`EventTable`, read from the
+warehouse's `session_events`); serving hands over one request's sessions, first collapsed from raw
+browsing events by `collapse_session` (the Python twin of `session_events`, held to it by a parity
+test). Both go through the same `tokenize` and `windows`, vectorised with NumPy, so a model sees
+the same numbers online as it did offline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from smallboat.features.spec import (
+    ACTION_TOKEN,
+    COUNT_FEATURES,
+    GAP_FIRST,
+    MOVE_NA,
+    MOVE_OTHER,
+    MOVE_SAME,
+    MOVE_UNKNOWN,
+    PAD,
+    PRICE_NONE,
+    SKU_NONE,
+    SKU_OOV,
+    FeatureSpec,
+)
+from smallboat.features.vocab import Vocabulary
+
+_ACTION_RANK = {"pageview": 1, "detail": 2, "add": 3, "remove": 4, "purchase": 5}
+TOKEN_COLUMNS: tuple[str, ...] = ("action", "sku", "gap", "price", "category", "move")
+"""Per-event token columns of `ModelInputs`, each (N, L)."""
+
+
+@dataclass
+class EventTable:
+    """Collapsed events of many sessions, flat and in session order.
+
+    Session i owns rows offsets[i]:offsets[i+1]; its events are in `session_events` order.
+    """
+
+    offsets: np.ndarray  # (S+1,) int64
+    actions: np.ndarray  # (E,) object: 'pageview' | 'detail' | 'add' | 'remove' | 'purchase'
+    skus: np.ndarray  # (E,) object: SKU hash or None
+    timestamps_ms: np.ndarray  # (E,) int64
+
+    def __post_init__(self) -> None:
+        n = len(self.actions)
+        assert len(self.skus) == n and len(self.timestamps_ms) == n, (
+            f"columns differ in length: {n}, {len(self.skus)}, {len(self.timestamps_ms)}"
+        )
+        assert self.offsets[0] == 0 and self.offsets[-1] == n, (
+            f"offsets must run from 0 to {n}, got {self.offsets[0]}..{self.offsets[-1]}"
+        )
+
+    @property
+    def n_sessions(self) -> int:
+        return len(self.offsets) - 1
+
+
+@dataclass
+class EventTokens:
+    """Per-event tokens of an EventTable (same row order), plus its offsets."""
+
+    offsets: np.ndarray  # (S+1,)
+    action: np.ndarray  # (E,) int8
+    sku: np.ndarray  # (E,) int32
+    gap: np.ndarray  # (E,) int8
+    price: np.ndarray  # (E,) int8
+    category: np.ndarray  # (E,) int16
+    move: np.ndarray  # (E,) int8
+    timestamps_ms: np.ndarray  # (E,) int64
+    is_oov: np.ndarray  # (E,) bool: a SKU outside the training vocabulary
+
+
+@dataclass
+class ModelInputs:
+    """What the model consumes for N prefixes: left-padded token windows and summary counts."""
+
+    action: np.ndarray  # (N, L) int64
+    sku: np.ndarray  # (N, L)
+    gap: np.ndarray  # (N, L)
+    price: np.ndarray  # (N, L)
+    category: np.ndarray  # (N, L)
+    move: np.ndarray  # (N, L)
+    counts: np.ndarray  # (N, len(COUNT_FEATURES)) float32, raw counts over the whole prefix
+    events_used: np.ndarray  # (N,) int: events inside the window
+    oov_skus: np.ndarray  # (N,) int: out-of-vocabulary SKU events inside the window
+
+    def __len__(self) -> int:
+        return len(self.action)
+
+    def take(self, rows: np.ndarray) -> ModelInputs:
+        return ModelInputs(**{name: getattr(self, name)[rows] for name in _INPUT_FIELDS})
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in _INPUT_FIELDS}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> ModelInputs:
+        return cls(**{name: np.asarray(arrays[name]) for name in _INPUT_FIELDS})
+
+
+_INPUT_FIELDS = (*TOKEN_COLUMNS, "counts", "events_used", "oov_skus")
+
+
+def collapse_session(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str | None, int]]:
+    """Raw browsing events of ONE session -> its collapsed events before the first purchase.
+
+    Mirrors the warehouse's `session_events` (see its SQL): a pageview at the same millisecond as
+    a detail of the session is dropped (the pair is one product event); events are ordered by time
+    and the funnel rank, ties broken by SKU, URL and the raw columns, exact duplicates kept once;
+    then only the events before the first purchase remain (what the intent task sees).
+    Returns (action, sku, timestamp_ms) triples.
+    """
+    normalised = []
+    detail_moments = set()
+    for row in rows:
+        event_type = row["event_type"]
+        action = "pageview" if event_type == "pageview" else row["product_action"]
+        ts = int(row["server_timestamp_epoch_ms"])
+        if action == "detail":
+            detail_moments.add(ts)
+        normalised.append((action, row.get("product_sku_hash"), ts, row, event_type))
+    first_purchase = min((ts for a, _, ts, _, _ in normalised if a == "purchase"), default=None)
+
+    def order(item: tuple[str, str | None, int, Mapping[str, Any], str]) -> tuple[Any, ...]:
+        action, sku, ts, row, event_type = item
+        url = row.get("hashed_url")
+        product_action = row.get("product_action")
+        return (
+            ts,
+            _ACTION_RANK.get(action, 6),
+            sku is not None,
+            sku or "",
+            url is not None,
+            url or "",
+            event_type,
+            product_action is not None,
+            product_action or "",
+        )
+
+    kept = [x for x in normalised if not (x[0] == "pageview" and x[2] in detail_moments)]
+    kept.sort(key=order)
+    out: list[tuple[str, str | None, int]] = []
+    previous: tuple[Any, ...] | None = None
+    for item in kept:
+        key = order(item)
+        if key == previous:
+            continue
+        previous = key
+        action, sku, ts = item[0], item[1], item[2]
+        if first_purchase is not None and (
+            ts > first_purchase or (ts == first_purchase and action == "purchase")
+        ):
+            continue
+        out.append((action, sku, ts))
+    return out
+
+
+def event_table(sessions: Sequence[Sequence[tuple[str, str | None, int]]]) -> EventTable:
+    """Build an EventTable from collapsed sessions (lists of (action, sku, timestamp_ms))."""
+    lengths = np.fromiter((len(s) for s in sessions), dtype=np.int64, count=len(sessions))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    flat = [event for session in sessions for event in session]
+    return EventTable(
+        offsets=offsets,
+        actions=np.array([e[0] for e in flat], dtype=object),
+        skus=np.array([e[1] for e in flat], dtype=object),
+        timestamps_ms=np.array([e[2] for e in flat], dtype=np.int64),
+    )
+
+
+def tokenize(table: EventTable, vocab: Vocabulary, spec: FeatureSpec) -> EventTokens:
+    """Per-event tokens: action, SKU id, time-gap bucket, price, top category, category move."""
+    n = len(table.actions)
+    action = np.zeros(n, dtype=np.int8)
+    for name, token in ACTION_TOKEN.items():
+        action[table.actions == name] = token
+    unknown = action == 0
+    if unknown.any():
+        bad = sorted({str(a) for a in table.actions[unknown]})
+        raise ValueError(f"unknown action(s) {bad}; expected one of {list(ACTION_TOKEN)}")
+
+    has_sku = np.array([s is not None for s in table.skus], dtype=bool)
+    row = vocab.lookup(table.skus)
+    found = row >= 0
+    sku = np.where(has_sku, SKU_OOV, SKU_NONE).astype(np.int32)
+    sku[found] = vocab.sku_token[row[found]]
+    is_oov = has_sku & (sku == SKU_OOV)
+    price = np.full(n, PRICE_NONE, dtype=np.int8)
+    price[found] = vocab.price_token[row[found]]
+    category = np.full(n, 1, dtype=np.int16)
+    category[found] = vocab.category_token[row[found]]
+    leaf = np.full(n, -1, dtype=np.int64)
+    leaf[found] = vocab.leaf_code[row[found]]
+
+    starts = np.zeros(n, dtype=bool)
+    starts[table.offsets[:-1][table.offsets[:-1] < n]] = True
+    gap_s = np.diff(table.timestamps_ms, prepend=table.timestamps_ms[:1]) / 1000.0
+    gap = np.searchsorted(np.asarray(spec.gap_edges_s), gap_s, side="right") + GAP_FIRST + 1
+    gap = np.where(starts, GAP_FIRST, gap).astype(np.int8)
+
+    return EventTokens(
+        offsets=table.offsets,
+        action=action,
+        sku=sku,
+        gap=gap,
+        price=price,
+        category=category,
+        move=_category_moves(has_sku, leaf, starts),
+        timestamps_ms=table.timestamps_ms,
+        is_oov=is_oov,
+    )
+
+
+def _category_moves(has_sku: np.ndarray, leaf: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Each product event's leaf category against the session's previous product event's."""
+    n = len(has_sku)
+    positions = np.arange(n)
+    # Index of the latest product event at or before each row, restarting at session starts.
+    session_start = np.maximum.accumulate(np.where(starts, positions, 0))
+    latest = np.maximum.accumulate(np.where(has_sku, positions, -1))
+    previous = np.full(n, -1, dtype=np.int64)  # latest product event strictly before
+    previous[1:] = latest[:-1]  # (not concatenate([[-1], ...]): that has one row when n == 0)
+    has_previous = has_sku & (previous >= session_start)
+    prev_leaf = np.where(has_previous, leaf[np.maximum(previous, 0)], -1)
+    move = np.full(n, MOVE_NA, dtype=np.int8)
+    known = has_previous & (leaf >= 0) & (prev_leaf >= 0)
+    move[has_previous & ~known] = MOVE_UNKNOWN
+    move[known & (leaf == prev_leaf)] = MOVE_SAME
+    move[known & (leaf != prev_leaf)] = MOVE_OTHER
+    return move
+
+
+def windows(
+    tokens: EventTokens, session: np.ndarray, prefix_length: np.ndarray, spec: FeatureSpec
+) -> ModelInputs:
+    """Model inputs for prefixes: the first `prefix_length[i]` events of session `session[i]`.
+
+    The last `spec.max_events` events of each prefix are kept, left-padded with PAD, so the most
+    recent event is always in the last column.
+    """
+    session = np.asarray(session, dtype=np.int64)
+    prefix_length = np.asarray(prefix_length, dtype=np.int64)
+    start = tokens.offsets[session]
+    available = tokens.offsets[session + 1] - start
+    assert (prefix_length >= 1).all() and (prefix_length <= available).all(), (
+        f"prefix lengths must be within 1..session length; got {prefix_length.min()}.."
+        f"{prefix_length.max()} for sessions of {available.min()}..{available.max()} events"
+    )
+    end = start + prefix_length  # (N,) exclusive
+    width = spec.max_events
+    idx = end[:, None] - width + np.arange(width)[None, :]  # (N, L)
+    valid = idx >= start[:, None]  # (N, L)
+    safe = np.where(valid, idx, 0)
+
+    def gather(values: np.ndarray) -> np.ndarray:
+        return np.where(valid, values[safe], PAD).astype(np.int64)
+
+    oov_in_window = (tokens.is_oov[safe] & valid).sum(axis=1)
+    return ModelInputs(
+        action=gather(tokens.action),
+        sku=gather(tokens.sku),
+        gap=gather(tokens.gap),
+        price=gather(tokens.price),
+        category=gather(tokens.category),
+        move=gather(tokens.move),
+        counts=_prefix_counts(tokens, start, end),
+        events_used=valid.sum(axis=1),
+        oov_skus=oov_in_window,
+    )
+
+
+def _prefix_counts(tokens: EventTokens, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """COUNT_FEATURES over each whole prefix, via cumulative sums (no per-prefix loop)."""
+    columns = [end - start]
+    for name in ("pageview", "detail", "add", "remove"):
+        hits = np.concatenate([[0], np.cumsum(tokens.action == ACTION_TOKEN[name])])
+        columns.append(hits[end] - hits[start])
+    duration = tokens.timestamps_ms[end - 1] - tokens.timestamps_ms[start]
+    columns.append(duration / 1000.0)
+    counts = np.stack(columns, axis=1).astype(np.float32)
+    assert counts.shape[1] == len(COUNT_FEATURES), (counts.shape, COUNT_FEATURES)
+    return counts
+
+
+def encode_sessions(
+    sessions: Sequence[Sequence[Mapping[str, Any]]], vocab: Vocabulary, spec: FeatureSpec
+) -> ModelInputs:
+    """Serving's entry point: raw browsing events of each session -> model inputs.
+
+    Each session is collapsed and cut before its first purchase exactly as the warehouse does for
+    training; the whole remaining prefix is encoded. An empty prefix (no events, or a purchase
+    first) is the caller's to handle: it raises ValueError here.
+    """
+    collapsed = [collapse_session(rows) for rows in sessions]
+    empty = [i for i, events in enumerate(collapsed) if not events]
+    if empty:
+        raise ValueError(f"session(s) {empty} have no events before a purchase")
+    table = event_table(collapsed)
+    tokens = tokenize(table, vocab, spec)
+    lengths = np.diff(table.offsets)
+    return windows(tokens, np.arange(len(collapsed)), lengths, spec)

@@ -1,0 +1,1 @@
+"""Metaflow flows: thin steps that call the package (TrainFlow; MonitorFlow later)."""

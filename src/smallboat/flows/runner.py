@@ -1,0 +1,153 @@
+"""Start TrainFlow through Metaflow's Runner API, with its state under SMALLBOAT_HOME."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from smallboat.config import Settings
+from smallboat.errors import SmallboatError
+
+FLOW_NAME = "TrainFlow"
+
+
+def metaflow_env(settings: Settings) -> dict[str, str]:
+    """Environment for Metaflow runs and Client calls: a user name (Metaflow refuses to run
+    without one) and the local datastore and metadata under the smallboat home, so runs, `resume`
+    and the Client API all find the same runs whatever the current directory."""
+    candidates = [os.environ.get("USERNAME"), os.environ.get("USER"), _os_user()]
+    # Metaflow refuses "root" as a user name (CI and containers often run as root).
+    user = next((u for u in candidates if u and u != "root"), "smallboat")
+    return {
+        "USERNAME": user,
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(settings.home_dir),
+        "METAFLOW_DEFAULT_DATASTORE": os.environ.get("METAFLOW_DEFAULT_DATASTORE", "local"),
+        "METAFLOW_DEFAULT_METADATA": os.environ.get("METAFLOW_DEFAULT_METADATA", "local"),
+        "SMALLBOAT_HOME": str(settings.home_dir),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "smallboat"
+
+
+def use_metaflow_env(settings: Settings) -> None:
+    """Apply `metaflow_env` to this process (before Metaflow's Client API is imported)."""
+    os.environ.update(metaflow_env(settings))
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    run_id: str
+    pathspec: str
+    successful: bool
+    registration: dict[str, Any] | None
+    summary: dict[str, float] | None
+    stdout: str
+
+    @property
+    def card_path(self) -> str | None:
+        return None if self.registration is None else self.registration.get("card_path")
+
+
+def _flow_file() -> str:
+    from smallboat.flows import train
+
+    return str(Path(train.__file__).resolve())
+
+
+def _outcome(run: Any, stdout: str) -> TrainOutcome:
+    registration = summary = None
+    if run.successful:
+        registration = run["register"].task.data.registration
+        summary = run["evaluate"].task.data.test_metrics
+    return TrainOutcome(
+        run_id=run.id,
+        pathspec=run.pathspec,
+        successful=bool(run.successful),
+        registration=registration,
+        summary=summary,
+        stdout=stdout,
+    )
+
+
+def run_train(
+    settings: Settings, *, max_workers: int = 1, show_output: bool = True, **params: Any
+) -> TrainOutcome:
+    """Run TrainFlow to its end; `params` are the flow's Parameters (python names)."""
+    settings.ensure_home()
+    use_metaflow_env(settings)
+    from metaflow import Runner
+
+    with Runner(
+        _flow_file(),
+        show_output=show_output,
+        env=metaflow_env(settings),
+        cwd=str(settings.home_dir),
+    ).run(max_workers=max_workers, **params) as running:
+        stdout = running.stdout
+        if running.status != "successful":
+            raise SmallboatError(_failure(running, stdout))
+        return _outcome(cast(Any, running).run, stdout)
+
+
+def resume_train(
+    settings: Settings,
+    *,
+    origin_run_id: str,
+    step_to_rerun: str | None = None,
+    max_workers: int = 1,
+    show_output: bool = True,
+) -> TrainOutcome:
+    """Resume a failed TrainFlow run: steps before the failure are cloned, not re-run."""
+    settings.ensure_home()
+    use_metaflow_env(settings)
+    from metaflow import Runner
+
+    kwargs: dict[str, Any] = {"origin_run_id": origin_run_id, "max_workers": max_workers}
+    if step_to_rerun:
+        kwargs["step_to_rerun"] = step_to_rerun
+    with Runner(
+        _flow_file(),
+        show_output=show_output,
+        env=metaflow_env(settings),
+        cwd=str(settings.home_dir),
+    ).resume(**kwargs) as running:
+        stdout = running.stdout
+        if running.status != "successful":
+            raise SmallboatError(_failure(running, stdout))
+        return _outcome(cast(Any, running).run, stdout)
+
+
+def _failure(running: Any, stdout: str) -> str:
+    """What failed, from the failed task's own stderr (its last lines hold the exception)."""
+    run = getattr(running, "run", None)
+    where = f" (run {run.pathspec}; resume with `smallboat train --resume {run.id}`)" if run else ""
+    detail: list[str] = []
+    if run is not None:
+        for flow_step in run:
+            for task in flow_step:
+                if not task.successful:
+                    detail.append(f"step {flow_step.id}: {_exception_line(task.stderr or '')}")
+    if not detail:
+        stderr = running.stderr or ""
+        detail = [line for line in (stderr or stdout).splitlines() if line.strip()][-12:]
+    return f"TrainFlow failed{where}:\n" + "\n".join(detail)
+
+
+def _exception_line(stderr: str) -> str:
+    """The exception's own line from a task's traceback, without the module path of its class
+    (`smallboat.errors.DataError: no oracle file ...` -> `no oracle file ...`)."""
+    lines = [line for line in stderr.splitlines() if line.strip() and line != "Task failed."]
+    for line in reversed(lines):
+        head, sep, message = line.partition(": ")
+        if sep and not line.startswith(" ") and head.replace(".", "").replace("_", "").isalnum():
+            return message if head.startswith("smallboat.") else line
+    return lines[-1] if lines else "failed"

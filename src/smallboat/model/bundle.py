@@ -1,0 +1,114 @@
+"""The model bundle (DESIGN.md section 5): one directory that carries everything needed to predict.
+
+    bundle.json          format, model name and version, feature spec, model config, sizes, metrics
+    weights.pt           the PyTorch state dict
+    vocab/               the fitted vocabularies (features.Vocabulary)
+    card.html            the training run's card, when there is one
+
+Serving loads a bundle with `IntentPredictor.load` and needs only `features` and `model`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from smallboat.errors import SmallboatError
+from smallboat.features import FeatureSpec, ModelInputs, Vocabulary, encode_sessions
+from smallboat.model.intent import IntentConfig, IntentModel, Sizes, predict_proba
+
+BUNDLE_FORMAT = 1
+MODEL_NAME = "smallboat-intent"
+META_FILE = "bundle.json"
+WEIGHTS_FILE = "weights.pt"
+VOCAB_DIR = "vocab"
+CARD_FILE = "card.html"
+
+
+def save_bundle(
+    folder: Path,
+    *,
+    model: IntentModel,
+    spec: FeatureSpec,
+    vocab: Vocabulary,
+    metrics: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+    card_html: str | None = None,
+) -> Path:
+    """Write a bundle into `folder` (replacing what is there); returns the folder."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    torch.save(model.state_dict(), folder / WEIGHTS_FILE)
+    vocab.save(folder / VOCAB_DIR)
+    meta = {
+        "format": BUNDLE_FORMAT,
+        "model_name": MODEL_NAME,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "feature_spec": spec.to_dict(),
+        "model_config": model.config.to_dict(),
+        "sizes": {
+            "n_sku": model.sizes.n_sku,
+            "n_category": model.sizes.n_category,
+            "n_gap": model.sizes.n_gap,
+        },
+        "metrics": metrics,
+        **(extra or {}),
+    }
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
+    if card_html is not None:
+        (folder / CARD_FILE).write_text(card_html)
+    return folder
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot store {type(value).__name__} in bundle.json")
+
+
+@dataclass
+class IntentPredictor:
+    """A loaded bundle: predicts P(purchase) from raw browsing events or encoded inputs."""
+
+    model: IntentModel
+    spec: FeatureSpec
+    vocab: Vocabulary
+    meta: dict[str, Any]
+
+    @property
+    def version(self) -> str:
+        return str(self.meta.get("model_version") or self.meta.get("run_id") or "unregistered")
+
+    @classmethod
+    def load(cls, folder: Path) -> IntentPredictor:
+        meta_path = folder / META_FILE
+        if not meta_path.is_file():
+            raise SmallboatError(f"{folder} is not a model bundle: it has no {META_FILE}")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != BUNDLE_FORMAT:
+            raise SmallboatError(
+                f"{meta_path}: bundle format {meta.get('format')!r}; this version reads "
+                f"{BUNDLE_FORMAT}"
+            )
+        spec = FeatureSpec.from_dict(meta["feature_spec"])
+        model = IntentModel(IntentConfig.from_dict(meta["model_config"]), Sizes(**meta["sizes"]))
+        state = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        model.eval()
+        return cls(model=model, spec=spec, vocab=Vocabulary.load(folder / VOCAB_DIR), meta=meta)
+
+    def predict_inputs(self, inputs: ModelInputs) -> np.ndarray:
+        return predict_proba(self.model, inputs)
+
+    def encode(self, sessions: list[list[dict[str, Any]]]) -> ModelInputs:
+        return encode_sessions(sessions, self.vocab, self.spec)

@@ -1,0 +1,130 @@
+"""The purchase-intent model: per-event embeddings -> GRU encoder -> purchase-probability head."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from smallboat.features import COUNT_FEATURES, FeatureSpec, ModelInputs, Vocabulary
+from smallboat.features.spec import ACTIONS, MOVE_OTHER, PRICE_NONE
+
+
+@dataclass(frozen=True)
+class IntentConfig:
+    """Architecture and optimisation knobs; the grid of the training sweep varies some of them."""
+
+    sku_dim: int = 32  # the prod2vec vector size: SKU embeddings start from those vectors
+    action_dim: int = 8  # five actions need few dimensions
+    gap_dim: int = 8  # ~22 time-gap buckets
+    price_dim: int = 4  # ten price deciles
+    category_dim: int = 8  # top-level categories: tens at most
+    move_dim: int = 4  # same / other / unknown / n.a. category move
+    hidden: int = 64  # GRU width: enough for per-class likelihood-like state, fast on 2 cores
+    dropout: float = 0.1  # on the encoder output; the data is large, little regularisation needed
+    lr: float = 3e-3  # AdamW; GRUs of this size are stable at this rate with clipping
+    weight_decay: float = 1e-4
+    batch_size: int = 512  # big enough for fast CPU steps, small enough for ~100 steps per epoch
+    max_epochs: int = 30  # an upper bound: early stopping usually ends sooner
+    patience: int = 3  # epochs without a validation-AUC gain before stopping
+    grad_clip: float = 1.0
+    freeze_sku: bool = False  # keep the prod2vec vectors fixed (useful when data is small)
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IntentConfig:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Vocabulary sizes the embeddings need, fixed when the model is built."""
+
+    n_sku: int
+    n_category: int
+    n_gap: int
+
+    @classmethod
+    def of(cls, vocab: Vocabulary, spec: FeatureSpec) -> Sizes:
+        return cls(
+            n_sku=vocab.n_sku_tokens, n_category=vocab.n_category_tokens, n_gap=spec.n_gap_tokens
+        )
+
+
+class IntentModel(nn.Module):
+    def __init__(
+        self, config: IntentConfig, sizes: Sizes, sku_vectors: np.ndarray | None = None
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.sizes = sizes
+        c = config
+        self.action = nn.Embedding(len(ACTIONS) + 1, c.action_dim, padding_idx=0)
+        self.sku = nn.Embedding(sizes.n_sku, c.sku_dim, padding_idx=0)
+        self.gap = nn.Embedding(sizes.n_gap, c.gap_dim, padding_idx=0)
+        self.price = nn.Embedding(PRICE_NONE + 11, c.price_dim, padding_idx=0)
+        self.category = nn.Embedding(sizes.n_category, c.category_dim, padding_idx=0)
+        self.move = nn.Embedding(MOVE_OTHER + 1, c.move_dim, padding_idx=0)
+        if sku_vectors is not None:
+            assert sku_vectors.shape == (sizes.n_sku, c.sku_dim), (
+                f"prod2vec vectors {sku_vectors.shape} do not fit ({sizes.n_sku}, {c.sku_dim})"
+            )
+            with torch.no_grad():
+                self.sku.weight.copy_(torch.from_numpy(sku_vectors.astype(np.float32)))
+                self.sku.weight[0].zero_()
+        self.sku.weight.requires_grad_(not c.freeze_sku)
+        d_in = c.action_dim + c.sku_dim + c.gap_dim + c.price_dim + c.category_dim + c.move_dim
+        self.encoder = nn.GRU(d_in, c.hidden, batch_first=True)
+        self.counts = nn.Linear(len(COUNT_FEATURES), c.hidden)
+        self.dropout = nn.Dropout(c.dropout)
+        self.head = nn.Sequential(
+            nn.Linear(2 * c.hidden, c.hidden), nn.ReLU(), nn.Linear(c.hidden, 1)
+        )
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits of purchase, (B,)."""
+        x = torch.cat(
+            [
+                self.action(batch["action"]),  # (B, L, action_dim)
+                self.sku(batch["sku"]),  # (B, L, sku_dim)
+                self.gap(batch["gap"]),
+                self.price(batch["price"]),
+                self.category(batch["category"]),
+                self.move(batch["move"]),
+            ],
+            dim=-1,
+        )  # (B, L, d_in)
+        out, _ = self.encoder(x)  # (B, L, H)
+        last = self.dropout(out[:, -1])  # (B, H): windows are left-padded, the last event is last
+        counts = torch.relu(self.counts(torch.log1p(batch["counts"])))  # (B, H)
+        return self.head(torch.cat([last, counts], dim=-1)).squeeze(-1)  # (B,)
+
+
+def to_tensors(
+    inputs: ModelInputs, rows: np.ndarray | slice | None = None
+) -> dict[str, torch.Tensor]:
+    """A batch of ModelInputs as tensors (token windows as int64, counts as float32)."""
+    sel = slice(None) if rows is None else rows
+    batch = {
+        name: torch.from_numpy(np.ascontiguousarray(getattr(inputs, name)[sel], dtype=np.int64))
+        for name in ("action", "sku", "gap", "price", "category", "move")
+    }
+    batch["counts"] = torch.from_numpy(np.ascontiguousarray(inputs.counts[sel], dtype=np.float32))
+    return batch
+
+
+@torch.no_grad()
+def predict_proba(model: IntentModel, inputs: ModelInputs, *, batch_size: int = 4096) -> np.ndarray:
+    """P(purchase) for every prefix, in input order, (N,) float64."""
+    model.eval()
+    out = np.empty(len(inputs), dtype=np.float64)
+    for start in range(0, len(inputs), batch_size):
+        rows = slice(start, start + batch_size)
+        out[rows] = torch.sigmoid(model(to_tensors(inputs, rows))).numpy()
+    return out

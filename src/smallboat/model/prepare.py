@@ -1,0 +1,254 @@
+"""Warehouse -> compact training arrays for the intent task (TrainFlow's `prepare` step).
+
+Reads `intent_examples`, the prefix events of their sessions from `session_events`, the SKU
+attributes from `sku_features` and training-split SKU counts; fits the vocabulary on the training
+split only; tokenises every event once with `smallboat.features`. The result is a few NumPy
+arrays (a few bytes per event), small enough to travel as a Metaflow artifact, so no step assumes
+a local path another step wrote.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, time
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from smallboat.config import Settings
+from smallboat.errors import DataError
+from smallboat.features import (
+    EventTable,
+    EventTokens,
+    FeatureSpec,
+    ModelInputs,
+    Vocabulary,
+    fit_vocabulary,
+    tokenize,
+    windows,
+)
+
+log = logging.getLogger(__name__)
+
+SPLITS: tuple[str, ...] = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class DataWindow:
+    """Sessions that started in [start, end) (UTC dates; None = unbounded)."""
+
+    start: date | None = None
+    end: date | None = None
+
+    def sql(self, column: str) -> str:
+        parts = ["true"]
+        if self.start is not None:
+            parts.append(f"{column} >= {_epoch_ms(self.start)}")
+        if self.end is not None:
+            parts.append(f"{column} < {_epoch_ms(self.end)}")
+        return " and ".join(parts)
+
+    @classmethod
+    def parse(cls, start: str | None, end: str | None) -> DataWindow:
+        def one(text: str | None, name: str) -> date | None:
+            if not text:
+                return None
+            try:
+                return date.fromisoformat(text)
+            except ValueError:
+                raise DataError(f"{name} {text!r} is not a date like 2019-01-31") from None
+
+        return cls(one(start, "window start"), one(end, "window end"))
+
+
+def _epoch_ms(day: date) -> int:
+    return int(datetime.combine(day, time(), tzinfo=UTC).timestamp() * 1000)
+
+
+@dataclass
+class ExampleSet:
+    """The intent examples of one split, pointing into IntentData.tokens."""
+
+    session: np.ndarray  # (N,) int64 index into tokens' sessions
+    session_id: np.ndarray  # (N,) object: session_id_hash (to join the oracle)
+    k: np.ndarray  # (N,) int8 prediction point
+    prefix_length: np.ndarray  # (N,) int32
+    label: np.ndarray  # (N,) int8
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+
+@dataclass
+class IntentData:
+    spec: FeatureSpec
+    vocab: Vocabulary
+    tokens: EventTokens
+    splits: dict[str, ExampleSet] = field(default_factory=dict)
+    test_events: EventTable | None = None  # raw collapsed events of the test sessions
+    test_examples: ExampleSet | None = None  # the test split, pointing into test_events
+
+    def inputs(self, split: str) -> tuple[ModelInputs, np.ndarray]:
+        ex = self.splits[split]
+        return windows(self.tokens, ex.session, ex.prefix_length, self.spec), ex.label
+
+    def row_counts(self) -> dict[str, dict[str, float]]:
+        return {
+            name: {
+                "examples": len(ex),
+                "sessions": len(np.unique(ex.session)),
+                "positive_rate": float(ex.label.mean()) if len(ex) else float("nan"),
+            }
+            for name, ex in self.splits.items()
+        }
+
+
+def prepare_intent_data(
+    settings: Settings, spec: FeatureSpec, *, window: DataWindow | None = None
+) -> IntentData:
+    """Read the warehouse and build the tokenised training data (vocabulary fit on train)."""
+    from smallboat.warehouse.db import connect
+
+    where = (window or DataWindow()).sql("session_started_at_ms")
+    with connect(settings, read_only=True) as con:
+        examples = con.sql(
+            f"""
+            select session_id_hash, k, prefix_length, label, split
+            from intent_examples
+            where {where}
+            order by session_id_hash, k
+            """
+        ).to_arrow_table()
+        if examples.num_rows == 0:
+            raise DataError(
+                "no intent examples in the warehouse"
+                + ("" if window is None else " inside the data window")
+                + ": load data with add-to-cart sessions and run `smallboat transform`"
+            )
+        events = con.sql(
+            f"""
+            with needed as (
+                select session_id_hash, max(prefix_length) as max_prefix_length
+                from intent_examples
+                where {where}
+                group by session_id_hash
+            )
+            select
+                session_events.session_id_hash,
+                session_events.action,
+                session_events.product_sku_hash,
+                session_events.server_timestamp_epoch_ms
+            from session_events
+            inner join needed
+                on needed.session_id_hash = session_events.session_id_hash
+            where session_events.event_index <= needed.max_prefix_length
+            order by session_events.session_id_hash, session_events.event_index
+            """
+        ).to_arrow_table()
+        counts = con.sql(
+            f"""
+            select session_events.product_sku_hash, count(*) as n
+            from session_events
+            inner join sessions
+                on sessions.session_id_hash = session_events.session_id_hash
+            where sessions.split = 'train'
+                and session_events.product_sku_hash is not null
+                and {window_sql(window, "sessions.started_at_ms")}
+            group by session_events.product_sku_hash
+            """
+        ).to_df()
+        attributes = con.sql(
+            "select product_sku_hash, category_hash, price_bucket from sku_features"
+        ).to_df()
+
+    vocab = fit_vocabulary(
+        dict(zip(counts.product_sku_hash, counts.n, strict=True)), attributes, spec
+    )
+    table, session_ids = _event_table(events)
+    tokens = tokenize(table, vocab, spec)
+    data = IntentData(spec=spec, vocab=vocab, tokens=tokens)
+    position = pd.Index(session_ids)
+    split_col = examples.column("split").to_numpy(zero_copy_only=False)
+    ids = examples.column("session_id_hash").to_numpy(zero_copy_only=False)
+    for name in SPLITS:
+        sel = split_col == name
+        session = position.get_indexer(ids[sel])
+        assert (session >= 0).all(), "every example's session must have events"
+        data.splits[name] = ExampleSet(
+            session=session.astype(np.int64),
+            session_id=ids[sel],
+            k=examples.column("k").to_numpy()[sel].astype(np.int8),
+            prefix_length=examples.column("prefix_length").to_numpy()[sel].astype(np.int32),
+            label=examples.column("label").to_numpy()[sel].astype(np.int8),
+        )
+    data.test_events, data.test_examples = _subset(table, data.splits["test"])
+    log.info("prepared %s", data.row_counts())
+    return data
+
+
+def _subset(table: EventTable, examples: ExampleSet) -> tuple[EventTable, ExampleSet]:
+    """The events of the sessions `examples` use, and the examples re-pointed at them.
+
+    Kept untokenised, so a model with another vocabulary (the champion) can be scored on exactly
+    these test examples, and so serving can be checked against the flow's offline predictions.
+    """
+    used, remap = np.unique(examples.session, return_inverse=True)
+    starts, ends = table.offsets[used], table.offsets[used + 1]
+    pieces = [np.arange(a, b) for a, b in zip(starts, ends, strict=True)]
+    rows = np.concatenate(pieces).astype(np.int64) if pieces else np.zeros(0, dtype=np.int64)
+    sub = EventTable(
+        offsets=np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64),
+        actions=table.actions[rows],
+        skus=table.skus[rows],
+        timestamps_ms=table.timestamps_ms[rows],
+    )
+    return sub, replace(examples, session=remap.astype(np.int64))
+
+
+def window_sql(window: DataWindow | None, column: str) -> str:
+    return (window or DataWindow()).sql(column)
+
+
+def _event_table(events: pa.Table) -> tuple[EventTable, np.ndarray]:
+    """Flat events (sorted by session, event_index) -> EventTable and the session ids in order."""
+    sessions = events.column("session_id_hash").to_numpy(zero_copy_only=False)
+    n = len(sessions)
+    if n:
+        change = np.flatnonzero(sessions[1:] != sessions[:-1]) + 1
+        starts = np.concatenate([[0], change])
+    else:
+        starts = np.zeros(0, dtype=np.int64)
+    offsets = np.concatenate([starts, [n]]).astype(np.int64)
+    table = EventTable(
+        offsets=offsets,
+        actions=events.column("action").to_numpy(zero_copy_only=False),
+        skus=events.column("product_sku_hash").to_numpy(zero_copy_only=False),
+        timestamps_ms=events.column("server_timestamp_epoch_ms").to_numpy(),
+    )
+    return table, sessions[starts]
+
+
+def train_sku_sequences(
+    settings: Settings, *, window: DataWindow | None = None, min_length: int = 2
+) -> list[list[str]]:
+    """Each training-split session's SKUs in order (product events only), for prod2vec."""
+    from smallboat.warehouse.db import connect
+
+    with connect(settings, read_only=True) as con:
+        rows = con.sql(
+            f"""
+            select list(session_events.product_sku_hash order by session_events.event_index) as skus
+            from session_events
+            inner join sessions
+                on sessions.session_id_hash = session_events.session_id_hash
+            where sessions.split = 'train'
+                and session_events.product_sku_hash is not null
+                and {window_sql(window, "sessions.started_at_ms")}
+            group by session_events.session_id_hash
+            having count(*) >= {int(min_length)}
+            """
+        ).to_arrow_table()
+    sequences: list[list[str]] = rows.column("skus").to_pylist()
+    return sequences

@@ -1,0 +1,262 @@
+"""The TrainFlow card: what a person wants to read about a training run, as Metaflow components.
+
+Everything shown comes from one `TrainingReport` dict (built by `evaluate`), so the card, MLflow and
+the closing summary print the same numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from smallboat.schema import INTENT_BUCKET_WEIGHTS
+
+MODELS = ("model", "count_baseline", "majority", "oracle")
+LABELS = {
+    "model": "GRU intent model",
+    "count_baseline": "count baseline (logistic regression)",
+    "majority": "majority class",
+    "oracle": "oracle (Bayes-optimal, synthetic only)",
+}
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def metrics_rows(reports: dict[str, dict[str, Any]]) -> list[list[Any]]:
+    """One row per model: Challenge score, ROC-AUC (CI), PR-AUC, log-loss, Brier, ECE, n."""
+    rows = []
+    for name in MODELS:
+        report = reports.get(name)
+        if report is None:
+            continue
+        overall = report["overall"]
+        boot = report.get("bootstrap") or {}
+        auc_ci = boot.get("roc_auc") or {}
+        ci = (
+            f" [{_fmt(auc_ci.get('low'), 3)}, {_fmt(auc_ci.get('high'), 3)}]"
+            if auc_ci.get("low") is not None
+            else ""
+        )
+        rows.append(
+            [
+                LABELS[name],
+                _fmt(report["challenge"]["score"]),
+                _fmt(overall["roc_auc"]) + ci,
+                _fmt(overall["pr_auc"]),
+                _fmt(overall["log_loss"]),
+                _fmt(overall["brier"]),
+                _fmt(report["calibration"]["ece"]),
+                _fmt(overall["n"]),
+            ]
+        )
+    return rows
+
+
+def bucket_chart(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Vega-Lite grouped bars: accuracy per prediction point k, per model."""
+    values = []
+    for name in MODELS:
+        report = reports.get(name)
+        if report is None:
+            continue
+        for k in INTENT_BUCKET_WEIGHTS:
+            bucket = report["by_bucket"].get(f"k{k}") or {}
+            acc = bucket.get("accuracy")
+            if acc is not None:
+                values.append({"k": f"k={k}", "model": LABELS[name], "accuracy": acc})
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "title": "Accuracy at 0.5 per prediction point (the Challenge's buckets)",
+        "data": {"values": values},
+        "mark": "bar",
+        "encoding": {
+            "x": {"field": "k", "type": "nominal", "title": "events after the first add"},
+            "xOffset": {"field": "model"},
+            "y": {"field": "accuracy", "type": "quantitative", "scale": {"zero": False}},
+            "color": {"field": "model", "type": "nominal"},
+        },
+        "height": 240,
+    }
+
+
+def roc_chart(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    values = []
+    for name in MODELS:
+        report = reports.get(name)
+        roc = ((report or {}).get("curves") or {}).get("roc")
+        if not roc:
+            continue
+        for fpr, tpr in zip(roc["fpr"], roc["tpr"], strict=True):
+            values.append({"fpr": fpr, "tpr": tpr, "model": LABELS[name]})
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "title": "ROC curve on the test split",
+        "data": {"values": values},
+        "mark": {"type": "line"},
+        "encoding": {
+            "x": {"field": "fpr", "type": "quantitative", "title": "false positive rate"},
+            "y": {"field": "tpr", "type": "quantitative", "title": "true positive rate"},
+            "color": {"field": "model", "type": "nominal"},
+        },
+        "height": 280,
+    }
+
+
+def calibration_chart(report: dict[str, Any]) -> dict[str, Any]:
+    values = [
+        {"predicted": b["mean_predicted"], "observed": b["observed_rate"], "n": b["n"]}
+        for b in report["calibration"]["bins"]
+        if b["n"]
+    ]
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "title": "Calibration of the model (reliability bins)",
+        "data": {"values": values},
+        "mark": {"type": "point", "filled": True},
+        "encoding": {
+            "x": {"field": "predicted", "type": "quantitative", "scale": {"domain": [0, 1]}},
+            "y": {"field": "observed", "type": "quantitative", "scale": {"domain": [0, 1]}},
+            "size": {"field": "n", "type": "quantitative"},
+        },
+        "height": 240,
+    }
+
+
+def sweep_rows(sweep: list[dict[str, Any]]) -> list[list[Any]]:
+    rows = []
+    for entry in sorted(sweep, key=lambda e: -(e["best_valid_auc"] or 0)):
+        rows.append(
+            [
+                ("best " if entry.get("chosen") else "") + entry["name"],
+                _fmt(entry["best_valid_auc"]),
+                _fmt(int(entry["best_epoch"])),
+                _fmt(int(entry["epochs"])),
+                _fmt(entry["sequences_per_s"], 0),
+                _fmt(entry["train_seconds"], 1),
+            ]
+        )
+    return rows
+
+
+def quality_digest(results: dict[str, Any] | None) -> dict[str, Any]:
+    """The card's view of a transform's results (`TransformResult.to_dict()` or latest.json)."""
+    if not results:
+        return {"summary": "no transform results recorded", "tests": []}
+    counts = results.get("summary", {})
+    inv = results.get("invocation", {})
+    tests = [
+        {
+            "name": n["name"],
+            "status": n["status"],
+            "severity": n.get("severity") or "",
+            "failures": n.get("failures"),
+        }
+        for n in results.get("nodes", [])
+        if n.get("resource_type") in ("test", "unit_test")
+    ]
+    text = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items())
+    when = inv.get("started_at", "?")
+    state = "passed" if inv.get("success") else "FAILED"
+    return {"summary": f"dbt build at {when}: gate {state}; {text}.", "tests": tests}
+
+
+def quality_rows(quality: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for test in quality.get("tests", []):
+        rows.append(
+            [test["name"], test["status"], test.get("severity", ""), str(test.get("failures", ""))]
+        )
+    return rows
+
+
+def card_components(report: dict[str, Any], *, dag: Any = None) -> list[Any]:
+    """Metaflow card components for a TrainingReport (see flows.train evaluate/card steps)."""
+    from metaflow.cards import Markdown, Table, VegaChart
+
+    reports = report["test"]
+    model, oracle = reports["model"], reports.get("oracle")
+    parts: list[Any] = [Markdown("# smallboat TrainFlow: purchase-intent model")]
+    headline = (
+        f"Test ROC-AUC **{_fmt(model['overall']['roc_auc'])}**, Challenge score "
+        f"**{_fmt(model['challenge']['score'])}** "
+        f"(max {_fmt(model['challenge']['max_attainable'], 1)})"
+    )
+    if oracle is not None:
+        gap = report["oracle_gap"]
+        headline += (
+            f"; the oracle reaches {_fmt(oracle['overall']['roc_auc'])} and "
+            f"{_fmt(oracle['challenge']['score'])}: gaps {_fmt(gap['roc_auc'])} AUC, "
+            f"{_fmt(100 * gap['challenge_relative'], 2)}% of the Challenge score."
+        )
+    parts.append(Markdown(headline))
+    if dag is not None:
+        parts += [Markdown("## The flow"), dag]
+    parts += [
+        Markdown("## Metrics on the test split (later sessions than train and valid)"),
+        Table(
+            metrics_rows(reports),
+            headers=[
+                "model",
+                "Challenge",
+                "ROC-AUC [95% CI]",
+                "PR-AUC",
+                "log-loss",
+                "Brier",
+                "ECE",
+                "n",
+            ],
+        ),
+    ]
+    comparison = report.get("model_vs_count")
+    if comparison:
+        auc = comparison["roc_auc"]
+        parts.append(
+            Markdown(
+                f"Model minus count baseline, paired bootstrap over sessions: ROC-AUC "
+                f"{_fmt(auc['diff'])} [{_fmt(auc['low'])}, {_fmt(auc['high'])}]."
+            )
+        )
+    parts += [
+        VegaChart(bucket_chart(reports)),
+        VegaChart(roc_chart(reports)),
+        VegaChart(calibration_chart(model)),
+        Markdown("## Rows per split"),
+        Table(
+            [
+                [
+                    name,
+                    _fmt(int(c["examples"])),
+                    _fmt(int(c["sessions"])),
+                    _fmt(c["positive_rate"], 3),
+                ]
+                for name, c in report["row_counts"].items()
+            ],
+            headers=["split", "examples", "sessions", "positive rate"],
+        ),
+        Markdown("## The sweep (early stopping on validation ROC-AUC)"),
+        Table(
+            sweep_rows(report["sweep"]),
+            headers=["config", "valid AUC", "best epoch", "epochs", "sequences/s", "seconds"],
+        ),
+        Markdown("## Data quality (dbt tests of this run's transform)"),
+        Markdown(report["quality"].get("summary", "no transform results recorded")),
+    ]
+    rows = quality_rows(report["quality"])
+    if rows:
+        parts.append(Table(rows, headers=["test", "status", "severity", "failures"]))
+    p2v = report.get("prod2vec") or {}
+    parts.append(
+        Markdown(
+            f"## prod2vec\n{_fmt(p2v.get('n_sequences'))} training sessions, "
+            f"{_fmt(100 * p2v.get('coverage', 0.0), 1)}% of SKU ids with a vector, "
+            f"{_fmt(p2v.get('seconds'), 1)} s."
+        )
+    )
+    return parts

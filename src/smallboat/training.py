@@ -1,0 +1,333 @@
+"""The bodies of TrainFlow's steps, as plain functions (the flow file stays a thin DAG).
+
+Each takes and returns plain values or artifacts, so it can be called and tested without Metaflow.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from smallboat.config import Settings
+from smallboat.errors import SmallboatError
+from smallboat.model.prepare import DataWindow, IntentData
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "smallboat-intent"
+GATE_METRIC = "roc_auc"
+
+
+def settings() -> Settings:
+    return Settings()
+
+
+def check_parameters(
+    *, grid: str, window_start: str, window_end: str
+) -> tuple[list[dict[str, Any]], DataWindow]:
+    """Parse the sweep grid (a JSON list of IntentConfig overrides) and the data window."""
+    from smallboat.model.intent import IntentConfig
+
+    try:
+        entries = json.loads(grid)
+    except json.JSONDecodeError as exc:
+        raise SmallboatError(f"--grid is not JSON: {exc}") from None
+    if (
+        not isinstance(entries, list)
+        or not entries
+        or not all(isinstance(e, dict) for e in entries)
+    ):
+        raise SmallboatError("--grid must be a non-empty JSON list of objects")
+    known = {f.name for f in fields(IntentConfig)}
+    named = []
+    for i, entry in enumerate(entries):
+        unknown = sorted(set(entry) - known - {"name"})
+        if unknown:
+            raise SmallboatError(
+                f"--grid entry {i}: unknown field(s) {unknown}; IntentConfig has {sorted(known)}"
+            )
+        IntentConfig(**{k: v for k, v in entry.items() if k != "name"})  # types check early
+        named.append({"name": str(entry.get("name", f"config{i}")), **entry})
+    names = [e["name"] for e in named]
+    if len(set(names)) != len(names):
+        raise SmallboatError(f"--grid names must be unique, got {names}")
+    return named, DataWindow.parse(window_start or None, window_end or None)
+
+
+def transform(*, skip: bool, dbt_vars: str) -> dict[str, Any]:
+    """dbt build (the quality gate) or, when skipped, the last build's recorded results."""
+    from smallboat.warehouse.transform import run_transform
+
+    s = settings()
+    if skip:
+        latest = s.quality_dir / "latest.json"
+        return json.loads(latest.read_text()) if latest.is_file() else {}
+    try:
+        variables = json.loads(dbt_vars)
+    except json.JSONDecodeError as exc:
+        raise SmallboatError(f"--dbt-vars is not JSON: {exc}") from None
+    return run_transform(s, vars=variables).to_dict()
+
+
+def fit_sku_vectors(
+    data: IntentData, *, window: DataWindow, seed: int, threads: int
+) -> tuple[np.ndarray, dict[str, float]]:
+    from smallboat.model.intent import IntentConfig
+    from smallboat.model.prepare import train_sku_sequences
+    from smallboat.model.prod2vec import Prod2VecConfig, fit_prod2vec
+
+    sequences = train_sku_sequences(settings(), window=window)
+    config = Prod2VecConfig(dim=IntentConfig().sku_dim, seed=seed, workers=threads)
+    result = fit_prod2vec(sequences, data.vocab, config)
+    stats = {
+        "n_sequences": float(result.n_sequences),
+        "coverage": result.coverage,
+        "seconds": result.seconds,
+    }
+    return result.vectors, stats
+
+
+@dataclass
+class Branch:
+    """One trained grid entry: small enough to travel as an artifact (weights as bytes)."""
+
+    name: str
+    config: dict[str, Any]
+    weights: bytes
+    summary: dict[str, float]
+    history: list[dict[str, float]]
+
+
+def train_branch(
+    entry: dict[str, Any], data: IntentData, sku_vectors: np.ndarray, *, seed: int, threads: int
+) -> Branch:
+    import dataclasses
+
+    import torch
+
+    from smallboat.model.intent import IntentConfig, Sizes
+    from smallboat.model.train import train_intent_model
+
+    overrides = {k: v for k, v in entry.items() if k != "name"}
+    config = IntentConfig(**{"seed": seed, **overrides})
+    result = train_intent_model(
+        config,
+        Sizes.of(data.vocab, data.spec),
+        data.inputs("train"),
+        data.inputs("valid"),
+        sku_vectors=sku_vectors,
+        threads=threads,
+    )
+    buffer = io.BytesIO()
+    torch.save(result.model.state_dict(), buffer)
+    return Branch(
+        name=entry["name"],
+        config=config.to_dict(),
+        weights=buffer.getvalue(),
+        summary=result.summary(),
+        history=[dataclasses.asdict(h) for h in result.history],
+    )
+
+
+def pick_best(branches: list[Branch]) -> tuple[Branch, list[dict[str, Any]]]:
+    """The branch with the highest validation AUC (ties: the earlier name), and the sweep table."""
+    ranked = sorted(branches, key=lambda b: (-_finite(b.summary["best_valid_auc"]), b.name))
+    best = ranked[0]
+    sweep = [
+        {"name": b.name, "chosen": b is best, "config": b.config, **b.summary} for b in branches
+    ]
+    return best, sweep
+
+
+def _finite(x: float) -> float:
+    return x if np.isfinite(x) else -1.0
+
+
+def load_model(branch: Branch, data: IntentData) -> Any:
+    import torch
+
+    from smallboat.model.intent import IntentConfig, IntentModel, Sizes
+
+    model = IntentModel(IntentConfig.from_dict(branch.config), Sizes.of(data.vocab, data.spec))
+    model.load_state_dict(torch.load(io.BytesIO(branch.weights), weights_only=True))
+    model.eval()
+    return model
+
+
+def evaluate(
+    best: Branch,
+    data: IntentData,
+    *,
+    oracle: str,
+    n_bootstrap: int,
+    seed: int,
+    extras: dict[str, Any],
+) -> dict[str, Any]:
+    """The TrainingReport: test reports per model, gaps, and what the card shows beside them."""
+    from smallboat.model.evaluate import evaluate_intent
+    from smallboat.model.intent import predict_proba
+    from smallboat.model.metrics import flat_metrics
+    from smallboat.model.report import quality_digest
+
+    x_test, _ = data.inputs("test")
+    prob = predict_proba(load_model(best, data), x_test)
+    report = evaluate_intent(
+        prob,
+        data,
+        oracle_path=Path(oracle) if oracle else None,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+    )
+    report["test_predictions"] = prob
+    report["quality"] = quality_digest(extras["quality"])
+    report["row_counts"] = extras["row_counts"]
+    report["sweep"] = extras["sweep"]
+    report["prod2vec"] = extras["prod2vec"]
+    report["best"] = {"name": best.name, "config": best.config, **best.summary}
+    summary = flat_metrics(report["test"]["model"])
+    for name in ("count_baseline", "majority", "oracle"):
+        if name in report["test"]:
+            summary.update(flat_metrics(report["test"][name], prefix=f"{name}_"))
+    if report["oracle_gap"]:
+        summary.update({f"oracle_gap_{k}": v for k, v in report["oracle_gap"].items()})
+    summary.update({f"train_{k}": v for k, v in best.summary.items()})
+    report["summary"] = summary
+    return report
+
+
+def card_parts(report: dict[str, Any], graph: Any) -> list[Any]:
+    from smallboat.model.report import card_components
+
+    return card_components(report, dag=_dag_component(graph))
+
+
+def _dag_component(graph: Any) -> Any:
+    """Metaflow's own DAG drawing, inside our blank card (None when Metaflow cannot provide it)."""
+    try:
+        from metaflow.plugins.cards.card_modules.basic import DagComponent, transform_flow_graph
+        from metaflow.plugins.cards.card_modules.components import UserComponent
+    except ImportError:
+        return None
+
+    class Dag(UserComponent):
+        def render(self) -> dict[str, Any]:
+            rendered: dict[str, Any] = DagComponent(data=transform_flow_graph(graph)).render()
+            return rendered
+
+    return Dag() if graph else None
+
+
+def card_html(card_task: str) -> str | None:
+    """The rendered card of the `card` step, as self-contained HTML."""
+    from metaflow import Task, namespace
+    from metaflow.cards import get_cards
+
+    namespace(None)
+    cards = get_cards(Task(card_task), id="report")
+    return cards[0].get() if len(cards) else None
+
+
+def register(
+    best: Branch,
+    data: IntentData,
+    report: dict[str, Any],
+    *,
+    card_task: str,
+    run_pathspec: str,
+    params: dict[str, Any],
+    min_improvement: float,
+) -> dict[str, Any]:
+    """Save the bundle, log it to MLflow, and let the gate decide whether it becomes champion.
+
+    The champion is re-scored on THIS run's test examples with its own vocabulary, so both numbers
+    of the gate come from the same test set.
+    """
+    from smallboat import registry
+    from smallboat.model.bundle import MODEL_NAME, IntentPredictor, save_bundle
+    from smallboat.model.evaluate import predict_examples
+    from smallboat.model.metrics import binary_metrics
+
+    s = settings()
+    html = card_html(card_task)
+    bundle_dir = s.home_dir / "bundles" / run_pathspec.replace("/", "-")
+    save_bundle(
+        bundle_dir,
+        model=load_model(best, data),
+        spec=data.spec,
+        vocab=data.vocab,
+        metrics=report["summary"],
+        extra={"run_pathspec": run_pathspec, "best": report["best"]},
+        card_html=html,
+    )
+    assert data.test_events is not None and data.test_examples is not None
+    test = data.test_examples
+
+    # The bundle as saved predicts exactly what the flow evaluated (no train/serve skew).
+    fresh = predict_examples(IntentPredictor.load(bundle_dir), data.test_events, test)
+    drift = float(np.max(np.abs(fresh - report["test_predictions"]))) if len(fresh) else 0.0
+    assert drift < 1e-6, f"the saved bundle predicts differently from the flow: max diff {drift}"
+
+    current = registry.champion(s, model_name=MODEL_NAME)
+    champion_score = None
+    if current is not None:
+        champion_dir = registry.download_bundle(s, model_name=MODEL_NAME, version=current.version)
+        champion_prob = predict_examples(IntentPredictor.load(champion_dir), data.test_events, test)
+        champion_score = binary_metrics(champion_prob, test.label)["roc_auc"]
+    with tempfile.TemporaryDirectory() as tmp:
+        card_path = None
+        if html is not None:
+            card_path = Path(tmp) / "card.html"
+            card_path.write_text(html)
+        published = registry.publish(
+            s,
+            experiment=EXPERIMENT,
+            model_name=MODEL_NAME,
+            run_name=run_pathspec,
+            params={k: str(v) for k, v in params.items()},
+            metrics={k: float(v) for k, v in report["summary"].items()},
+            bundle_dir=bundle_dir,
+            card_path=card_path,
+            tags={"metaflow_run": run_pathspec},
+            gate_metric=GATE_METRIC,
+            champion_score=champion_score,
+            champion_version=None if current is None else current.version,
+            min_improvement=min_improvement,
+        )
+    return {
+        "bundle_dir": str(bundle_dir),
+        "mlflow_run_id": published.run.run_id,
+        "tracking_uri": published.run.tracking_uri,
+        "model_name": MODEL_NAME,
+        "version": published.version.version,
+        "decision": published.decision.decision,
+        "summary": published.decision.summary,
+        "champion_version": published.decision.champion_version,
+        "challenger_score": published.decision.challenger_score,
+        "champion_score": published.decision.champion_score,
+        "card_path": str(bundle_dir / "card.html") if html is not None else None,
+    }
+
+
+def closing_lines(report: dict[str, Any], registration: dict[str, Any]) -> list[str]:
+    s = report["summary"]
+    lines = [
+        f"test ROC-AUC {s['roc_auc']:.4f}, Challenge score {s['challenge_score']:.4f}"
+        + (
+            f" | oracle {s['oracle_roc_auc']:.4f} / {s['oracle_challenge_score']:.4f}"
+            if "oracle_roc_auc" in s
+            else ""
+        )
+        + f" | count baseline {s['count_baseline_roc_auc']:.4f}",
+        f"gate: {registration['summary']}",
+        f"bundle: {registration['bundle_dir']}",
+        f"card: {registration['card_path']}",
+        f"MLflow run {registration['mlflow_run_id']} at {registration['tracking_uri']}",
+    ]
+    return lines

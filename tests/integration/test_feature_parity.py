@@ -1,0 +1,320 @@
+"""Training and serving see the same numbers: the warehouse path against the Python path.
+
+A small synthetic dataset, plus hand-made sessions with the awkward parts of real logs (exact
+duplicates, same-millisecond ties, a purchase sharing its millisecond with other events, a purchase
+first, NULL URLs) and a few hundred random sessions dense in all of those, is landed unsorted and
+transformed by the real dbt project on a real DuckDB file. Then:
+
+1. for every session, `collapse_session` of its raw landed rows equals the warehouse's
+   `session_events` rows before the first purchase;
+2. for every intent example, the model inputs built the training way (`prepare_intent_data`: flat
+   arrays read from the warehouse) equal those built the serving way (`encode_sessions` on the raw
+   rows a server would have received by the end of the prefix).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from smallboat import schema
+from smallboat.config import Settings
+from smallboat.data.land import load_path
+from smallboat.data.synth import RELEASE_START_MS, SynthConfig, synthesize
+from smallboat.features import (
+    FeatureSpec,
+    ModelInputs,
+    collapse_session,
+    encode_sessions,
+    tokenize,
+    windows,
+)
+from smallboat.features.spec import SKU_OOV
+from smallboat.model.prepare import SPLITS, prepare_intent_data
+from smallboat.warehouse.db import connect
+from smallboat.warehouse.transform import run_transform
+from tests.landing_data import SessionSpec, browsing_rows, write_landing
+
+pytestmark = pytest.mark.slow
+
+DAY_MS = 86_400_000
+Row = dict[str, Any]
+Event = tuple[str, str | None, int]
+
+# Hand-made sessions in the notation of tests/landing_data.py; K1..K3 become frequent synthetic
+# SKUs (trained ids), X a SKU of that session's split only (out of vocabulary outside train).
+TRICKY: dict[str, str] = {
+    # same-millisecond ties of every kind, and long enough for k = 10 and a truncated window
+    "ties": "pv d:K1 a:K1+r:K2+pv d:K2+a:K2 pv pv d:K3+v:K1 a:K3" + " pv" * 12,
+    # an unknown SKU, and a purchase late enough for every prediction point
+    "oov": "pv d:K1 a:X pv d:X pv pv pv pv pv pv pv pv pv pv pv p:K1 pv",
+    # the purchase shares its millisecond with a pageview, an add and a remove: they stay
+    "purchase_tie": "d:K1 a:K1 pv a:K2+p:K2+r:K1+pv pv d:K3",
+    # a purchase first: nothing before it, no example
+    "purchase_first": "p:K1 a:K1 pv",
+    # adds at one moment with several SKUs and a pageview of another URL
+    "many_adds": "pv a:K3+a:K1+a:K2+pv d:K1 pv r:K1 pv d:K2 pv pv pv",
+}
+TRICKY_DAYS = (3, 78, 89)  # early (train), late (valid) and last (test) in the 90 synthetic days
+
+
+def tricky_rows(skus: dict[str, str]) -> list[Row]:
+    """Raw rows of the tricky sessions, with duplicates and NULL URLs added, in no order."""
+    rng = random.Random(7)
+    rows: list[Row] = []
+    for day in TRICKY_DAYS:
+        for name, moments in TRICKY.items():
+            for code, sku in skus.items():
+                moments = moments.replace(f":{code}", f":{sku}")
+            moments = moments.replace(":X", f":never-seen-{day}")  # in one split only
+            start = RELEASE_START_MS + day * DAY_MS + rng.randrange(DAY_MS // 2)
+            spec = SessionSpec(f"tricky-{name}-{day}", start, moments, step_ms=rng.choice([1, 700]))
+            session = browsing_rows(spec)
+            for row in rng.sample(session, k=min(3, len(session))):
+                row["hashed_url"] = None  # NULL URLs take part in the tie-break
+            session += [dict(r) for r in rng.sample(session, k=min(4, len(session)))]  # duplicates
+            rows += session
+    rng.shuffle(rows)
+    return rows
+
+
+FUZZ_SESSIONS = 300
+
+
+def fuzz_rows(skus: list[str], n: int = FUZZ_SESSIONS) -> list[Row]:
+    """Random sessions, denser in ties, duplicates, NULLs and purchases than any real log."""
+    rng = random.Random(11)
+    rows: list[Row] = []
+    for i in range(n):
+        session_id = f"fuzz-{i:03d}"
+        ts = RELEASE_START_MS + rng.randrange(90 * DAY_MS)
+        session: list[Row] = []
+        for _ in range(rng.randint(1, 30)):
+            ts += rng.choice([0, 0, 1, 500, 3_000, 60_000])
+            url = rng.choice([None, "u-a", "u-b", f"u-{rng.randrange(100)}"])
+            if rng.random() < 0.35:
+                session.append(_row(session_id, ts, "pageview", None, None, url))
+                continue
+            action = rng.choices(["detail", "add", "remove", "purchase"], [10, 4, 3, 1])[0]
+            sku = rng.choice([*skus, None, f"fuzz-sku-{rng.randrange(50)}"])
+            session.append(_row(session_id, ts, "event_product", action, sku, url))
+            if action == "detail" and rng.random() < 0.8:
+                session.append(_row(session_id, ts, "pageview", None, None, url))
+        session += [dict(r) for r in rng.sample(session, k=rng.randint(0, min(3, len(session))))]
+        rows += session
+    rng.shuffle(rows)
+    return rows
+
+
+def _row(
+    session_id: str, ts: int, event_type: str, action: str | None, sku: str | None, url: str | None
+) -> Row:
+    return {
+        "session_id_hash": session_id,
+        "event_type": event_type,
+        "product_action": action,
+        "product_sku_hash": sku,
+        "server_timestamp_epoch_ms": ts,
+        "hashed_url": url,
+    }
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    root = tmp_path_factory.mktemp("feature_parity")
+    data = root / "data"
+    synthesize(SynthConfig(sessions=3_000, seed=23), data)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SMALLBOAT_HOME", str(root / "home"))
+    mp.setenv("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    settings = Settings()
+    settings.ensure_home()
+    load_path(data, source="coveo", on_bad_rows="fail", settings=settings, progress=False)
+    with duckdb.connect() as con:
+        popular = con.sql(
+            f"""
+            select product_sku_hash from read_parquet('{_landing_glob(settings)}')
+            where product_sku_hash is not null
+            group by 1 order by count(*) desc, 1 limit 12
+            """
+        ).fetchall()
+    skus = {"K1": popular[0][0], "K2": popular[1][0], "K3": popular[2][0]}
+    rows = tricky_rows(skus) + fuzz_rows([sku for (sku,) in popular])
+    table = pa.Table.from_pylist(rows, schema=schema.BROWSING_EVENTS.arrow_schema)
+    write_landing(settings, "browsing_events", table, name="hand-made")
+    run_transform(settings)
+    yield settings
+    mp.undo()
+
+
+def _landing_glob(settings: Settings) -> Path:
+    return settings.table_landing_dir("browsing_events") / "*.parquet"
+
+
+def raw_sessions(settings: Settings) -> dict[str, list[Row]]:
+    """Every landed browsing row, as the canonical dicts a server receives, by session."""
+    with duckdb.connect() as con:
+        rows = con.sql(f"select * from read_parquet('{_landing_glob(settings)}')").to_arrow_table()
+    sessions: dict[str, list[Row]] = defaultdict(list)
+    for row in rows.to_pylist():
+        sessions[row["session_id_hash"]].append(row)
+    return dict(sessions)
+
+
+def warehouse_events(settings: Settings) -> dict[str, list[Row]]:
+    """session_events rows before the first purchase, by session, in event_index order."""
+    with connect(settings, read_only=True) as con:
+        rows = con.sql(
+            """
+            select * from session_events
+            where is_before_first_purchase
+            order by session_id_hash, event_index
+            """
+        ).to_arrow_table()
+    sessions: dict[str, list[Row]] = defaultdict(list)
+    for row in rows.to_pylist():
+        sessions[row["session_id_hash"]].append(row)
+    return dict(sessions)
+
+
+def _triple(row: Row) -> Event:
+    return (row["action"], row["product_sku_hash"], row["server_timestamp_epoch_ms"])
+
+
+def test_collapse_session_equals_the_warehouse_for_every_session(warehouse: Settings) -> None:
+    raw = raw_sessions(warehouse)
+    collapsed = warehouse_events(warehouse)
+    assert len(raw) == 3_000 + len(TRICKY) * len(TRICKY_DAYS) + FUZZ_SESSIONS
+    assert set(collapsed) <= set(raw)
+    mismatched = {}
+    for session_id, rows in raw.items():
+        expected = [_triple(r) for r in collapsed.get(session_id, [])]
+        assert [r["event_index"] for r in collapsed.get(session_id, [])] == list(
+            range(1, len(expected) + 1)
+        )
+        got = collapse_session(rows)
+        if got != expected:
+            mismatched[session_id] = (got, expected)
+    assert not mismatched, (
+        f"{len(mismatched)} sessions differ, e.g. {next(iter(mismatched.items()))}"
+    )
+    # The hand-made sessions really exercise what they are for.
+    ties = collapsed[f"tricky-ties-{TRICKY_DAYS[0]}"]
+    assert [r["action"] for r in ties[:7]] == [
+        "pageview",
+        "detail",
+        "pageview",  # a pageview, an add and a remove at one millisecond: funnel order
+        "add",
+        "remove",
+        "detail",  # a detail, its pageview and an add at one millisecond
+        "add",
+    ]
+    assert f"tricky-purchase_first-{TRICKY_DAYS[0]}" not in collapsed
+    purchase_tie = [_triple(r)[0] for r in collapsed[f"tricky-purchase_tie-{TRICKY_DAYS[0]}"]]
+    assert purchase_tie == ["detail", "add", "pageview", "pageview", "add", "remove"]
+
+
+def _order_key(row: Row) -> tuple[Any, ...]:
+    """session_events' window order (its SQL, spelled in Python): time, funnel rank, raw columns."""
+    rank = {"pageview": 1, "detail": 2, "add": 3, "remove": 4, "purchase": 5}
+    action = "pageview" if row["event_type"] == "pageview" else row["product_action"]
+    sku, url, product_action = row["product_sku_hash"], row["hashed_url"], row["product_action"]
+    return (
+        row["server_timestamp_epoch_ms"],
+        rank.get(action, 6),
+        sku is not None,
+        sku or "",
+        url is not None,
+        url or "",
+        row["event_type"],
+        product_action is not None,
+        product_action or "",
+    )
+
+
+def served_prefix(rows: list[Row], last_event: Row) -> list[Row]:
+    """The raw rows a server holds once the prefix's last event (a session_events row) arrived:
+    every landed row up to it in the warehouse's order."""
+    end = _order_key(last_event)
+    return [r for r in rows if _order_key(r) <= end]
+
+
+def _assert_inputs_equal(served: ModelInputs, trained: ModelInputs, where: str) -> None:
+    for name, value in trained.to_arrays().items():
+        other = getattr(served, name)
+        assert other.dtype == value.dtype, (where, name, other.dtype, value.dtype)
+        bad = np.flatnonzero((other != value).reshape(len(value), -1).any(axis=1))
+        assert len(bad) == 0, f"{where}: {name} differs in {len(bad)} rows, e.g. row {bad[0]}"
+
+
+@pytest.mark.parametrize("max_events", [6, 20])
+def test_training_and_serving_build_the_same_inputs(warehouse: Settings, max_events: int) -> None:
+    spec = FeatureSpec(max_events=max_events)
+    data = prepare_intent_data(warehouse, spec)
+    raw = raw_sessions(warehouse)
+    collapsed = warehouse_events(warehouse)
+    compared = 0
+    for split in SPLITS:
+        examples = data.splits[split]
+        assert len(examples) > 0, split
+        trained, _ = data.inputs(split)
+        prefixes = []
+        for session_id, length in zip(examples.session_id, examples.prefix_length, strict=True):
+            events = collapsed[session_id]
+            prefix = served_prefix(raw[session_id], events[int(length) - 1])
+            assert collapse_session(prefix) == [_triple(r) for r in events[: int(length)]]
+            prefixes.append(prefix)
+        served = encode_sessions(prefixes, data.vocab, spec)
+        _assert_inputs_equal(served, trained, f"{split} split, L={max_events}")
+        compared += len(examples)
+    assert compared > 300
+    tricky = [s for s in data.splits["test"].session_id if str(s).startswith("tricky-")]
+    assert len(set(tricky)) == 4  # every tricky session with an add has test examples
+    # Truncation happens, and the served SKUs include known and out-of-vocabulary ones.
+    everything = [data.inputs(split)[0] for split in SPLITS]
+    assert any((inputs.events_used < inputs.counts[:, 0]).any() for inputs in everything)
+    assert any((inputs.oov_skus > 0).any() for inputs in everything)
+    assert any((inputs.sku >= 3).any() for inputs in everything)
+
+
+def test_test_events_kept_for_scoring_encode_like_the_training_arrays(warehouse: Settings) -> None:
+    spec = FeatureSpec(max_events=8)
+    data = prepare_intent_data(warehouse, spec)
+    assert data.test_events is not None and data.test_examples is not None
+    tokens = tokenize(data.test_events, data.vocab, spec)
+    again = windows(tokens, data.test_examples.session, data.test_examples.prefix_length, spec)
+    trained, _ = data.inputs("test")
+    _assert_inputs_equal(again, trained, "test_events")
+
+
+def test_vocabulary_is_fitted_on_the_training_split_only(warehouse: Settings) -> None:
+    spec = FeatureSpec()
+    data = prepare_intent_data(warehouse, spec)
+    with connect(warehouse, read_only=True) as con:
+        rows = con.sql(
+            """
+            select session_events.product_sku_hash as sku, sessions.split, count(*) as n
+            from session_events
+            inner join sessions on sessions.session_id_hash = session_events.session_id_hash
+            where session_events.product_sku_hash is not null
+            group by all
+            """
+        ).fetchall()
+    train = {sku: n for sku, split, n in rows if split == "train"}
+    later = {sku for sku, split, _ in rows if split != "train"} - set(train)
+    expected = sorted(
+        (s for s, n in train.items() if n >= spec.min_sku_count), key=lambda s: (-train[s], s)
+    )
+    assert data.vocab.trained_skus() == expected
+    assert f"never-seen-{TRICKY_DAYS[0]}" in expected
+    assert {f"never-seen-{day}" for day in TRICKY_DAYS[1:]} <= later
+    row = data.vocab.lookup(np.array(sorted(later), dtype=object))
+    assert (data.vocab.sku_token[row[row >= 0]] == SKU_OOV).all()
