@@ -1,0 +1,221 @@
+"""Benchmark the event collector: sustained ingest over loopback, and no acknowledged event lost.
+
+1. Generates browsing events with the synthetic generator and starts `smallboat collect serve`
+   in a child process (default settings: group commit, 30 s segments, background compaction
+   every 10 s), with a fresh state home.
+2. This process is the load generator (`smallboat.collect.replay`, a lean keep-alive HTTP/1.1
+   client): for each protocol, one run at full speed and one paced at the target rate:
+   - Segment `POST /v1/batch` with batches of 100 events (target >= 5,000 events/s);
+   - single GA `GET /collect` pixel hits (target >= 1,000 hits/s).
+   Each run reports events/s, ack latency p50/p99 (request sent -> 2xx answer, i.e. after the
+   fsync), and the CPU used by the load generator and by the collector (cores = CPU s / wall s).
+3. Stops the collector, compacts what is left of its log, and counts the landed rows: every
+   acknowledged event must be there (0 lost), and nothing twice.
+
+    flock /tmp/smallboat-bench.lock .venv/bin/python bench/collect.py
+    .venv/bin/python bench/collect.py --seconds 5 --concurrency 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+from rich.console import Console
+from rich.table import Table
+
+SEGMENT_TARGET = 5_000
+GA_TARGET = 1_000
+
+
+@dataclass
+class Run:
+    name: str
+    protocol: str
+    target: float
+    rate_limit: float | None
+    events: int
+    acknowledged: int
+    failed: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    loadgen_cores: float
+    server_cores: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def events_table(data: Path, n: int) -> pa.Table:
+    """`n` browsing rows: the synthetic file's rows in time order, repeated as needed (every
+    replay run gives each row a fresh message id, so repeats are new events)."""
+    from smallboat.collect.replay import read_browsing
+
+    base = read_browsing(data / "browsing_train.csv")
+    copies = -(-n // base.num_rows)
+    return pa.concat_tables([base] * copies).slice(0, n)
+
+
+def measure(
+    name: str,
+    protocol: str,
+    *,
+    events: pa.Table,
+    url: str,
+    server_pid: int,
+    target: float,
+    rate: float | None,
+    concurrency: int,
+    write_key: str,
+) -> Run:
+    from smallboat.collect.replay import replay_events
+
+    cpu0, server0, wall0 = time.process_time(), process_cpu_seconds(server_pid), time.perf_counter()
+    summary = replay_events(
+        events,
+        url=url,
+        protocol=protocol,  # type: ignore[arg-type]
+        rate=rate,
+        write_key=write_key,
+        concurrency=concurrency,
+        batch_size=100,
+    )
+    wall = time.perf_counter() - wall0
+    return Run(
+        name=name,
+        protocol=protocol,
+        target=target,
+        rate_limit=rate,
+        events=summary.sent,
+        acknowledged=summary.acknowledged,
+        failed=summary.failed,
+        seconds=summary.seconds,
+        p50_ms=summary.latency_ms(0.5),
+        p99_ms=summary.latency_ms(0.99),
+        loadgen_cores=(time.process_time() - cpu0) / wall,
+        server_cores=(process_cpu_seconds(server_pid) - server0) / wall,
+    )
+
+
+def render(runs: list[Run], landed: int, duplicates: int, compact_s: float) -> Table:
+    table = Table(title="collector ingest over loopback (2 shared cores)", title_justify="left")
+    for column in ("run", "events", "events/s", "target", "ack p50", "ack p99"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    table.add_column("load gen CPU", justify="right")
+    table.add_column("collector CPU", justify="right")
+    table.add_column("failed", justify="right")
+    for r in runs:
+        ok = r.rate >= r.target or r.rate_limit is not None
+        table.add_row(
+            r.name,
+            f"{r.events:,}",
+            f"[{'green' if ok else 'red'}]{r.rate:,.0f}[/]",
+            f">= {r.target:,.0f}",
+            f"{r.p50_ms:.1f} ms",
+            f"{r.p99_ms:.1f} ms",
+            f"{r.loadgen_cores:.2f} cores",
+            f"{r.server_cores:.2f} cores",
+            f"{r.failed:,}",
+        )
+    acked = sum(r.acknowledged for r in runs)
+    lost = max(0, acked - landed)
+    table.caption = (
+        f"acknowledged {acked:,}; landed {landed:,} ({duplicates:,} duplicates dropped); "
+        f"acknowledged but not landed: {lost:,}; final compaction {compact_s:.1f} s"
+    )
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="Length of each paced run.")
+    parser.add_argument("--segment-events", type=int, default=200_000, help="Full-speed run.")
+    parser.add_argument("--ga-hits", type=int, default=15_000, help="Full-speed run.")
+    parser.add_argument("--concurrency", type=int, default=16, help="Requests in flight.")
+    parser.add_argument("--workdir", type=Path, default=None, help="Keep state here.")
+    args = parser.parse_args()
+
+    from smallboat.collect.compaction import compact_events
+    from smallboat.collect.server import CollectorProcess
+    from smallboat.config import Settings
+    from smallboat.data.synth import SynthConfig, synthesize
+
+    console = Console(width=150)
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="smallboat-bench-collect-"))
+    shutil.rmtree(root / "home", ignore_errors=True)
+    data = root / "data"
+    if not (data / "browsing_train.csv").exists():
+        synthesize(SynthConfig(sessions=20_000, seed=1), data)
+    home = root / "home"
+    key = "bench"
+    env = {"SMALLBOAT_WRITE_KEYS": key, "SMALLBOAT_COLLECT_MAX_EVENT_AGE_DAYS": "36500"}
+    plans = [
+        (
+            "segment x100, max",
+            "segment",
+            SEGMENT_TARGET,
+            None,
+            args.segment_events,
+        ),
+        (
+            "segment x100, paced",
+            "segment",
+            SEGMENT_TARGET,
+            SEGMENT_TARGET,
+            int(SEGMENT_TARGET * args.seconds),
+        ),
+        ("GA hit, max", "ga", GA_TARGET, None, args.ga_hits),
+        ("GA hit, paced", "ga", GA_TARGET, GA_TARGET, int(GA_TARGET * args.seconds)),
+    ]
+    runs: list[Run] = []
+    with CollectorProcess(home, env=env, log_path=root / "collector.log") as collector:
+        assert collector.process is not None
+        for name, protocol, target, rate, n in plans:
+            console.print(f"{name}: {n:,} events ...")
+            runs.append(
+                measure(
+                    name,
+                    protocol,
+                    events=events_table(data, n),
+                    url=collector.url,
+                    server_pid=collector.process.pid,
+                    target=target,
+                    rate=rate,
+                    concurrency=args.concurrency,
+                    write_key=key,
+                )
+            )
+    started = time.perf_counter()
+    settings = Settings(home=home)
+    compact_events(settings)
+    compact_s = time.perf_counter() - started
+    landing = settings.table_landing_dir("browsing_events")
+    with duckdb.connect() as con:
+        [(landed,)] = con.sql(
+            f"select count(*) from read_parquet('{landing}/collect-*.parquet')"
+        ).fetchall()
+    with closing(sqlite3.connect(home / "collect" / "state.sqlite")) as state:
+        [(duplicates,)] = state.execute("select coalesce(sum(duplicates), 0) from segments")
+    console.print(render(runs, int(landed), int(duplicates), compact_s))
+    console.print(f"state: {root}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""The collector's write path: resolve sessions, append to the write-ahead log, compact.
+
+`EventStore.open` takes the log's writer lock, rebuilds the session tracker from what the log and
+the compaction state remember, and starts a background thread that compacts closed segments
+every `collect_compact_seconds`. `log(hits)` returns once the hits are fsync'd: the HTTP
+handlers answer 2xx only after it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import closing
+
+from smallboat.collect.compaction import compact_events, log_dir, state_path
+from smallboat.collect.events import EventRecord, Hit, TimePolicy, now_ms
+from smallboat.collect.models import Health
+from smallboat.collect.sessions import SessionTracker, load_clients
+from smallboat.config import Settings
+from smallboat.data.compact import open_state
+from smallboat.data.wal import WriteAheadLog, compaction_lock, scan_segment
+
+log = logging.getLogger(__name__)
+
+
+class EventStore:
+    """The open collector state of one SMALLBOAT_HOME (one per process; see `open`)."""
+
+    def __init__(self, settings: Settings, wal: WriteAheadLog, tracker: SessionTracker) -> None:
+        self.settings = settings
+        self.wal = wal
+        self.tracker = tracker
+        self.time_policy = TimePolicy.from_days(settings.collect_max_event_age_days)
+        self._stop = threading.Event()
+        self._compactor: threading.Thread | None = None
+
+    @classmethod
+    def open(cls, settings: Settings, *, background_compaction: bool = True) -> EventStore:
+        """Open the log for writing and rebuild session state; raises SmallboatError when another
+        collector holds the log."""
+        settings.ensure_home()
+        wal = WriteAheadLog.open(
+            log_dir(settings),
+            segment_bytes=settings.collect_segment_bytes,
+            segment_seconds=settings.collect_segment_seconds,
+        )
+        try:
+            tracker = _rebuild_tracker(settings, wal)
+        except BaseException:
+            wal.close()
+            raise
+        store = cls(settings, wal, tracker)
+        if background_compaction and settings.collect_compact_seconds > 0:
+            store._compactor = threading.Thread(
+                target=store._compact_loop, name="collect-compactor", daemon=True
+            )
+            store._compactor.start()
+        return store
+
+    def resolve(self, hits: Sequence[Hit], received_ms: int) -> list[EventRecord]:
+        """The log records of `hits`: each gets its session (the client's, or a derived one)."""
+        records: list[EventRecord] = []
+        for hit in hits:
+            start: int | None = None
+            if hit.session_id is not None:
+                session = hit.session_id
+            else:
+                assert hit.client_id is not None, f"hit {hit.message_id} has no session or client"
+                session, start = self.tracker.assign(hit.client_id, hit.timestamp_ms, received_ms)
+            records.append(
+                EventRecord(
+                    message_id=hit.message_id,
+                    session_id_hash=session,
+                    event_type=hit.event_type,
+                    product_action=hit.product_action,
+                    product_sku_hash=hit.product_sku_hash,
+                    server_timestamp_epoch_ms=hit.timestamp_ms,
+                    hashed_url=hit.hashed_url,
+                    received_at_ms=received_ms,
+                    client_id=hit.client_id,
+                    session_start_ms=start,
+                    source=hit.source,
+                )
+            )
+        return records
+
+    async def log(self, hits: Sequence[Hit], received_ms: int) -> int:
+        """Log `hits` durably; returns how many rows were logged."""
+        if not hits:
+            return 0
+        await self.wal.append_async(self.resolve(hits, received_ms))
+        return len(hits)
+
+    def health(self) -> Health:
+        stats = self.wal.stats
+        return Health(
+            active_segment=None if stats.active is None else stats.active.name,
+            closed_segments=len(self.wal.closed_segments()),
+            appends=stats.appends,
+            records=stats.records,
+            group_commits=stats.groups,
+            tracked_clients=len(self.tracker),
+        )
+
+    def close(self) -> None:
+        """Stop background compaction (after its current pass) and close the log."""
+        self._stop.set()
+        if self._compactor is not None:
+            self._compactor.join()
+            self._compactor = None
+        self.wal.close()
+
+    def _compact_loop(self) -> None:
+        while not self._stop.wait(self.settings.collect_compact_seconds):
+            try:
+                report = compact_events(self.settings, segments=self.wal.closed_segments())
+            except Exception:
+                log.exception("background compaction failed; retrying in the next pass")
+                continue
+            if report.segments:
+                log.info("%s", report.render())
+
+
+def _rebuild_tracker(settings: Settings, wal: WriteAheadLog) -> SessionTracker:
+    """Session state from the segments not yet compacted and the state's `clients` table.
+
+    Runs under the compaction lock, so no segment is compacted (and deleted) half-way through.
+    """
+    started = time.perf_counter()
+    tracker = SessionTracker()
+    now = now_ms()
+    with compaction_lock(log_dir(settings)):
+        observed = 0
+        for segment in wal.closed_segments():
+            observed += tracker.observe_records(scan_segment(segment.path).records)
+        with closing(open_state(state_path(settings))) as con:
+            observed += load_clients(con, tracker, since_ms=now - tracker.idle_ms)
+    tracker.finish_rebuild(now)
+    log.info(
+        "session state rebuilt: %d clients from %d observations in %.2f s",
+        len(tracker),
+        observed,
+        time.perf_counter() - started,
+    )
+    return tracker

@@ -1,0 +1,541 @@
+"""A durable append-only log of JSON records: segmented files, CRC-framed, group-committed.
+
+The write-ahead log sits in front of the landing folder for anything that arrives one record at a
+time and must not be lost once acknowledged: the event collector's hits and, later, the serving
+layer's prediction log. `smallboat.data.compact` turns its closed segments into landing Parquet.
+
+On disk, a log is a folder of segments named `<id:020d>-<token>.wal`, ordered by id. A segment
+starts with an 8-byte header (SEGMENT_MAGIC) and holds frames:
+
+    magic (2 bytes) | payload length (u32 LE) | CRC32 of length + payload (u32 LE) | payload
+
+where the payload is one record as compact UTF-8 JSON. A frame that is cut short, fails its CRC or
+lacks the magic (a torn write, or the zero-filled blocks a file system may leave after a power
+loss) ends the segment's valid prefix: readers stop there, and `WriteAheadLog.open` truncates the
+last segment to it.
+
+Durability: `append` hands its records to one writer thread, which takes every append pending at
+that moment, writes them in one call, calls fsync ONCE, and only then resolves each append's
+future (group commit): a caller that waits for its future knows its records are on disk, and many
+concurrent callers share one fsync. An fsync that fails poisons the log: every pending and later
+append fails, since the page cache can no longer be trusted (restart to recover).
+
+Segments: only the process holding the folder's writer lock (`writer.lock`, flock) appends, and
+only to the segment it created; every `open` starts a new segment, and the writer rolls to a new
+one when the active one exceeds a size or an age. A segment that is not the live writer's active
+one is closed and never changes again, which is what lets compaction read it more than once and
+get the same records each time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import queue
+import re
+import secrets
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from smallboat.errors import DataError, SmallboatError
+
+log = logging.getLogger(__name__)
+
+SEGMENT_MAGIC = b"SBWAL\x00\x01\n"
+"""The first 8 bytes of every segment: names the format and its version."""
+FRAME_MAGIC = b"\xb5\x0b"
+"""The first 2 bytes of every frame: zero-filled or foreign bytes never look like a frame."""
+_FRAME_HEADER = struct.Struct("<2sII")
+_LENGTH = struct.Struct("<I")
+MAX_RECORD_BYTES = 16 << 20
+"""A frame announcing a longer payload is treated as torn, not allocated."""
+SEGMENT_SUFFIX = ".wal"
+WRITER_LOCK = "writer.lock"
+COMPACT_LOCK = "compact.lock"
+_SEGMENT_NAME = re.compile(r"^(\d{20})-([0-9a-f]{8})\.wal$")
+_GROUP_MAX_BYTES = 8 << 20
+"""Most bytes one group commit writes: bounds the writer's memory under a burst."""
+
+
+class LogWriteError(SmallboatError):
+    """The log could not make records durable (a failed write or fsync); the log is unusable."""
+
+
+@dataclass(frozen=True, order=True)
+class Segment:
+    """One segment file of a log; `name` (the file's stem) is unique for the log's lifetime."""
+
+    id: int
+    name: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class SegmentScan:
+    """What a segment holds: its records in order, where its valid prefix ends, its size."""
+
+    records: list[dict[str, Any]]
+    valid_bytes: int
+    size: int
+
+    @property
+    def torn_bytes(self) -> int:
+        """Bytes after the valid prefix (a torn tail; 0 for a cleanly written segment)."""
+        return self.size - self.valid_bytes
+
+
+@dataclass(frozen=True)
+class LogStats:
+    """Counters of one open log since it was opened."""
+
+    appends: int
+    records: int
+    groups: int
+    bytes: int
+    active: Segment | None
+
+
+def encode_frame(record: Mapping[str, Any]) -> bytes:
+    """One record as a frame (compact JSON payload)."""
+    payload = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    length = _LENGTH.pack(len(payload))
+    crc = zlib.crc32(payload, zlib.crc32(length))
+    return _FRAME_HEADER.pack(FRAME_MAGIC, len(payload), crc) + payload
+
+
+def _parse_segment_name(path: Path) -> Segment | None:
+    match = _SEGMENT_NAME.match(path.name)
+    if match is None:
+        return None
+    return Segment(int(match.group(1)), path.name[: -len(SEGMENT_SUFFIX)], path)
+
+
+def list_segments(folder: Path) -> list[Segment]:
+    """Every segment in `folder`, oldest first (an empty list when the folder does not exist)."""
+    if not folder.is_dir():
+        return []
+    segments = [s for p in folder.iterdir() if (s := _parse_segment_name(p)) is not None]
+    return sorted(segments)
+
+
+def scan_segment(path: Path) -> SegmentScan:
+    """Read a segment's valid prefix: its records up to the first torn or corrupt frame.
+
+    A file shorter than the header (a crash right after it was created) holds no records. A file
+    whose header is not SEGMENT_MAGIC is not a segment of this format: a DataError.
+    """
+    data = path.read_bytes()
+    if len(data) < len(SEGMENT_MAGIC):
+        if SEGMENT_MAGIC.startswith(data):
+            return SegmentScan([], 0, len(data))
+        raise DataError(f"{path} is not a smallboat log segment (its header is {data[:8]!r})")
+    if not data.startswith(SEGMENT_MAGIC):
+        raise DataError(
+            f"{path} is not a smallboat log segment: it starts with {data[:8]!r}, "
+            f"expected {SEGMENT_MAGIC!r}"
+        )
+    records: list[dict[str, Any]] = []
+    pos = len(SEGMENT_MAGIC)
+    end = len(data)
+    header = _FRAME_HEADER.size
+    while pos + header <= end:
+        magic, length, crc = _FRAME_HEADER.unpack_from(data, pos)
+        if magic != FRAME_MAGIC or length > MAX_RECORD_BYTES or pos + header + length > end:
+            break
+        payload = data[pos + header : pos + header + length]
+        if zlib.crc32(payload, zlib.crc32(_LENGTH.pack(length))) != crc:
+            break
+        try:
+            record = json.loads(payload)
+        except ValueError:
+            break  # a CRC collision on garbage: as torn as a bad CRC
+        if not isinstance(record, dict):
+            break
+        records.append(record)
+        pos += header + length
+    return SegmentScan(records, pos, end)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def writer_is_live(folder: Path) -> bool:
+    """Whether a process holds `folder`'s writer lock (and so may be appending to its last
+    segment). Works across processes and within the writer's own process."""
+    lock_path = folder / WRITER_LOCK
+    if not lock_path.exists():
+        return False
+    fd = os.open(lock_path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def closed_segments(folder: Path) -> list[Segment]:
+    """The segments that will never change again: all but a live writer's active (last) one.
+
+    The listing comes before the lock check: a writer that starts in between creates a NEWER
+    segment, so at worst a closed segment is held back until the next call.
+    """
+    segments = list_segments(folder)
+    if segments and writer_is_live(folder):
+        segments = segments[:-1]
+    return segments
+
+
+@contextlib.contextmanager
+def compaction_lock(folder: Path) -> Iterator[None]:
+    """Hold `folder`'s compaction lock: one compactor (or state rebuild) at a time."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / COMPACT_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+@dataclass
+class _Append:
+    data: bytes
+    records: int
+    future: Future[int]
+
+
+class WriteAheadLog:
+    """The writing end of a log folder; open it with `WriteAheadLog.open(folder)`.
+
+    `append(records)` returns a future that resolves, once the records are fsync'd, to the id of
+    the segment holding them; `append_async` awaits the same from a coroutine and `write` blocks.
+    Segments roll when the active one holds more than `segment_bytes`, or holds records older
+    than `segment_seconds`, or on `roll()`.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        segment_bytes: int = 16 << 20,
+        segment_seconds: float = 30.0,
+        durable: bool = True,
+    ) -> None:
+        self.folder = folder
+        self.segment_bytes = segment_bytes
+        self.segment_seconds = segment_seconds
+        self.recovered_bytes = 0
+        """Torn-tail bytes truncated from the previous writer's last segment on open."""
+        self._durable = durable
+        self._queue: queue.Queue[_Append | Future[Segment | None] | None] = queue.Queue()
+        self._lock_fd: int | None = None
+        self._fd: int | None = None
+        self._active: Segment | None = None
+        self._active_bytes = 0
+        self._active_first_write: float | None = None
+        self._failed: BaseException | None = None
+        self._closing = False
+        self._state_lock = threading.Lock()
+        self._put_lock = threading.Lock()
+        self._appends = self._records = self._groups = self._bytes = 0
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def open(
+        cls,
+        folder: Path,
+        *,
+        segment_bytes: int = 16 << 20,
+        segment_seconds: float = 30.0,
+        durable: bool = True,
+    ) -> WriteAheadLog:
+        """Take the writer lock, truncate a torn tail, start a new segment and the writer thread.
+
+        Raises SmallboatError when another process holds the folder's writer lock.
+        """
+        wal = cls(
+            folder, segment_bytes=segment_bytes, segment_seconds=segment_seconds, durable=durable
+        )
+        wal._open()
+        return wal
+
+    def _open(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / WRITER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise SmallboatError(
+                f"the log at {self.folder} is already open for writing by process {holder}; "
+                "stop that collector first (one writer per log folder)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+        try:
+            segments = list_segments(self.folder)
+            if segments:
+                self.recovered_bytes = self._truncate_torn_tail(segments[-1])
+            self._start_segment(segments[-1].id if segments else 0)
+        except BaseException:
+            self._release_lock()
+            raise
+        self._thread = threading.Thread(target=self._run, name="wal-writer", daemon=True)
+        self._thread.start()
+
+    def _truncate_torn_tail(self, segment: Segment) -> int:
+        scan = scan_segment(segment.path)
+        if scan.torn_bytes == 0:
+            return 0
+        log.warning(
+            "%s: truncating a torn tail of %d bytes after %d intact records",
+            segment.path,
+            scan.torn_bytes,
+            len(scan.records),
+        )
+        with segment.path.open("r+b") as f:
+            f.truncate(scan.valid_bytes)
+            os.fsync(f.fileno())
+        return scan.torn_bytes
+
+    def _start_segment(self, previous_id: int) -> Segment:
+        """Create the next segment (durably) and make it the active one."""
+        segment_id = max(previous_id + 1, time.time_ns() // 1000)
+        name = f"{segment_id:020d}-{secrets.token_hex(4)}"
+        path = self.folder / f"{name}{SEGMENT_SUFFIX}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, SEGMENT_MAGIC)
+            if self._durable:
+                os.fsync(fd)
+                _fsync_dir(self.folder)
+        except BaseException:
+            os.close(fd)
+            raise
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = fd
+        segment = Segment(segment_id, name, path)
+        with self._state_lock:
+            self._active = segment
+        self._active_bytes = len(SEGMENT_MAGIC)
+        self._active_first_write = None
+        return segment
+
+    # -- the caller's side ------------------------------------------------------------------
+
+    def append(self, records: Sequence[Mapping[str, Any]]) -> Future[int]:
+        """Queue records for the next group commit; the future resolves once they are on disk.
+
+        Encoding happens here, on the caller's thread; a record that is not JSON-serialisable
+        raises TypeError/ValueError at once and nothing of this call is queued.
+        """
+        data = b"".join(encode_frame(r) for r in records)
+        future: Future[int] = Future()
+        if self._failed is not None:
+            future.set_exception(self._failure())
+            return future
+        with self._put_lock:  # nothing is queued behind close()'s sentinel
+            if self._closing or self._thread is None:
+                future.set_exception(LogWriteError(f"the log at {self.folder} is closed"))
+                return future
+            self._queue.put(_Append(data, len(records), future))
+        return future
+
+    def write(self, records: Sequence[Mapping[str, Any]], timeout: float | None = None) -> int:
+        """Append and wait until durable; returns the segment id holding the records."""
+        return self.append(records).result(timeout)
+
+    async def append_async(self, records: Sequence[Mapping[str, Any]]) -> int:
+        """Append from a coroutine; returns once the records are durable."""
+        return await asyncio.wrap_future(self.append(records))
+
+    def roll(self) -> Future[Segment | None]:
+        """Close the active segment if it holds records; resolves to it (None when empty)."""
+        future: Future[Segment | None] = Future()
+        if self._failed is not None:
+            future.set_exception(self._failure())
+        else:
+            with self._put_lock:
+                if self._closing or self._thread is None:
+                    future.set_exception(LogWriteError(f"the log at {self.folder} is closed"))
+                else:
+                    self._queue.put(future)
+        return future
+
+    @property
+    def active(self) -> Segment | None:
+        with self._state_lock:
+            return self._active
+
+    def closed_segments(self) -> list[Segment]:
+        """The segments older than the active one: complete and immutable."""
+        active = self.active
+        return [s for s in list_segments(self.folder) if active is None or s.id < active.id]
+
+    @property
+    def stats(self) -> LogStats:
+        with self._state_lock:
+            return LogStats(self._appends, self._records, self._groups, self._bytes, self._active)
+
+    def close(self) -> None:
+        """Write what is queued, stop the writer thread, release the writer lock."""
+        if self._thread is None:
+            return
+        with self._put_lock:
+            self._closing = True
+            self._queue.put(None)
+        self._thread.join()
+        self._thread = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._release_lock()
+
+    def __enter__(self) -> WriteAheadLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _failure(self) -> LogWriteError:
+        return LogWriteError(
+            f"the log at {self.folder} failed to write ({self._failed}); nothing is accepted "
+            "until the process restarts"
+        )
+
+    # -- the writer thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=self._wait_seconds())
+            except queue.Empty:
+                if self._due_for_age_roll():
+                    self._roll_now(None)
+                continue
+            group, rolls, stop = self._drain(item)
+            self._commit(group)
+            for future in rolls:
+                self._roll_now(future)
+            if self._due_for_age_roll():
+                self._roll_now(None)
+            if stop:
+                return
+
+    def _drain(
+        self, item: _Append | Future[Segment | None] | None
+    ) -> tuple[list[_Append], list[Future[Segment | None]], bool]:
+        """`item` and everything queued behind it (up to _GROUP_MAX_BYTES): one group."""
+        group: list[_Append] = []
+        rolls: list[Future[Segment | None]] = []
+        stop = False
+        size = 0
+        while True:
+            if item is None:
+                stop = True
+            elif isinstance(item, _Append):
+                group.append(item)
+                size += len(item.data)
+            else:
+                rolls.append(item)
+            if size >= _GROUP_MAX_BYTES:
+                break
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+        return group, rolls, stop
+
+    def _wait_seconds(self) -> float | None:
+        if self._active_first_write is None:
+            return None
+        return max(0.0, self._active_first_write + self.segment_seconds - time.monotonic())
+
+    def _due_for_age_roll(self) -> bool:
+        first = self._active_first_write
+        return first is not None and time.monotonic() - first >= self.segment_seconds
+
+    def _commit(self, group: list[_Append]) -> None:
+        """Write a group with one fsync, then resolve its futures (or fail them all)."""
+        if not group:
+            return
+        if self._failed is not None:
+            for append in group:
+                append.future.set_exception(self._failure())
+            return
+        data = b"".join(a.data for a in group)
+        if (
+            self._active_bytes + len(data) > self.segment_bytes
+            and self._active_first_write is not None
+        ):
+            self._roll_now(None)
+        try:
+            if self._failed is not None:
+                raise self._failed
+            assert self._fd is not None and self._active is not None
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            if self._durable:
+                os.fdatasync(self._fd)
+        except BaseException as exc:
+            if self._failed is None:
+                log.exception("the log at %s failed to write; failing every append", self.folder)
+                self._failed = exc
+            for append in group:
+                append.future.set_exception(self._failure())
+            return
+        segment_id = self._active.id
+        self._active_bytes += len(data)
+        if self._active_first_write is None:
+            self._active_first_write = time.monotonic()
+        with self._state_lock:
+            self._appends += len(group)
+            self._records += sum(a.records for a in group)
+            self._groups += 1
+            self._bytes += len(data)
+        for append in group:
+            append.future.set_result(segment_id)
+
+    def _roll_now(self, future: Future[Segment | None] | None) -> None:
+        closed = self._active if self._active_first_write is not None else None
+        try:
+            if closed is not None and self._failed is None:
+                self._start_segment(closed.id)
+        except BaseException as exc:
+            log.exception("the log at %s failed to start a new segment", self.folder)
+            self._failed = exc
+        if future is None:
+            return
+        if self._failed is not None:
+            future.set_exception(self._failure())
+        else:
+            future.set_result(closed)

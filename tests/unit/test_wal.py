@@ -1,0 +1,252 @@
+"""The write-ahead log: framing, torn tails, group commit, fsync before acknowledgement, rolling."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smallboat.data.wal import (
+    SEGMENT_MAGIC,
+    LogWriteError,
+    WriteAheadLog,
+    closed_segments,
+    encode_frame,
+    list_segments,
+    scan_segment,
+    writer_is_live,
+)
+from smallboat.errors import DataError, SmallboatError
+
+
+def records(n: int, start: int = 0) -> list[dict[str, Any]]:
+    return [{"i": i, "text": f"event {i} é"} for i in range(start, start + n)]
+
+
+def all_records(folder: Path) -> list[dict[str, Any]]:
+    return [r for s in list_segments(folder) for r in scan_segment(s.path).records]
+
+
+@pytest.fixture
+def wal(tmp_path: Path) -> Iterator[WriteAheadLog]:
+    log = WriteAheadLog.open(tmp_path / "log")
+    yield log
+    log.close()
+
+
+def test_records_come_back_in_order_across_segments(tmp_path: Path) -> None:
+    folder = tmp_path / "log"
+    with WriteAheadLog.open(folder) as wal:
+        first = wal.write(records(3))
+        closed = wal.roll().result()
+        assert closed is not None and closed.id == first
+        second = wal.write(records(2, start=3))
+        assert second > first
+        assert wal.closed_segments() == [closed]
+    assert all_records(folder) == records(5)
+    assert [s.id for s in list_segments(folder)] == [first, second]
+
+
+def test_a_closed_log_starts_a_new_segment_on_every_open(tmp_path: Path) -> None:
+    folder = tmp_path / "log"
+    for n in range(3):
+        with WriteAheadLog.open(folder) as wal:
+            wal.write(records(1, start=n))
+    assert len(list_segments(folder)) == 3
+    assert all_records(folder) == records(3)
+
+
+def _cut_mid_frame(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:-7])
+
+
+def _append_garbage(path: Path) -> None:
+    with path.open("ab") as f:
+        f.write(b"\x13\x37 not a frame at all")
+
+
+def _append_zero_blocks(path: Path) -> None:
+    with path.open("ab") as f:
+        f.write(b"\x00" * 4096)
+
+
+def _flip_a_payload_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x55
+    path.write_bytes(bytes(data))
+
+
+def _half_a_header(path: Path) -> None:
+    with path.open("ab") as f:
+        f.write(encode_frame({"i": 99})[:5])
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [_cut_mid_frame, _append_garbage, _append_zero_blocks, _flip_a_payload_byte, _half_a_header],
+)
+def test_a_torn_tail_is_truncated_on_open_and_intact_records_kept(
+    tmp_path: Path, damage: Callable[[Path], None]
+) -> None:
+    folder = tmp_path / "log"
+    with WriteAheadLog.open(folder) as wal:
+        wal.write(records(4))
+        segment = wal.active
+    assert segment is not None
+    intact = segment.path.stat().st_size
+    damage(segment.path)
+    # The last frame is lost when the damage is inside it, never more than that.
+    expected = records(3) if damage in (_cut_mid_frame, _flip_a_payload_byte) else records(4)
+    assert scan_segment(segment.path).records == expected
+
+    with WriteAheadLog.open(folder) as wal:
+        assert wal.recovered_bytes > 0
+        wal.write(records(1, start=10))
+    assert scan_segment(segment.path).torn_bytes == 0
+    assert segment.path.stat().st_size <= intact
+    assert all_records(folder) == [*expected, *records(1, start=10)]
+
+
+def test_a_file_that_is_not_a_segment_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "00000000000000000001-abcdef01.wal"
+    path.write_bytes(b"PAR1" + b"\x00" * 20)
+    with pytest.raises(DataError, match="is not a smallboat log segment"):
+        scan_segment(path)
+
+
+def test_an_empty_or_header_only_segment_holds_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "s.wal"
+    path.write_bytes(SEGMENT_MAGIC[:3])
+    assert scan_segment(path).records == []
+    path.write_bytes(SEGMENT_MAGIC)
+    assert scan_segment(path).records == []
+
+
+class SlowSync:
+    """fdatasync that takes `seconds` and counts its calls (to make grouping observable)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.calls = 0
+        self._real = os.fdatasync
+
+    def __call__(self, fd: int) -> None:
+        self.calls += 1
+        time.sleep(self.seconds)
+        self._real(fd)
+
+
+def test_concurrent_appends_share_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sync = SlowSync(0.003)
+    monkeypatch.setattr(os, "fdatasync", sync)
+    folder = tmp_path / "log"
+    threads, per_thread = 8, 60
+    with WriteAheadLog.open(folder) as wal:
+
+        def send(t: int) -> None:
+            for i in range(per_thread):
+                wal.write([{"thread": t, "i": i}])
+
+        workers = [threading.Thread(target=send, args=(t,)) for t in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        stats = wal.stats
+    assert stats.appends == stats.records == threads * per_thread
+    assert stats.groups == sync.calls
+    assert stats.groups < stats.appends / 3, f"{stats.groups} fsyncs for {stats.appends} appends"
+    logged = all_records(folder)
+    assert len(logged) == threads * per_thread
+    for t in range(threads):  # each thread's records in its own order
+        assert [r["i"] for r in logged if r["thread"] == t] == list(range(per_thread))
+
+
+def test_an_append_resolves_only_after_its_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    entered = threading.Event()
+    real = os.fdatasync
+
+    def gated(fd: int) -> None:
+        entered.set()
+        release.wait(5)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", gated)
+    with WriteAheadLog.open(tmp_path / "log") as wal:
+        future = wal.append(records(1))
+        assert entered.wait(5)
+        time.sleep(0.05)
+        assert not future.done(), "acknowledged before fsync returned"
+        release.set()
+        assert future.result(5) == wal.active.id  # type: ignore[union-attr]
+
+
+def test_a_failed_fsync_fails_the_append_and_every_later_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    with WriteAheadLog.open(tmp_path / "log") as wal:
+        wal.write(records(1))
+        monkeypatch.setattr(os, "fdatasync", broken)
+        with pytest.raises(LogWriteError, match="Input/output error"):
+            wal.write(records(1))
+        monkeypatch.undo()
+        with pytest.raises(LogWriteError, match="nothing is accepted until the process restarts"):
+            wal.write(records(1))
+
+
+def test_segments_roll_by_size(tmp_path: Path) -> None:
+    folder = tmp_path / "log"
+    frame = len(encode_frame(records(1)[0]))
+    with WriteAheadLog.open(folder, segment_bytes=len(SEGMENT_MAGIC) + 3 * frame) as wal:
+        for r in records(10):
+            wal.write([r])
+        assert len(wal.closed_segments()) == 3  # 3 + 3 + 3 closed, 1 in the active one
+    assert all_records(folder) == records(10)
+
+
+def test_segments_roll_by_age(tmp_path: Path) -> None:
+    with WriteAheadLog.open(tmp_path / "log", segment_seconds=0.2) as wal:
+        first = wal.active
+        time.sleep(0.3)
+        assert wal.active == first, "an empty segment does not roll"
+        wal.write(records(1))
+        deadline = time.monotonic() + 5
+        while wal.active == first and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert wal.closed_segments() == [first]
+
+
+def test_one_writer_per_folder_and_its_active_segment_is_not_closed(tmp_path: Path) -> None:
+    folder = tmp_path / "log"
+    with WriteAheadLog.open(folder) as wal:
+        wal.write(records(1))
+        wal.roll().result()
+        wal.write(records(1, start=1))
+        assert writer_is_live(folder)
+        assert closed_segments(folder) == wal.closed_segments()
+        assert len(closed_segments(folder)) == 1
+        with pytest.raises(
+            SmallboatError, match=f"already open for writing by process {os.getpid()}"
+        ):
+            WriteAheadLog.open(folder)
+    assert not writer_is_live(folder)
+    assert len(closed_segments(folder)) == 2
+
+
+def test_unserialisable_records_are_refused_before_anything_is_queued(wal: WriteAheadLog) -> None:
+    with pytest.raises(TypeError):
+        wal.append([{"ok": 1}, {"bad": object()}])
+    wal.write(records(1))
+    assert wal.stats.records == 1
