@@ -9,7 +9,9 @@ transformed by the real dbt project on a real DuckDB file. Then:
    `session_events` rows before the first purchase;
 2. for every intent example, the model inputs built the training way (`prepare_intent_data`: flat
    arrays read from the warehouse) equal those built the serving way (`encode_sessions` on the raw
-   rows a server would have received by the end of the prefix).
+   rows a server would have received by the end of the prefix), every column exactly, the float
+   `log_gap` included;
+3. the funnel stage and log_gap of two hand-made sessions are the hand-computed ones on both paths.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -34,6 +37,8 @@ from smallboat.features import (
     ModelInputs,
     collapse_session,
     encode_sessions,
+    event_table,
+    fit_vocabulary,
     tokenize,
     windows,
 )
@@ -283,6 +288,13 @@ def test_training_and_serving_build_the_same_inputs(warehouse: Settings, max_eve
     assert any((inputs.events_used < inputs.counts[:, 0]).any() for inputs in everything)
     assert any((inputs.oov_skus > 0).any() for inputs in everything)
     assert any((inputs.sku >= 3).any() for inputs in everything)
+    # The per-event inputs added later are compared too, and take their telling values here:
+    # before an add (1), the cap in a cart (20) and a cart emptied after an add (odd, >= 3).
+    assert {"stage", "log_gap"} <= set(trained.to_arrays())
+    stage = np.concatenate([inputs.stage.ravel() for inputs in everything])
+    assert {1, 20} <= set(stage.tolist()) and (stage[stage > 1] % 2 == 1).any()
+    log_gap = np.concatenate([inputs.log_gap.ravel() for inputs in everything])
+    assert ((log_gap > 0) & (log_gap < 1)).any()
 
 
 def test_test_events_kept_for_scoring_encode_like_the_training_arrays(warehouse: Settings) -> None:
@@ -318,3 +330,47 @@ def test_vocabulary_is_fitted_on_the_training_split_only(warehouse: Settings) ->
     assert {f"never-seen-{day}" for day in TRICKY_DAYS[1:]} <= later
     row = data.vocab.lookup(np.array(sorted(later), dtype=object))
     assert (data.vocab.sku_token[row[row >= 0]] == SKU_OOV).all()
+
+
+# Stage = 1 + 2 * (events since the first add, capped at 8; -1 before it) + (cart holds something);
+# log_gap = ln(1 + gap s) / ln 1801, in units of the session's step (its moments are 1 or 700 ms
+# apart, drawn per session): 0 for the first event and for events in the same moment.
+HAND_MADE: dict[str, tuple[list[int], list[int]]] = {
+    # detail; add (since 0, cart 1): 4; pv, pv: 6, 8; in one moment: pv (counted above), add
+    # (since 3, cart 2): 1 + 8 + 1 = 10, remove (since 4, cart 1): 1 + 10 + 1 = 12; then the cut
+    "purchase_tie": ([1, 4, 6, 8, 10, 12], [0, 1, 1, 1, 0, 0]),
+    # pv; in one moment pv, add, add, add: 1, 4, 6, 8 (cart 1, 2, 3); detail 10, pv 12, the remove
+    # leaves 2 in the cart: 1 + 2 * 6 + 1 = 14; pv 16, detail 18, then capped at since 8: 20
+    "many_adds": (
+        [1, 1, 4, 6, 8, 10, 12, 14, 16, 18, 20, 20, 20],
+        [0, 1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1],
+    ),
+}
+LOG_GAP_OF_STEP_MS = {
+    1: 0.00013333609,  # ln 1.001 = 0.00099950033; / ln 1801 = 7.49609735
+    700: 0.07078727,  # ln 1.7 = 0.53062825
+}
+
+
+@pytest.mark.parametrize("name", sorted(HAND_MADE))
+def test_stage_and_log_gap_of_hand_made_sessions_on_both_paths(
+    warehouse: Settings, name: str
+) -> None:
+    stages, steps = HAND_MADE[name]
+    spec = FeatureSpec()  # 20 events: the whole session in view
+    empty = pd.DataFrame({"product_sku_hash": [], "category_hash": [], "price_bucket": []})
+    vocab = fit_vocabulary({}, empty, spec)  # neither column depends on the SKUs
+    raw = raw_sessions(warehouse)
+    collapsed = warehouse_events(warehouse)
+    pad = spec.max_events - len(stages)
+    for day in TRICKY_DAYS:
+        session_id = f"tricky-{name}-{day}"
+        events = [_triple(r) for r in collapsed[session_id]]
+        step_ms = events[1][2] - events[0][2]
+        expected = [LOG_GAP_OF_STEP_MS[step_ms] * k for k in steps]
+        trained = tokenize(event_table([events]), vocab, spec)  # the warehouse's order
+        assert trained.stage.tolist() == stages, session_id
+        assert trained.log_gap.tolist() == pytest.approx(expected, rel=1e-6, abs=0.0), session_id
+        served = encode_sessions([raw[session_id]], vocab, spec)  # the raw rows, unsorted
+        assert served.stage[0].tolist() == [0] * pad + stages, session_id
+        assert served.log_gap[0].tolist() == [0.0] * pad + trained.log_gap.tolist(), session_id

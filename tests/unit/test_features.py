@@ -13,6 +13,13 @@ catalog rows, so its tokens can be read off here:
 
 The spec's gap edges are (1, 10, 100) s: gap token 1 = a session's first event, 2 = under 1 s,
 3 = [1, 10) s, 4 = [10, 100) s, 5 = 100 s or more.
+
+Funnel stage after an event = 1 + 2 * (events since the session's first add, capped at 8; -1 before
+it) + (the cart holds something: adds minus removes so far, never below 0). So 1 = before any add,
+even = something in the cart, odd >= 3 = the cart emptied after an add, 20 = the cap, in the cart.
+
+log_gap = ln(1 + gap seconds) / ln(1 + 1800) (ln 1801 = 7.49609735), 0 for a session's first event
+and for padding.
 """
 
 from __future__ import annotations
@@ -47,10 +54,12 @@ from smallboat.features.spec import (
     MOVE_OTHER,
     MOVE_SAME,
     MOVE_UNKNOWN,
+    N_STAGE_TOKENS,
     PAD,
     PRICE_NONE,
     SKU_NONE,
     SKU_OOV,
+    STAGE_BEFORE_ADD,
 )
 
 Event = tuple[str, str | None, int]
@@ -247,8 +256,37 @@ LONG_TOKENS: dict[str, list[int]] = {
         MOVE_SAME,  # C after C
         MOVE_OTHER,  # A (c1/x) after C (c2/x)
     ],
+    # 1 + 2 * (since + 1) + in_cart; the first add is event 3 (index 2)
+    "stage": [
+        1,  # pageview, before any add
+        1,  # detail, before any add
+        4,  # add: since 0, cart 1 -> 1 + 2 * 1 + 1
+        6,  # since 1, cart 1 -> 1 + 4 + 1
+        8,  # since 2 -> 1 + 6 + 1
+        10,  # since 3 -> 1 + 8 + 1
+        11,  # remove: since 4, cart 1 - 1 = 0 -> 1 + 10 + 0
+        13,  # since 5, cart 0 -> 1 + 12
+        15,  # since 6 -> 1 + 14
+        17,  # since 7 -> 1 + 16
+        20,  # the second add: since 8 (the cap), cart 1 -> 1 + 18 + 1
+        20,  # since 9, capped at 8, cart 1 -> 1 + 18 + 1
+    ],
     "is_oov": [False, False, False, False, False, True, False, True, False, False, False, False],
 }
+LONG_LOG_GAP = [
+    0.0,  # the session's first event
+    0.09240102,  # 0.999 s: ln 1.999 = 0.69264706; / 7.49609735
+    0.09246774,  # 1 s: ln 2 = 0.69314718
+    0.31988582,  # 10 s: ln 11 = 2.39789527
+    0.61566977,  # 100 s: ln 101 = 4.61512052
+    0.61566845,  # 99.999 s: ln 100.999 = 4.61511062
+    0.0,  # 0 s: ln 1 = 0
+    0.23902564,  # 5 s: ln 6 = 1.79175947
+    0.23902564,  # 5 s
+    0.40614767,  # 20 s: ln 21 = 3.04452244
+    0.00013333609,  # 0.001 s: ln 1.001 = 0.00099950033
+    0.92164689,  # 1000 s: ln 1001 = 6.90875478
+]
 
 
 def test_vocabulary_tokens_are_the_ones_the_module_docstring_lists() -> None:
@@ -268,6 +306,9 @@ def test_tokenize_writes_every_token_by_hand() -> None:
     tokens = tokenize(event_table([LONG]), VOCAB, SPEC)
     for name, expected in LONG_TOKENS.items():
         assert getattr(tokens, name).tolist() == expected, name
+    assert tokens.log_gap.dtype == np.float32
+    assert tokens.log_gap.tolist() == pytest.approx(LONG_LOG_GAP, rel=1e-6, abs=1e-12)
+    assert tokens.stage.dtype == np.int8
     assert tokens.timestamps_ms.tolist() == TIMES
     assert tokens.offsets.tolist() == [0, 12]
 
@@ -289,6 +330,26 @@ def test_tokenize_writes_every_token_by_hand() -> None:
 def test_gap_buckets_at_and_around_the_edges(gap_ms: int, token: int) -> None:
     table = event_table([[("pageview", None, T0), ("pageview", None, T0 + gap_ms)]])
     assert tokenize(table, VOCAB, SPEC).gap.tolist() == [GAP_FIRST, token]
+
+
+@pytest.mark.parametrize(
+    ("gap_ms", "log_gap"),
+    [
+        (0, 0.0),  # ln 1 = 0
+        (1, 0.00013333609),  # ln 1.001 = 0.00099950033; / ln 1801 = 7.49609735
+        (1_000, 0.09246774),  # ln 2 = 0.69314718
+        (60_000, 0.54840188),  # ln 61 = 4.11087386
+        (1_800_000, 1.0),  # the session cut: ln 1801 / ln 1801, exactly
+        (3_600_000, 1.09243070),  # not clipped: ln 3601 = 8.18896686
+    ],
+)
+def test_log_gap_at_known_gaps(gap_ms: int, log_gap: float) -> None:
+    table = event_table([[("pageview", None, T0), ("pageview", None, T0 + gap_ms)]])
+    values = tokenize(table, VOCAB, SPEC).log_gap.tolist()
+    assert values[0] == 0.0  # a session's first event
+    assert values[1] == pytest.approx(log_gap, rel=1e-6, abs=0.0)
+    if log_gap in (0.0, 1.0):
+        assert values[1] == log_gap  # exactly
 
 
 def test_default_gap_edges_put_exact_millisecond_edges_in_the_upper_bucket() -> None:
@@ -328,6 +389,25 @@ def test_session_boundaries_restart_gaps_and_category_moves() -> None:
         MOVE_NA,
         MOVE_NA,
     ]
+    # s1's last gap is 10 s and s2 starts 60 s before it ended: each first event is 0, not
+    # ln(1 + a negative or cross-session gap).
+    assert tokens.log_gap.tolist() == pytest.approx(
+        [
+            0.0,
+            0.31988582,  # 10 s: ln 11 = 2.39789527; / 7.49609735
+            0.0,
+            0.14655790,  # 2 s: ln 3 = 1.09861229
+            0.05409016,  # 0.5 s: ln 1.5 = 0.40546511
+            0.0,
+            0.05409016,  # 0.5 s
+            0.0,
+            0.00013333609,  # 0.001 s: ln 1.001 = 0.00099950033
+        ],
+        rel=1e-6,
+        abs=0.0,
+    )
+    # s2 adds A: its stages start at 1 again, and s3 after it does not inherit its cart.
+    assert tokens.stage.tolist() == [1, 1, 1, 1, 4, 1, 1, 1, 1]
 
 
 def test_tokenize_skips_empty_sessions_in_a_table() -> None:
@@ -336,6 +416,69 @@ def test_tokenize_skips_empty_sessions_in_a_table() -> None:
     assert tokens.offsets.tolist() == [0, 0, 2, 2, 4]
     assert tokens.gap.tolist() == [GAP_FIRST, 2, GAP_FIRST, 2]
     assert tokens.move.tolist() == [MOVE_NA, MOVE_SAME, MOVE_NA, MOVE_SAME]
+    assert tokens.stage.tolist() == [1, 4, 1, 4]  # detail before the add; add: 1 + 2 + 1
+    # 0.001 s: ln 1.001 / ln 1801 = 0.00099950033 / 7.49609735
+    assert tokens.log_gap.tolist() == pytest.approx([0, 0.00013333609, 0, 0.00013333609], rel=1e-6)
+
+
+# --- funnel stage ---------------------------------------------------------------------------------
+
+
+def test_funnel_stage_follows_the_cart_and_restarts_in_every_session() -> None:
+    def session(*actions: str) -> list[Event]:
+        return [(a, None if a == "pageview" else "A", T0 + i) for i, a in enumerate(actions)]
+
+    sessions = [
+        session("detail", "add", "pageview", "remove", "pageview"),
+        [],
+        session("pageview", "detail"),  # after a session that added: before an add again
+        session("remove", "add", "pageview", "remove"),
+        session("add", "add", "remove", "remove", "add"),
+        session("remove", "remove", "add", "add", "remove", "pageview"),
+    ]
+    tokens = tokenize(event_table(sessions), VOCAB, SPEC)
+    stage = np.split(tokens.stage, tokens.offsets[1:-1])
+    assert [s.tolist() for s in stage] == [
+        # 1 before the add; add since 0, cart 1: 1 + 2 + 1 = 4; since 1: 1 + 4 + 1 = 6;
+        # the remove empties the cart, since 2: 1 + 6 + 0 = 7; since 3, still empty: 1 + 8 = 9
+        [1, 4, 6, 7, 9],
+        [],
+        [1, 1],
+        # a remove with an empty cart (something from an earlier session) is 1, and must not
+        # cancel the add after it: cart max(0, 0 - 1) + 1 = 1 -> 4, then 6; the remove empties
+        # it at since 2: 1 + 6 + 0 = 7
+        [1, 4, 6, 7],
+        # cart 1, 2, 1, 0, 1 at since 0..4: 1 + 2 * (since + 1) + (cart > 0)
+        [4, 6, 8, 9, 12],
+        # cart 0, 0 (clamped), 1, 2, 1, 1; since -1, -1, 0, 1, 2, 3
+        [1, 1, 4, 6, 8, 10],
+    ]
+    assert STAGE_BEFORE_ADD == 1
+
+
+@pytest.mark.parametrize(
+    ("pageviews_after_add", "stage"),
+    [
+        (0, 4),  # since 0: 1 + 2 * 1 + 1
+        (1, 6),  # 1 + 2 * 2 + 1
+        (7, 18),  # 1 + 2 * 8 + 1
+        (8, 20),  # since 8, the cap: 1 + 2 * 9 + 1
+        (9, 20),  # since 9, capped at 8
+        (40, 20),
+    ],
+)
+def test_funnel_stage_caps_events_since_the_first_add(pageviews_after_add: int, stage: int) -> None:
+    events: list[Event] = [("pageview", None, T0), ("add", "A", T0 + 1)]
+    events += [("pageview", None, T0 + 2 + i) for i in range(pageviews_after_add)]
+    tokens = tokenize(event_table([events]), VOCAB, SPEC)
+    assert tokens.stage[0] == 1
+    assert tokens.stage[-1] == stage
+    assert tokens.stage.max() < N_STAGE_TOKENS  # fits the model's stage embedding
+    # the second add does not restart the count since the first; a remove keeps the count
+    more = [*events, ("add", "B", T0 + 100), ("remove", "B", T0 + 101)]
+    again = tokenize(event_table([more]), VOCAB, SPEC).stage
+    since = min(pageviews_after_add + 2, 8)
+    assert again[-1] == 1 + 2 * (since + 1) + 1  # cart 2 - 1 = 1
 
 
 def test_tokenize_rejects_an_unknown_action() -> None:
@@ -346,11 +489,12 @@ def test_tokenize_rejects_an_unknown_action() -> None:
 
 def test_an_empty_table_and_an_empty_batch_encode_to_nothing() -> None:
     tokens = tokenize(event_table([]), VOCAB, SPEC)
-    for name in ("action", "sku", "gap", "price", "category", "move", "is_oov"):
+    for name in ("action", "sku", "gap", "log_gap", "price", "category", "move", "stage", "is_oov"):
         assert len(getattr(tokens, name)) == 0, name
     assert tokens.offsets.tolist() == [0]
     inputs = encode_sessions([], VOCAB, SPEC)
     assert inputs.action.shape == (0, SPEC.max_events)
+    assert inputs.stage.shape == inputs.log_gap.shape == (0, SPEC.max_events)
     assert inputs.counts.shape == (0, len(COUNT_FEATURES))
 
 
@@ -360,6 +504,11 @@ def test_an_empty_table_and_an_empty_batch_encode_to_nothing() -> None:
 def _window_of(name: str, prefix: int, width: int) -> list[int]:
     values = LONG_TOKENS[name][:prefix][-width:]
     return [PAD] * (width - len(values)) + [int(v) for v in values]
+
+
+def _float_window_of(values: list[float], prefix: int, width: int) -> list[float]:
+    kept = values[:prefix][-width:]
+    return [0.0] * (width - len(kept)) + kept
 
 
 def test_windows_pad_left_and_keep_the_last_events() -> None:
@@ -372,10 +521,16 @@ def test_windows_pad_left_and_keep_the_last_events() -> None:
         assert matrix.shape == (12, 4)
         for row, p in enumerate(prefixes):
             assert matrix[row].tolist() == _window_of(name, int(p), 4), (name, p)
+    assert inputs.log_gap.dtype == np.float32 and inputs.log_gap.shape == (12, 4)
+    per_event = tokens.log_gap.tolist()  # held to LONG_LOG_GAP above; windows copy it exactly
+    for row, p in enumerate(prefixes):
+        assert inputs.log_gap[row].tolist() == _float_window_of(per_event, int(p), 4), p
     # Spelled out for two rows: a short prefix is left-padded, a long one keeps its last 4.
     assert inputs.action[1].tolist() == [PAD, PAD, 1, 2]
     assert inputs.sku[11].tolist() == [5, 6, 6, 3]
     assert inputs.action[:, -1].tolist() == LONG_TOKENS["action"]  # last event, last column
+    assert inputs.stage[2].tolist() == [PAD, 1, 1, 4]  # padding 0 is not "before an add" (1)
+    assert inputs.stage[11].tolist() == [15, 17, 20, 20]  # the add is out of view, its stage not
     assert inputs.events_used.tolist() == [1, 2, 3, 4, 4, 4, 4, 4, 4, 4, 4, 4]
 
 
@@ -409,6 +564,13 @@ def test_windows_index_sessions_by_their_offsets() -> None:
     assert inputs.action.tolist() == [[PAD, PAD, 2, 3], [PAD, 1, 2, 3], [PAD, PAD, PAD, 2]]
     assert inputs.sku.tolist() == [[PAD, PAD, 4, 4], [PAD, SKU_NONE, 3, 3], [PAD, PAD, PAD, 4]]
     assert inputs.gap.tolist() == [[PAD, PAD, GAP_FIRST, 3], [PAD, GAP_FIRST, 2, 3], [0, 0, 0, 1]]
+    # short: detail 1, add 1 + 2 + 1 = 4; LONG's first three: 1, 1, 4 (see LONG_TOKENS)
+    assert inputs.stage.tolist() == [[PAD, PAD, 1, 4], [PAD, 1, 1, 4], [PAD, PAD, PAD, 1]]
+    assert inputs.log_gap.tolist() == [
+        pytest.approx([0, 0, 0, 0.12223570], rel=1e-6),  # 1.5 s: ln 2.5 = 0.91629073 / 7.49609735
+        pytest.approx([0, 0, 0.09240102, 0.09246774], rel=1e-6),  # LONG_LOG_GAP[:3]
+        [0.0, 0.0, 0.0, 0.0],  # padding and a first event
+    ]
     assert inputs.counts[:, 0].tolist() == [2, 3, 1]
     assert inputs.counts[:, -1].tolist() == pytest.approx([1.5, 1.999, 0.0])
 
@@ -440,6 +602,9 @@ def test_encode_sessions_collapses_cuts_and_encodes_the_whole_prefix() -> None:
     assert inputs.sku.tolist() == [[PAD, PAD, 3, 3]]
     assert inputs.gap.tolist() == [[PAD, PAD, GAP_FIRST, 3]]
     assert inputs.move.tolist() == [[PAD, PAD, MOVE_NA, MOVE_SAME]]
+    assert inputs.stage.tolist() == [[PAD, PAD, 1, 4]]  # detail; add: 1 + 2 * 1 + 1
+    # 2 s: ln 3 = 1.09861229; / ln 1801 = 7.49609735
+    assert inputs.log_gap.tolist() == [pytest.approx([0, 0, 0, 0.14655790], rel=1e-6)]
     assert inputs.counts.tolist() == [[2, 0, 1, 1, 0, 2.0]]
     assert inputs.events_used.tolist() == [2]
 
@@ -493,6 +658,42 @@ def test_a_batch_encodes_exactly_as_each_session_alone(seed: int) -> None:
     batch = encode_sessions(sessions, VOCAB, SPEC)
     for i, session in enumerate(sessions):
         _assert_inputs_equal(encode_sessions([session], VOCAB, SPEC), batch.take(np.array([i])))
+    # The batch holds what a session-mixing bug would corrupt: carts, emptied carts, real gaps.
+    stage, real = batch.stage, batch.stage != PAD
+    assert (stage == 1).any() and (stage % 2 == 0).any() and (real & (stage % 2 == 1)).any()
+    assert ((batch.log_gap > 0) & (batch.log_gap < 1)).any()
+    assert (batch.log_gap[~real] == 0).all()
+
+
+def _stages_by_loop(sessions: list[list[Event]]) -> tuple[list[int], int]:
+    """The funnel stage spelled as a per-event loop; also how many events have a non-empty cart
+    while adds minus removes so far is <= 0 (a remove before an add)."""
+    stages, clamped = [], 0
+    for events in sessions:
+        first_add: int | None = None
+        cart = net = 0
+        for i, (action, _, _) in enumerate(events):
+            if action == "add":
+                cart, net = cart + 1, net + 1
+                first_add = i if first_add is None else first_add
+            elif action == "remove":
+                cart, net = max(0, cart - 1), net - 1
+            since = -1 if first_add is None else min(i - first_add, 8)
+            stages.append(1 + 2 * (since + 1) + (cart > 0))
+            clamped += cart > 0 and net <= 0
+    return stages, clamped
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_funnel_stage_of_random_sessions_equals_a_per_event_loop(seed: int) -> None:
+    collapsed = [collapse_session(s) for s in random_sessions(seed, 60)]
+    sessions: list[list[Event]] = []
+    for events in collapsed:
+        sessions += [events, []]  # an empty session after each one
+    expected, clamped = _stages_by_loop(sessions)
+    assert tokenize(event_table(sessions), VOCAB, SPEC).stage.tolist() == expected
+    assert clamped > 0  # the sessions do remove before they add
+    assert max(expected) == 20  # and reach the cap
 
 
 @pytest.mark.parametrize("seed", [4, 5, 6])

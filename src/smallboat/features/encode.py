@@ -27,12 +27,16 @@ from smallboat.features.spec import (
     PRICE_NONE,
     SKU_NONE,
     SKU_OOV,
+    STAGE_BEFORE_ADD,
+    STAGE_MAX_SINCE_ADD,
     FeatureSpec,
 )
 from smallboat.features.vocab import Vocabulary
+from smallboat.schema import SESSION_GAP_MS
 
+LOG_SESSION_GAP = float(np.log1p(SESSION_GAP_MS / 1000))
 _ACTION_RANK = {"pageview": 1, "detail": 2, "add": 3, "remove": 4, "purchase": 5}
-TOKEN_COLUMNS: tuple[str, ...] = ("action", "sku", "gap", "price", "category", "move")
+TOKEN_COLUMNS: tuple[str, ...] = ("action", "sku", "gap", "price", "category", "move", "stage")
 """Per-event token columns of `ModelInputs`, each (N, L)."""
 
 
@@ -70,9 +74,11 @@ class EventTokens:
     action: np.ndarray  # (E,) int8
     sku: np.ndarray  # (E,) int32
     gap: np.ndarray  # (E,) int8
+    log_gap: np.ndarray  # (E,) float32: log1p(gap seconds) / log1p(30 min); 0 for a first event
     price: np.ndarray  # (E,) int8
     category: np.ndarray  # (E,) int16
     move: np.ndarray  # (E,) int8
+    stage: np.ndarray  # (E,) int8: funnel stage after the event (see spec.STAGE_*)
     timestamps_ms: np.ndarray  # (E,) int64
     is_oov: np.ndarray  # (E,) bool: a SKU outside the training vocabulary
 
@@ -84,9 +90,11 @@ class ModelInputs:
     action: np.ndarray  # (N, L) int64
     sku: np.ndarray  # (N, L)
     gap: np.ndarray  # (N, L)
+    log_gap: np.ndarray  # (N, L) float32: the exact gap, where the bucket is coarse
     price: np.ndarray  # (N, L)
     category: np.ndarray  # (N, L)
     move: np.ndarray  # (N, L)
+    stage: np.ndarray  # (N, L)
     counts: np.ndarray  # (N, len(COUNT_FEATURES)) float32, raw counts over the whole prefix
     events_used: np.ndarray  # (N,) int: events inside the window
     oov_skus: np.ndarray  # (N,) int: out-of-vocabulary SKU events inside the window
@@ -105,7 +113,7 @@ class ModelInputs:
         return cls(**{name: np.asarray(arrays[name]) for name in _INPUT_FIELDS})
 
 
-_INPUT_FIELDS = (*TOKEN_COLUMNS, "counts", "events_used", "oov_skus")
+_INPUT_FIELDS = (*TOKEN_COLUMNS, "log_gap", "counts", "events_used", "oov_skus")
 
 
 def collapse_session(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str | None, int]]:
@@ -204,18 +212,53 @@ def tokenize(table: EventTable, vocab: Vocabulary, spec: FeatureSpec) -> EventTo
     gap_s = np.diff(table.timestamps_ms, prepend=table.timestamps_ms[:1]) / 1000.0
     gap = np.searchsorted(np.asarray(spec.gap_edges_s), gap_s, side="right") + GAP_FIRST + 1
     gap = np.where(starts, GAP_FIRST, gap).astype(np.int8)
+    log_gap = np.where(starts, 0.0, np.log1p(np.maximum(gap_s, 0.0)) / LOG_SESSION_GAP)
 
     return EventTokens(
         offsets=table.offsets,
         action=action,
         sku=sku,
         gap=gap,
+        log_gap=log_gap.astype(np.float32),
         price=price,
         category=category,
         move=_category_moves(has_sku, leaf, starts),
+        stage=_funnel_stages(action, table.offsets),
         timestamps_ms=table.timestamps_ms,
         is_oov=is_oov,
     )
+
+
+def _funnel_stages(action: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Where the session stands after each event: events since its first add (capped) and
+    whether the cart holds anything (adds minus removes so far, per session, never below 0)."""
+    n = len(action)
+    if n == 0:
+        return np.zeros(0, dtype=np.int8)
+    session = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))  # (E,)
+    start = offsets[session]
+
+    def per_session_cumsum(hits: np.ndarray) -> np.ndarray:
+        total = np.cumsum(hits)
+        before = np.concatenate([[0], total])[start]
+        return total - before
+
+    adds = per_session_cumsum(action == ACTION_TOKEN["add"])
+    removes = per_session_cumsum(action == ACTION_TOKEN["remove"])
+    position = np.arange(n) - start
+    first_add = np.full(len(offsets) - 1, np.iinfo(np.int64).max)
+    is_add = action == ACTION_TOKEN["add"]
+    np.minimum.at(first_add, session[is_add], position[is_add])
+    since = np.where(adds > 0, np.minimum(position - first_add[session], STAGE_MAX_SINCE_ADD), -1)
+    # A remove with an empty cart (of something put in before this session) must not cancel a
+    # later add: the cart count is c_t = max(0, c_{t-1} + d_t), which is S_t - min(0, min S_<=t)
+    # for the running net S. One accumulate gives each session's running minimum once every
+    # session is shifted below all earlier ones (|S| <= n, so a step of 2n + 1 suffices).
+    net = adds - removes
+    shift = session * (2 * n + 1)
+    lowest = np.minimum.accumulate(net - shift) + shift
+    in_cart = net - np.minimum(lowest, 0) > 0
+    return (STAGE_BEFORE_ADD + (since + 1) * 2 + in_cart).astype(np.int8)
 
 
 def _category_moves(has_sku: np.ndarray, leaf: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -267,9 +310,11 @@ def windows(
         action=gather(tokens.action),
         sku=gather(tokens.sku),
         gap=gather(tokens.gap),
+        log_gap=np.where(valid, tokens.log_gap[safe], 0.0).astype(np.float32),
         price=gather(tokens.price),
         category=gather(tokens.category),
         move=gather(tokens.move),
+        stage=gather(tokens.stage),
         counts=_prefix_counts(tokens, start, end),
         events_used=valid.sum(axis=1),
         oov_skus=oov_in_window,

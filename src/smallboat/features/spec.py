@@ -34,6 +34,12 @@ applicable (a pageview, or the session's first product), 2 a category is unknown
 category, 4 another one. Whether a shopper keeps to one category is a classic intent signal, and a
 learned SKU or category embedding cannot express "equal to the previous one" on its own."""
 
+STAGE_BEFORE_ADD = 1
+STAGE_MAX_SINCE_ADD = 8
+N_STAGE_TOKENS = STAGE_BEFORE_ADD + (STAGE_MAX_SINCE_ADD + 2) * 2
+"""Funnel-stage tokens: 1 + 2 * (events since the first add, capped at 8; -1 before it, + 1) +
+(the cart holds something). The same event means different things before and after an add."""
+
 GAP_FIRST = 1
 """Gap tokens: 1 for a session's first event, 2.. for the time since the previous event, bucketed
 by `FeatureSpec.gap_edges_s`."""

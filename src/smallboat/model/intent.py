@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from smallboat.features import COUNT_FEATURES, FeatureSpec, ModelInputs, Vocabulary
-from smallboat.features.spec import ACTIONS, MOVE_OTHER, PRICE_NONE
+from smallboat.features.encode import TOKEN_COLUMNS
+from smallboat.features.spec import ACTIONS, MOVE_OTHER, N_STAGE_TOKENS, PRICE_NONE
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class IntentConfig:
     price_dim: int = 4  # ten price deciles
     category_dim: int = 8  # top-level categories: tens at most
     move_dim: int = 4  # same / other / unknown / n.a. category move
+    stage_dim: int = 8  # ~20 funnel stages (events since the first add x cart state)
     hidden: int = 64  # GRU width: enough for per-class likelihood-like state, fast on 2 cores
     dropout: float = 0.1  # on the encoder output; the data is large, little regularisation needed
     lr: float = 3e-3  # AdamW; GRUs of this size are stable at this rate with clipping
@@ -71,6 +73,7 @@ class IntentModel(nn.Module):
         self.price = nn.Embedding(PRICE_NONE + 11, c.price_dim, padding_idx=0)
         self.category = nn.Embedding(sizes.n_category, c.category_dim, padding_idx=0)
         self.move = nn.Embedding(MOVE_OTHER + 1, c.move_dim, padding_idx=0)
+        self.stage = nn.Embedding(N_STAGE_TOKENS, c.stage_dim, padding_idx=0)
         if sku_vectors is not None:
             assert sku_vectors.shape == (sizes.n_sku, c.sku_dim), (
                 f"prod2vec vectors {sku_vectors.shape} do not fit ({sizes.n_sku}, {c.sku_dim})"
@@ -80,6 +83,8 @@ class IntentModel(nn.Module):
                 self.sku.weight[0].zero_()
         self.sku.weight.requires_grad_(not c.freeze_sku)
         d_in = c.action_dim + c.sku_dim + c.gap_dim + c.price_dim + c.category_dim + c.move_dim
+        d_in += c.stage_dim
+        d_in += 1  # the exact log gap, beside its bucket's embedding
         self.encoder = nn.GRU(d_in, c.hidden, batch_first=True)
         self.counts = nn.Linear(len(COUNT_FEATURES), c.hidden)
         self.dropout = nn.Dropout(c.dropout)
@@ -97,6 +102,8 @@ class IntentModel(nn.Module):
                 self.price(batch["price"]),
                 self.category(batch["category"]),
                 self.move(batch["move"]),
+                self.stage(batch["stage"]),
+                batch["log_gap"].unsqueeze(-1),  # (B, L, 1)
             ],
             dim=-1,
         )  # (B, L, d_in)
@@ -113,9 +120,12 @@ def to_tensors(
     sel = slice(None) if rows is None else rows
     batch = {
         name: torch.from_numpy(np.ascontiguousarray(getattr(inputs, name)[sel], dtype=np.int64))
-        for name in ("action", "sku", "gap", "price", "category", "move")
+        for name in TOKEN_COLUMNS
     }
-    batch["counts"] = torch.from_numpy(np.ascontiguousarray(inputs.counts[sel], dtype=np.float32))
+    for name in ("log_gap", "counts"):
+        batch[name] = torch.from_numpy(
+            np.ascontiguousarray(getattr(inputs, name)[sel], dtype=np.float32)
+        )
     return batch
 
 
