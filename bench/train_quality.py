@@ -191,7 +191,8 @@ def rees46(args: argparse.Namespace) -> None:
         ci = bootstrap_intervals(prob, label, k, groups=ids, n_bootstrap=2000, seed=args.seed)
         auc = ci["roc_auc"]
         print(
-            f"{name:<20} ROC-AUC {auc['estimate']:.3f}  95% CI [{auc['low']:.3f}, {auc['high']:.3f}]"
+            f"{name:<20} ROC-AUC {auc['estimate']:.3f}  "
+            f"95% CI [{auc['low']:.3f}, {auc['high']:.3f}]"
         )
     diff = paired_difference(
         model_prob, count_prob, label, k, groups=ids, n_bootstrap=2000, seed=args.seed
