@@ -28,7 +28,7 @@ REES46 = REPO.parent / "shared" / "data" / "rees46"
 TARGET_AUC_GAP = 0.01
 TARGET_CHALLENGE_GAP = 0.01
 TARGET_TRAIN_MINUTES = 30.0
-DEFAULT_GRID = json.dumps([{"name": "gru64", "hidden": 64, "freeze_sku": True}])
+DEFAULT_GRID = json.dumps([{"name": "gru32"}])
 
 
 def _home(work: Path) -> None:

@@ -17,8 +17,8 @@ from smallboat.flows.compute import remote
 
 DEFAULT_GRID = json.dumps(
     [
-        {"name": "gru64", "hidden": 64},
-        {"name": "gru128-drop3", "hidden": 128, "dropout": 0.3},
+        {"name": "gru32"},
+        {"name": "gru64-drop3", "hidden": 64, "dropout": 0.3},
     ]
 )
 

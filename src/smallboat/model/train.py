@@ -83,6 +83,9 @@ def train_intent_model(
         lr=config.lr,
         weight_decay=config.weight_decay,
     )
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=config.lr_decay, patience=0
+    )
     loss_fn = nn.BCEWithLogitsLoss()
     x_train, y_train = train
     x_valid, y_valid = valid
@@ -129,6 +132,7 @@ def train_intent_model(
         )
         if on_epoch is not None:
             on_epoch(entry)
+        scheduler.step(entry.valid_auc)
         if entry.valid_auc > best_auc:
             best_auc, best_epoch = entry.valid_auc, epoch
             best_state = copy.deepcopy(model.state_dict())
