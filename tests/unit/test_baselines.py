@@ -7,7 +7,8 @@ import pytest
 
 from smallboat.errors import SmallboatError
 from smallboat.model.baselines import fit_count_baseline, fit_majority_baseline
-from smallboat.model.metrics import binary_metrics, paired_difference
+from smallboat.model.metrics import binary_metrics
+from smallboat.model.uncertainty import paired_difference
 
 NAMES = ("n_detail", "n_add", "n_remove", "n_pageview")
 

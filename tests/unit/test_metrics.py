@@ -14,16 +14,18 @@ from smallboat.data.synth import challenge_score as synth_challenge_score
 from smallboat.errors import SmallboatError
 from smallboat.model.metrics import (
     LOG_LOSS_EPS,
-    _Ranked,
     binary_metrics,
-    bootstrap_intervals,
     calibration,
     challenge_breakdown,
     challenge_score,
     curves,
-    delong_auc_difference,
     flat_metrics,
     intent_report,
+)
+from smallboat.model.uncertainty import (
+    _Ranked,
+    bootstrap_intervals,
+    delong_auc_difference,
     paired_difference,
 )
 

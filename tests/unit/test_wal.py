@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 
-from smallboat.data.wal import (
+from smallboat.data.wal import LogWriteError, WriteAheadLog
+from smallboat.data.wal_segments import (
     SEGMENT_MAGIC,
-    LogWriteError,
-    WriteAheadLog,
     closed_segments,
     encode_frame,
     list_segments,

@@ -14,7 +14,8 @@ import pytest
 
 from smallboat.config import Settings
 from smallboat.data.compact import CompactionSpec, compact, open_state
-from smallboat.data.wal import Segment, WriteAheadLog, list_segments
+from smallboat.data.wal import WriteAheadLog
+from smallboat.data.wal_segments import Segment, list_segments
 from smallboat.schema import BROWSING_EVENTS
 
 STEPS = ("read", "landed", "committed", "deleted")

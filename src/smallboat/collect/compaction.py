@@ -14,7 +14,7 @@ from smallboat.collect.events import record_key, record_to_row
 from smallboat.collect.sessions import record_clients
 from smallboat.config import Settings
 from smallboat.data.compact import CompactionReport, CompactionSpec, Hook, compact
-from smallboat.data.wal import Segment
+from smallboat.data.wal_segments import Segment
 from smallboat.schema import BROWSING_EVENTS
 
 LANDING_PREFIX = "collect"

@@ -20,7 +20,8 @@ from smallboat.collect.models import Health
 from smallboat.collect.sessions import SessionTracker, load_clients
 from smallboat.config import Settings
 from smallboat.data.compact import open_state
-from smallboat.data.wal import WriteAheadLog, compaction_lock, scan_segment
+from smallboat.data.wal import WriteAheadLog
+from smallboat.data.wal_segments import compaction_lock, scan_segment
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from smallboat.config import Settings
 from smallboat.data.atomic import land_batches
-from smallboat.data.wal import (
+from smallboat.data.wal_segments import (
     Segment,
     closed_segments,
     compaction_lock,

@@ -183,6 +183,13 @@ def prepare_intent_data(
             prefix_length=examples.column("prefix_length").to_numpy()[sel].astype(np.int32),
             label=examples.column("label").to_numpy()[sel].astype(np.int8),
         )
+    for name, ex in data.splits.items():
+        if len(np.unique(ex.label)) < 2:
+            raise DataError(
+                f"the {name} split has {len(ex)} intent example(s), all with label "
+                f"{int(ex.label[0]) if len(ex) else 'none'}: a model cannot be trained and scored "
+                "without both outcomes in every split; load more sessions"
+            )
     data.test_events, data.test_examples = _subset(table, data.splits["test"])
     log.info("prepared %s", data.row_counts())
     return data
