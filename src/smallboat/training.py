@@ -153,9 +153,10 @@ def _finite(x: float) -> float:
 def load_model(branch: Branch, data: IntentData) -> Any:
     import torch
 
-    from smallboat.model.intent import IntentConfig, IntentModel, Sizes
+    from smallboat.model.intent import IntentConfig, IntentEnsemble, Sizes
 
-    model = IntentModel(IntentConfig.from_dict(branch.config), Sizes.of(data.vocab, data.spec))
+    config = IntentConfig.from_dict(branch.config)
+    model = IntentEnsemble(config, Sizes.of(data.vocab, data.spec))
     model.load_state_dict(torch.load(io.BytesIO(branch.weights), weights_only=True))
     model.eval()
     return model

@@ -30,11 +30,11 @@ pytestmark = pytest.mark.slow
 
 GRID = json.dumps(
     [
-        {"name": "small", "hidden": 16, "max_epochs": 3, "freeze_sku": True},
-        {"name": "wider", "hidden": 32, "max_epochs": 3, "freeze_sku": True},
+        {"name": "small", "hidden": 16, "max_epochs": 3, "members": 2},
+        {"name": "wider", "hidden": 32, "max_epochs": 3, "members": 1},
     ]
 )
-WORSE = json.dumps([{"name": "untrained", "lr": 1e-9, "max_epochs": 1, "hidden": 8}])
+WORSE = json.dumps([{"name": "untrained", "lr": 1e-9, "max_epochs": 1, "hidden": 8, "members": 1}])
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,7 @@ def planted(n: int, seed: int) -> tuple[ModelInputs, np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def trained() -> tuple:
     train, valid, test = planted(8000, 1), planted(2000, 2), planted(3000, 3)
-    config = IntentConfig(hidden=16, max_epochs=8, patience=3, lr=1e-2, seed=0)
+    config = IntentConfig(hidden=16, max_epochs=8, patience=3, lr=1e-2, seed=0, members=1)
     result = train_intent_model(config, SIZES, train[:2], valid[:2], threads=1)
     return result, test
 
@@ -79,9 +79,20 @@ def test_the_signal_points_the_right_way(trained: tuple) -> None:
 
 def test_training_is_reproducible_from_the_seed() -> None:
     train, valid = planted(1000, 4), planted(300, 5)
-    config = IntentConfig(hidden=8, max_epochs=1, seed=7)
+    config = IntentConfig(hidden=8, max_epochs=1, seed=7, members=2)
     a = train_intent_model(config, SIZES, train[:2], valid[:2], threads=1)
     b = train_intent_model(config, SIZES, train[:2], valid[:2], threads=1)
     np.testing.assert_array_equal(
         predict_proba(a.model, valid[0]), predict_proba(b.model, valid[0])
     )
+
+
+def test_an_ensemble_averages_its_members_probabilities() -> None:
+    train, valid = planted(1000, 6), planted(300, 7)
+    config = IntentConfig(hidden=8, max_epochs=2, seed=3, members=3)
+    result = train_intent_model(config, SIZES, train[:2], valid[:2], threads=1)
+    members = [predict_proba(m, valid[0]) for m in result.model.members]
+    assert len(members) == 3 and not np.allclose(members[0], members[1])  # seeds differ
+    ensemble = predict_proba(result.model, valid[0])
+    np.testing.assert_allclose(ensemble, np.mean(members, axis=0), atol=1e-6)  # float32 math
+    assert {h.member for h in result.history} == {0, 1, 2}

@@ -22,7 +22,7 @@ import torch
 
 from smallboat.errors import SmallboatError
 from smallboat.features import FeatureSpec, ModelInputs, Vocabulary, encode_sessions
-from smallboat.model.intent import IntentConfig, IntentModel, Sizes, predict_proba
+from smallboat.model.intent import IntentConfig, IntentEnsemble, Sizes, predict_proba
 
 BUNDLE_FORMAT = 1
 MODEL_NAME = "smallboat-intent"
@@ -35,7 +35,7 @@ CARD_FILE = "card.html"
 def save_bundle(
     folder: Path,
     *,
-    model: IntentModel,
+    model: IntentEnsemble,
     spec: FeatureSpec,
     vocab: Vocabulary,
     metrics: dict[str, Any],
@@ -80,7 +80,7 @@ def _json_default(value: Any) -> Any:
 class IntentPredictor:
     """A loaded bundle: predicts P(purchase) from raw browsing events or encoded inputs."""
 
-    model: IntentModel
+    model: IntentEnsemble
     spec: FeatureSpec
     vocab: Vocabulary
     meta: dict[str, Any]
@@ -101,7 +101,7 @@ class IntentPredictor:
                 f"{BUNDLE_FORMAT}"
             )
         spec = FeatureSpec.from_dict(meta["feature_spec"])
-        model = IntentModel(IntentConfig.from_dict(meta["model_config"]), Sizes(**meta["sizes"]))
+        model = IntentEnsemble(IntentConfig.from_dict(meta["model_config"]), Sizes(**meta["sizes"]))
         state = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
         model.eval()

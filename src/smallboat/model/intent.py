@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,11 @@ class IntentConfig:
     # Keep the prod2vec vectors fixed: trainable SKU embeddings memorise sessions (test AUC 0.82
     # vs 0.85 frozen on 100k synthetic sessions).
     freeze_sku: bool = True
-    seed: int = 0
+    seed: int = 0  # member i trains from seed + i
+    # Members trained from different seeds, their probabilities averaged: on 500k synthetic
+    # sessions 5 members lift test ROC-AUC from 0.900 to 0.904 (the single model overfits after
+    # ~3 epochs; averaging cancels much of that variance). Training time grows linearly.
+    members: int = 5
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,6 +122,37 @@ class IntentModel(nn.Module):
         return self.head(torch.cat([last, counts], dim=-1)).squeeze(-1)  # (B,)
 
 
+class IntentEnsemble(nn.Module):
+    """`config.members` IntentModels; P(purchase) is the mean of the members' probabilities."""
+
+    def __init__(
+        self, config: IntentConfig, sizes: Sizes, sku_vectors: np.ndarray | None = None
+    ) -> None:
+        super().__init__()
+        assert config.members >= 1, f"members must be >= 1, got {config.members}"
+        self.config = config
+        self.sizes = sizes
+        self.members = nn.ModuleList(
+            IntentModel(config, sizes, sku_vectors) for _ in range(config.members)
+        )
+
+    @classmethod
+    def of(cls, members: list[IntentModel]) -> IntentEnsemble:
+        first = members[0]
+        ensemble = cls(replace(first.config, members=len(members)), first.sizes)
+        ensemble.members = nn.ModuleList(members)
+        return ensemble
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits of the mean purchase probability, (B,)."""
+        if len(self.members) == 1:
+            logits: torch.Tensor = self.members[0](batch)
+            return logits
+        prob = torch.stack([torch.sigmoid(m(batch)) for m in self.members]).mean(dim=0)  # (B,)
+        prob = prob.clamp(1e-7, 1 - 1e-7)
+        return torch.log(prob) - torch.log1p(-prob)
+
+
 def to_tensors(
     inputs: ModelInputs, rows: np.ndarray | slice | None = None
 ) -> dict[str, torch.Tensor]:
@@ -135,7 +170,7 @@ def to_tensors(
 
 
 @torch.no_grad()
-def predict_proba(model: IntentModel, inputs: ModelInputs, *, batch_size: int = 4096) -> np.ndarray:
+def predict_proba(model: nn.Module, inputs: ModelInputs, *, batch_size: int = 4096) -> np.ndarray:
     """P(purchase) for every prefix, in input order, (N,) float64."""
     model.eval()
     out = np.empty(len(inputs), dtype=np.float64)

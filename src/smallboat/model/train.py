@@ -7,7 +7,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -15,7 +15,14 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from smallboat.features import ModelInputs
-from smallboat.model.intent import IntentConfig, IntentModel, Sizes, predict_proba, to_tensors
+from smallboat.model.intent import (
+    IntentConfig,
+    IntentEnsemble,
+    IntentModel,
+    Sizes,
+    predict_proba,
+    to_tensors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +36,7 @@ def set_seed(seed: int) -> None:
 
 @dataclass
 class EpochLog:
+    member: int
     epoch: int
     train_loss: float
     valid_auc: float
@@ -38,18 +46,19 @@ class EpochLog:
 
 @dataclass
 class TrainResult:
-    model: IntentModel
-    best_epoch: int
-    best_valid_auc: float
+    model: IntentEnsemble
+    best_epochs: list[int]  # per member
+    best_valid_auc: float  # of the ensemble
     history: list[EpochLog] = field(default_factory=list)
     sequences_per_s: float = 0.0
     seconds: float = 0.0
 
     def summary(self) -> dict[str, float]:
         return {
-            "best_epoch": float(self.best_epoch),
+            "best_epoch": float(np.mean(self.best_epochs)),
             "best_valid_auc": self.best_valid_auc,
             "epochs": float(len(self.history)),
+            "members": float(len(self.best_epochs)),
             "sequences_per_s": self.sequences_per_s,
             "train_seconds": self.seconds,
         }
@@ -74,8 +83,52 @@ def train_intent_model(
     threads: int = 2,
     on_epoch: Callable[[EpochLog], None] | None = None,
 ) -> TrainResult:
-    """Train until validation AUC stops improving for `config.patience` epochs; keep the best."""
+    """Train `config.members` models (seeds seed, seed+1, ...), each until its validation AUC
+    stops improving for `config.patience` epochs, keeping its best epoch; return their ensemble."""
     torch.set_num_threads(threads)
+    t_start = time.perf_counter()
+    members: list[IntentModel] = []
+    best_epochs: list[int] = []
+    history: list[EpochLog] = []
+    seen, t_train = 0, 0.0
+    for member in range(config.members):
+        model, best_epoch, log_, n_seen, seconds = _train_member(
+            replace(config, seed=config.seed + member),
+            sizes,
+            train,
+            valid,
+            member=member,
+            sku_vectors=sku_vectors,
+            on_epoch=on_epoch,
+        )
+        members.append(model)
+        best_epochs.append(best_epoch)
+        history += log_
+        seen += n_seen
+        t_train += seconds
+    ensemble = IntentEnsemble.of(members)
+    ensemble.eval()
+    return TrainResult(
+        model=ensemble,
+        best_epochs=best_epochs,
+        best_valid_auc=_auc(valid[1], predict_proba(ensemble, valid[0])),
+        history=history,
+        sequences_per_s=seen / t_train if t_train else 0.0,
+        seconds=time.perf_counter() - t_start,
+    )
+
+
+def _train_member(
+    config: IntentConfig,
+    sizes: Sizes,
+    train: tuple[ModelInputs, np.ndarray],
+    valid: tuple[ModelInputs, np.ndarray],
+    *,
+    member: int,
+    sku_vectors: np.ndarray | None,
+    on_epoch: Callable[[EpochLog], None] | None,
+) -> tuple[IntentModel, int, list[EpochLog], int, float]:
+    """One member: (model at its best epoch, best epoch, history, sequences seen, seconds)."""
     set_seed(config.seed)
     model = IntentModel(config, sizes, sku_vectors)
     optimizer = torch.optim.AdamW(
@@ -94,7 +147,7 @@ def train_intent_model(
 
     best_auc, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
     history: list[EpochLog] = []
-    seen, t_train, t_start = 0, 0.0, time.perf_counter()
+    seen, t_train = 0, 0.0
     for epoch in range(1, config.max_epochs + 1):
         t0 = time.perf_counter()
         model.train()
@@ -115,6 +168,7 @@ def train_intent_model(
         t_train += time.perf_counter() - t0
         prob = predict_proba(model, x_valid)
         entry = EpochLog(
+            member=member,
             epoch=epoch,
             train_loss=total / max(batches, 1),
             valid_auc=_auc(y_valid, prob),
@@ -123,7 +177,8 @@ def train_intent_model(
         )
         history.append(entry)
         log.info(
-            "epoch %d: train loss %.4f, valid AUC %.4f, valid loss %.4f (%.1f s)",
+            "member %d epoch %d: train loss %.4f, valid AUC %.4f, valid loss %.4f (%.1f s)",
+            member,
             epoch,
             entry.train_loss,
             entry.valid_auc,
@@ -140,11 +195,4 @@ def train_intent_model(
             break
     model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(
-        model=model,
-        best_epoch=best_epoch,
-        best_valid_auc=best_auc,
-        history=history,
-        sequences_per_s=seen / t_train if t_train else 0.0,
-        seconds=time.perf_counter() - t_start,
-    )
+    return model, best_epoch, history, seen, t_train
