@@ -103,7 +103,14 @@ class IntentPredictor:
         spec = FeatureSpec.from_dict(meta["feature_spec"])
         model = IntentEnsemble(IntentConfig.from_dict(meta["model_config"]), Sizes(**meta["sizes"]))
         state = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise SmallboatError(
+                f"{folder}: the weights do not fit the model its bundle.json describes ({first}); "
+                "the bundle is damaged or was written by an incompatible smallboat version"
+            ) from None
         model.eval()
         return cls(model=model, spec=spec, vocab=Vocabulary.load(folder / VOCAB_DIR), meta=meta)
 

@@ -1,0 +1,53 @@
+"""The pure parts of TrainFlow's steps: parameter checks and picking the best branch."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pytest
+
+from smallboat.errors import SmallboatError
+from smallboat.training import Branch, check_parameters, pick_best
+
+
+def test_grid_entries_are_named_and_checked() -> None:
+    grid, window = check_parameters(
+        grid=json.dumps([{"hidden": 16}, {"name": "wide", "hidden": 64}]),
+        window_start="2019-01-01",
+        window_end="",
+    )
+    assert [g["name"] for g in grid] == ["config0", "wide"]
+    assert window.start == date(2019, 1, 1) and window.end is None
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ("not json", "--grid is not JSON"),
+        ("[]", "non-empty JSON list"),
+        ('[{"hiden": 3}]', "unknown field(s) ['hiden']"),
+        ('[{"name": "a"}, {"name": "a"}]', "names must be unique"),
+    ],
+)
+def test_bad_grids_are_refused_with_the_reason(grid: str, message: str) -> None:
+    with pytest.raises(SmallboatError) as err:
+        check_parameters(grid=grid, window_start="", window_end="")
+    assert message in str(err.value)
+
+
+def test_a_bad_window_date_names_the_value() -> None:
+    with pytest.raises(SmallboatError, match="'2019-13-01' is not a date"):
+        check_parameters(grid='[{"name": "a"}]', window_start="2019-13-01", window_end="")
+
+
+def branch(name: str, auc: float) -> Branch:
+    return Branch(name=name, config={}, weights=b"", summary={"best_valid_auc": auc}, history=[])
+
+
+def test_the_best_validation_auc_wins_and_nan_never_does() -> None:
+    best, sweep = pick_best([branch("a", 0.81), branch("b", float("nan")), branch("c", 0.83)])
+    assert best.name == "c"
+    assert [e["name"] for e in sweep if e["chosen"]] == ["c"]
+    tie, _ = pick_best([branch("z", 0.8), branch("y", 0.8)])
+    assert tie.name == "y"  # ties go to the earlier name: deterministic
