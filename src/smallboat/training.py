@@ -113,17 +113,28 @@ def train_branch(
     import torch
 
     from smallboat.model.intent import IntentConfig, Sizes
-    from smallboat.model.train import train_intent_model
+    from smallboat.model.train import EpochLog, train_intent_model
 
     overrides = {k: v for k, v in entry.items() if k != "name"}
     config = IntentConfig(**{"seed": seed, **overrides})
+    x_train, y_train = data.inputs("train")
+
+    def progress(e: EpochLog) -> None:  # the step's output: one line per epoch
+        print(
+            f"{entry['name']} member {e.member}/{config.members} epoch {e.epoch}: "
+            f"train loss {e.train_loss:.4f}, valid AUC {e.valid_auc:.4f}, "
+            f"{len(y_train) / e.seconds:,.0f} sequences/s",
+            flush=True,
+        )
+
     result = train_intent_model(
         config,
         Sizes.of(data.vocab, data.spec),
-        data.inputs("train"),
+        (x_train, y_train),
         data.inputs("valid"),
         sku_vectors=sku_vectors,
         threads=threads,
+        on_epoch=progress,
     )
     buffer = io.BytesIO()
     torch.save(result.model.state_dict(), buffer)
