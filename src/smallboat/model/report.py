@@ -77,7 +77,12 @@ def bucket_chart(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "data": {"values": values},
         "mark": "bar",
         "encoding": {
-            "x": {"field": "k", "type": "nominal", "title": "events after the first add"},
+            "x": {
+                "field": "k",
+                "type": "nominal",
+                "title": "events after the first add",
+                "sort": [f"k={k}" for k in INTENT_BUCKET_WEIGHTS],
+            },
             "xOffset": {"field": "model"},
             "y": {"field": "accuracy", "type": "quantitative", "scale": {"zero": False}},
             "color": {"field": "model", "type": "nominal"},
