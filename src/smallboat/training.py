@@ -77,14 +77,14 @@ def transform(*, skip: bool, dbt_vars: str) -> dict[str, Any]:
 
 
 def fit_sku_vectors(
-    data: IntentData, *, window: DataWindow, seed: int, threads: int
+    data: IntentData, *, window: DataWindow, seed: int
 ) -> tuple[np.ndarray, dict[str, float]]:
     from smallboat.model.intent import IntentConfig
     from smallboat.model.prepare import train_sku_sequences
     from smallboat.model.prod2vec import Prod2VecConfig, fit_prod2vec
 
     sequences = train_sku_sequences(settings(), window=window)
-    config = Prod2VecConfig(dim=IntentConfig().sku_dim, seed=seed, workers=threads)
+    config = Prod2VecConfig(dim=IntentConfig().sku_dim, seed=seed)
     result = fit_prod2vec(sequences, data.vocab, config)
     stats = {
         "n_sequences": float(result.n_sequences),

@@ -78,20 +78,47 @@ def _outcome(run: Any, stdout: str) -> TrainOutcome:
     )
 
 
+def _runner(settings: Settings, *, show_output: bool) -> Any:
+    from metaflow import Runner
+
+    runner = Runner(
+        _flow_file(),
+        show_output=show_output,
+        env=metaflow_env(settings),
+        cwd=str(settings.home_dir),
+    )
+    _restore_typing_patch()
+    return runner
+
+
+def _restore_typing_patch() -> None:
+    """Undo Metaflow's vendored typing_extensions' patch of `typing._collect_parameters`.
+
+    Building a Runner imports `metaflow._vendor.typing_extensions`, an old copy that replaces
+    `typing._collect_parameters` process-wide with a version that does not know the real
+    typing_extensions' `NoDefault`; any later import of a library whose generics use TypeVar
+    defaults (torch._dynamo, loaded by the first optimizer) then fails with "Type parameter ...
+    without a default follows type parameter with a default". Re-applying the real
+    typing_extensions' own patch restores what every other library expects.
+    """
+    import typing
+
+    import typing_extensions
+
+    real = getattr(typing_extensions, "_collect_parameters", None)
+    if real is not None and hasattr(typing, "_collect_parameters"):
+        typing._collect_parameters = real
+
+
 def run_train(
     settings: Settings, *, max_workers: int = 1, show_output: bool = True, **params: Any
 ) -> TrainOutcome:
     """Run TrainFlow to its end; `params` are the flow's Parameters (python names)."""
     settings.ensure_home()
     use_metaflow_env(settings)
-    from metaflow import Runner
-
-    with Runner(
-        _flow_file(),
-        show_output=show_output,
-        env=metaflow_env(settings),
-        cwd=str(settings.home_dir),
-    ).run(max_workers=max_workers, **params) as running:
+    with _runner(settings, show_output=show_output).run(
+        max_workers=max_workers, **params
+    ) as running:
         stdout = running.stdout
         if running.status != "successful":
             raise SmallboatError(_failure(running, stdout))
@@ -109,17 +136,10 @@ def resume_train(
     """Resume a failed TrainFlow run: steps before the failure are cloned, not re-run."""
     settings.ensure_home()
     use_metaflow_env(settings)
-    from metaflow import Runner
-
     kwargs: dict[str, Any] = {"origin_run_id": origin_run_id, "max_workers": max_workers}
     if step_to_rerun:
         kwargs["step_to_rerun"] = step_to_rerun
-    with Runner(
-        _flow_file(),
-        show_output=show_output,
-        env=metaflow_env(settings),
-        cwd=str(settings.home_dir),
-    ).resume(**kwargs) as running:
+    with _runner(settings, show_output=show_output).resume(**kwargs) as running:
         stdout = running.stdout
         if running.status != "successful":
             raise SmallboatError(_failure(running, stdout))

@@ -112,7 +112,7 @@ class TrainFlow(FlowSpec):
         from smallboat.training import fit_sku_vectors
 
         self.sku_vectors, self.prod2vec_stats = fit_sku_vectors(
-            self.data, window=self.window, seed=self.seed, threads=self.threads
+            self.data, window=self.window, seed=self.seed
         )
         self.next(self.train, foreach="grid_entries")
 
