@@ -30,8 +30,9 @@ pytestmark = pytest.mark.slow
 
 GRID = json.dumps(
     [
-        {"name": "small", "hidden": 16, "max_epochs": 3, "members": 2},
-        {"name": "wider", "hidden": 32, "max_epochs": 3, "members": 1},
+        # ~1,700 training examples: small batches, so each epoch takes ~25 optimiser steps
+        {"name": "small", "hidden": 16, "batch_size": 64, "max_epochs": 12, "members": 2},
+        {"name": "wider", "hidden": 32, "batch_size": 64, "max_epochs": 12, "members": 1},
     ]
 )
 WORSE = json.dumps([{"name": "untrained", "lr": 1e-9, "max_epochs": 1, "hidden": 8, "members": 1}])
@@ -96,8 +97,9 @@ def test_first_run_trains_evaluates_and_becomes_champion(
     assert len(set(n.values())) == 1, n
     s = first.summary
     assert s is not None
-    assert 0.5 < s["roc_auc"] <= 1.0
-    assert s["oracle_roc_auc"] > s["majority_roc_auc"] if "majority_roc_auc" in s else True
+    assert 0.7 < s["roc_auc"] <= 1.0, s["roc_auc"]  # it learned (the oracle is near 0.9)
+    assert s["majority_roc_auc"] == 0.5  # one constant prediction ranks nothing
+    assert s["oracle_roc_auc"] > s["count_baseline_roc_auc"]
     assert 0.0 < s["challenge_score"] <= 4.5
     assert s["oracle_gap_roc_auc"] == pytest.approx(s["oracle_roc_auc"] - s["roc_auc"])
     # register: the first model becomes champion
