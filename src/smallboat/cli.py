@@ -243,6 +243,8 @@ def train_cmd(
     from smallboat.flows.runner import resume_train, run_train
 
     settings = Settings()
+    if step and not resume:
+        raise SmallboatError("--step names the step to re-run of a failed run: give --resume too")
     if resume:
         outcome = resume_train(
             settings,

@@ -45,16 +45,30 @@ def check_parameters(
         or not all(isinstance(e, dict) for e in entries)
     ):
         raise SmallboatError("--grid must be a non-empty JSON list of objects")
-    known = {f.name for f in fields(IntentConfig)}
+    from pydantic import TypeAdapter, ValidationError
+
+    # prod2vec is fitted once, before the sweep, at the default width: a branch cannot change it.
+    known = {f.name for f in fields(IntentConfig)} - {"sku_dim"}
+    adapter = TypeAdapter(IntentConfig)
     named = []
     for i, entry in enumerate(entries):
         unknown = sorted(set(entry) - known - {"name"})
         if unknown:
             raise SmallboatError(
-                f"--grid entry {i}: unknown field(s) {unknown}; IntentConfig has {sorted(known)}"
+                f"--grid entry {i}: unknown or fixed field(s) {unknown}; "
+                f"a grid entry may set {sorted(known)}"
             )
-        IntentConfig(**{k: v for k, v in entry.items() if k != "name"})  # types check early
-        named.append({"name": str(entry.get("name", f"config{i}")), **entry})
+        overrides = {k: v for k, v in entry.items() if k != "name"}
+        try:  # types and ranges, here rather than deep inside a training branch
+            checked = adapter.validate_python(overrides, strict=False)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(p) for p in problem["loc"])
+            raise SmallboatError(f"--grid entry {i}: {where}: {problem['msg']}") from None
+        except ValueError as exc:
+            raise SmallboatError(f"--grid entry {i}: {exc}") from None
+        values = {k: getattr(checked, k) for k in overrides}  # "32" -> 32, as validated
+        named.append({**values, "name": str(entry.get("name", f"config{i}"))})
     names = [e["name"] for e in named]
     if len(set(names)) != len(names):
         raise SmallboatError(f"--grid names must be unique, got {names}")
@@ -123,7 +137,7 @@ def train_branch(
         print(
             f"{entry['name']} member {e.member}/{config.members} epoch {e.epoch}: "
             f"train loss {e.train_loss:.4f}, valid AUC {e.valid_auc:.4f}, "
-            f"{len(y_train) / e.seconds:,.0f} sequences/s",
+            f"{e.seconds:.1f} s with validation",
             flush=True,
         )
 

@@ -18,7 +18,13 @@ def test_grid_entries_are_named_and_checked() -> None:
         window_end="",
     )
     assert [g["name"] for g in grid] == ["config0", "wide"]
+    assert grid[1]["hidden"] == 64
     assert window.start == date(2019, 1, 1) and window.end is None
+
+
+def test_grid_values_come_back_typed_and_names_as_text() -> None:
+    grid, _ = check_parameters(grid='[{"name": 5, "hidden": "32"}]', window_start="", window_end="")
+    assert grid == [{"hidden": 32, "name": "5"}]
 
 
 @pytest.mark.parametrize(
@@ -26,7 +32,12 @@ def test_grid_entries_are_named_and_checked() -> None:
     [
         ("not json", "--grid is not JSON"),
         ("[]", "non-empty JSON list"),
-        ('[{"hiden": 3}]', "unknown field(s) ['hiden']"),
+        ('[{"hiden": 3}]', "unknown or fixed field(s) ['hiden']"),
+        ('[{"sku_dim": 16}]', "unknown or fixed field(s) ['sku_dim']"),
+        ('[{"hidden": "big"}]', "entry 0: hidden: Input should be a valid integer"),
+        ('[{"members": 0}]', "members must be >= 1, got 0"),
+        ('[{"batch_size": 0}]', "batch_size must be >= 1, got 0"),
+        ('[{"dropout": 1.5}]', "dropout must be in [0, 1)"),
         ('[{"name": "a"}, {"name": "a"}]', "names must be unique"),
     ],
 )

@@ -7,7 +7,6 @@ Every step is thin: the logic lives in smallboat.warehouse, smallboat.model and 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +80,6 @@ class TrainFlow(FlowSpec):
         self.grid_entries, self.window = check_parameters(
             grid=self.grid, window_start=self.window_start, window_end=self.window_end
         )
-        self.home = os.environ.get("SMALLBOAT_HOME", ".smallboat")
         self.next(self.transform)
 
     @step

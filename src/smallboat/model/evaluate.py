@@ -45,7 +45,9 @@ def evaluate_intent(
     """Reports for the model, the baselines and the oracle on the same test examples.
 
     Returns {"test": {name: intent_report}, "model_vs_count": paired difference, "oracle_gap":
-    model minus oracle on the examples the oracle covers (or None), "count_coefficients": ...}.
+    oracle minus model (None unless the oracle covers every test example: a partial oracle is
+    dropped with a warning, since a gap on a subset would not compare like with like),
+    "oracle_coverage", "count_coefficients"}.
     Bootstrap intervals resample whole sessions (a session gives up to six correlated examples).
     """
     test = data.splits["test"]

@@ -45,6 +45,18 @@ class IntentConfig:
     # ~3 epochs; averaging cancels much of that variance). Training time grows linearly.
     members: int = 5
 
+    def __post_init__(self) -> None:
+        at_least_one = ("members", "batch_size", "max_epochs", "patience", "hidden")
+        for name in at_least_one:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.lr <= 0.0 or not 0.0 < self.lr_decay <= 1.0:
+            raise ValueError(
+                f"lr must be > 0 and lr_decay in (0, 1], got {self.lr}, {self.lr_decay}"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -101,7 +101,9 @@ def publish(
     `champion_score` is the current champion's `gate_metric` on the SAME test set as `metrics`
     (None when `champion()` says there is none): score the champion's bundle before calling,
     and pass the `champion_version` scored so a champion promoted meanwhile is noticed.
-    Both checks happen before anything is logged.
+    Both checks run before anything is logged; the gate repeats the champion check after
+    registering, so a champion promoted in that window leaves the new version registered
+    without gate tags (and not promoted), with a RegistryError saying why.
     """
     if gate_metric not in metrics:
         raise RegistryError(
