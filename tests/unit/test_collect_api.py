@@ -212,6 +212,63 @@ def test_bodies_over_the_limit_are_a_413(client: TestClient) -> None:
     assert records_logged(client) == 0
 
 
+@pytest.mark.parametrize(
+    ("fields", "field", "problem"),
+    [
+        ('"context":{"page":{"url":"https://x.test/\\ud800"}}', "context.page.url", "valid string"),
+        ('"context":{"session_id":"s\\ud800"}', "context.session_id", "a lone surrogate"),
+        ('"userId":"u\\ud800"', "userId", "a lone surrogate"),
+        ('"context":{"session_id":"' + "s" * 257 + '"}', "context.session_id", "at most 256"),
+        ('"context":{"session_id":1e400}', "context.session_id", "inf: Input should be a valid"),
+        ('"properties":{"session_id":1e400}', "properties.session_id", "inf: Input should be a"),
+        ('"context":{"session_id":""}', "context.session_id", "at least 1"),
+    ],
+)
+def test_segment_context_fields_are_validated_like_their_properties(
+    client: TestClient, fields: str, field: str, problem: str
+) -> None:
+    body = '{"batch":[{"type":"page","anonymousId":"a1","messageId":"p1",' + fields + "}]}"
+    answer = client.post(
+        "/v1/batch",
+        content=body.encode(),
+        headers={"Content-Type": "application/json"},
+        auth=("k1", ""),
+    )
+    assert answer.status_code == 400
+    detail = answer.json()["detail"]
+    assert detail.startswith(f"batch[0].{field} ") and problem in detail
+    assert records_logged(client) == 0
+
+
+def test_segment_context_session_and_url_are_used_when_properties_lack_them(
+    collect_settings: Settings,
+) -> None:
+    page = {
+        "type": "page",
+        "anonymousId": "a1",
+        "messageId": "p1",
+        "context": {"session_id": 42, "page": {"url": "https://x.test/p", "title": "P"}},
+    }
+    with TestClient(create_app(collect_settings)) as client:
+        answer = client.post("/v1/batch", json=segment_batch(page), auth=("k1", ""))
+        assert answer.json() == {"success": True, "events": 1, "ignored": 0}
+    compact_events(collect_settings)
+    [row] = landed_rows(collect_settings)
+    assert (row["session_id_hash"], row["hashed_url"]) == ("42", hash_url("https://x.test/p"))
+
+
+def test_lone_surrogates_never_reach_the_log_from_ga_or_json(client: TestClient) -> None:
+    # A query string decodes invalid UTF-8 (%ED%A0%80 is "\\ud800" encoded) to U+FFFD ...
+    pixel = client.get("/collect?v=1&t=pageview&cid=c%ED%A0%80&z=1&dl=https://x.test/%ED%A0%80")
+    assert pixel.status_code == 200
+    # ... and the canonical JSON's fields are plain constrained strings, which refuse them.
+    body = b'{"client_id":"c\\ud800","event_type":"pageview"}'
+    answer = client.post("/collect", content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400
+    assert answer.json()["detail"].startswith("[0].client_id ")
+    assert records_logged(client) == 1
+
+
 def test_unknown_paths_answer_json_errors(client: TestClient) -> None:
     assert client.get("/v2/batch").json() == {"error": "not_found", "detail": "Not Found"}
     answer = client.delete("/collect")

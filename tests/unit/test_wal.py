@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from smallboat.data import wal as wal_module
 from smallboat.data.wal import LogWriteError, WriteAheadLog
 from smallboat.data.wal_segments import (
     SEGMENT_MAGIC,
@@ -249,3 +251,87 @@ def test_unserialisable_records_are_refused_before_anything_is_queued(wal: Write
         wal.append([{"ok": 1}, {"bad": object()}])
     wal.write(records(1))
     assert wal.stats.records == 1
+
+
+@pytest.mark.parametrize("when", ["before the scan", "after the scan"])
+def test_a_tail_segment_compacted_away_while_opening_is_nothing_to_truncate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    # `collect compact` holds only the compaction lock, so it may delete the last segment of a
+    # stopped writer between the new writer's listing and its truncation of a torn tail.
+    folder = tmp_path / "log"
+    with WriteAheadLog.open(folder) as wal:
+        wal.write(records(2))
+        segment = wal.active
+    assert segment is not None
+    _half_a_header(segment.path)
+    real_scan = wal_module.scan_segment
+
+    def compacted_meanwhile(path: Path) -> Any:
+        if when == "before the scan":
+            path.unlink()
+            return real_scan(path)
+        scan = real_scan(path)
+        path.unlink()
+        return scan
+
+    monkeypatch.setattr(wal_module, "scan_segment", compacted_meanwhile)
+    with WriteAheadLog.open(folder) as wal:
+        assert wal.recovered_bytes == 0
+        wal.write(records(1, start=5))
+    assert not segment.path.exists()
+    assert all_records(folder) == records(1, start=5)
+
+
+def test_cancelled_appends_are_dropped_and_the_writer_keeps_going(wal: WriteAheadLog) -> None:
+    futures = [wal.append([r]) for r in records(200)]
+    cancelled = {i for i, future in enumerate(futures) if future.cancel()}
+    assert wal.write(records(1, start=1000), timeout=5) == wal.active.id  # type: ignore[union-attr]
+    # A cancel succeeds only while the writer has not taken the append: then it is not written.
+    # One that fails (the writer took it) is written and resolved as usual.
+    for i, future in enumerate(futures):
+        if i not in cancelled:
+            assert future.result(5) == wal.active.id  # type: ignore[union-attr]
+    written = [r["i"] for r in all_records(wal.folder)]
+    assert written == [*(i for i in range(200) if i not in cancelled), 1000]
+
+
+def test_cancelling_the_task_awaiting_append_async_leaves_the_log_usable(
+    wal: WriteAheadLog,
+) -> None:
+    async def main() -> int:
+        task = asyncio.ensure_future(wal.append_async(records(2000)))
+        await asyncio.sleep(0)  # the task queues its append and awaits it
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return await asyncio.wait_for(wal.append_async(records(1, start=5000)), 5)
+
+    assert asyncio.run(main()) == wal.active.id  # type: ignore[union-attr]
+    assert all_records(wal.folder)[-1] == records(1, start=5000)[0]
+
+
+def test_a_dead_writer_thread_fails_appends_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class NoWriter(WriteAheadLog):
+        def _run(self) -> None:
+            return  # the thread ends at once: as if it had died
+
+    with NoWriter.open(tmp_path / "a") as wal:
+        assert wal._thread is not None
+        wal._thread.join(5)
+        with pytest.raises(LogWriteError, match="has no running writer thread"):
+            wal.write(records(1), timeout=5)
+        with pytest.raises(LogWriteError, match="has no running writer thread"):
+            wal.roll().result(5)
+
+    def bug(group: Any) -> None:
+        raise RuntimeError("a bug in the writer")
+
+    with WriteAheadLog.open(tmp_path / "b") as wal:
+        monkeypatch.setattr(wal, "_commit", bug)
+        with pytest.raises(LogWriteError, match="a bug in the writer"):
+            wal.write(records(1), timeout=5)  # the append the thread died on
+        with pytest.raises(LogWriteError, match="nothing is accepted until the process restarts"):
+            wal.write(records(1), timeout=5)

@@ -9,6 +9,7 @@ canonical JSON, where a misspelt column would otherwise silently become NULL.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -30,9 +31,21 @@ assert set(Action.__args__) == set(schema.PRODUCT_ACTIONS)  # type: ignore[attr-
 
 
 def _id_text(value: Any) -> Any:
-    """Segment ids may be numbers (its libraries accept both): keep them as text."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    """Segment ids may be numbers (its libraries accept both): keep them as text. A number that
+    overflows (1e400 parses to inf) or NaN is left as is, and refused as not a string.
+
+    Text holding a lone surrogate ("\\ud800" in the JSON) is refused here: the constraints after
+    a BeforeValidator do not check it, and it cannot be written as UTF-8.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return str(value)
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("is not valid Unicode text: it holds a lone surrogate") from None
     return value
 
 
@@ -143,6 +156,24 @@ class SegmentProperties(BaseModel):
     session_id: Id | None = None
 
 
+class SegmentPage(BaseModel):
+    """`context.page`: only its URL is read (when `properties.url` is absent)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    url: str | None = Field(default=None, max_length=MAX_URL)
+
+
+class SegmentContext(BaseModel):
+    """The context fields the collector reads, validated like their `properties` equivalents;
+    others are ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    session_id: Id | None = None
+    page: SegmentPage | None = None
+
+
 class SegmentMessage(BaseModel):
     """A Segment message (track, page, or a type the collector ignores: identify, group, ...)."""
 
@@ -155,7 +186,7 @@ class SegmentMessage(BaseModel):
     messageId: Id | None = None
     timestamp: datetime | None = None
     properties: SegmentProperties | None = None
-    context: dict[str, Any] | None = None
+    context: SegmentContext | None = None
 
 
 class SegmentBatch(BaseModel):

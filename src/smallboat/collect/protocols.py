@@ -20,7 +20,6 @@ import re
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from smallboat.collect.events import Hit, HitError, TimePolicy, hash_url, row_id
 from smallboat.collect.models import MAX_ID, GaHit, JsonEvent, SegmentMessage
@@ -128,17 +127,6 @@ def json_hits(events: Sequence[JsonEvent], *, received_ms: int, policy: TimePoli
     return hits
 
 
-def _context_text(context: dict[str, Any] | None, *path: str) -> str | None:
-    node: Any = context
-    for key in path:
-        if not isinstance(node, dict):
-            return None
-        node = node.get(key)
-    if isinstance(node, int | float) and not isinstance(node, bool):
-        return str(node)
-    return node if isinstance(node, str) and node else None
-
-
 def segment_hits(
     messages: Sequence[SegmentMessage],
     *,
@@ -163,14 +151,14 @@ def segment_hits(
         if client is None:
             raise HitError(f"{at}userId", "or anonymousId is required on track and page calls")
         props = message.properties
-        session = (props.session_id if props else None) or _context_text(
-            message.context, "session_id"
-        )
+        context = message.context
+        session = (props.session_id if props else None) or (context.session_id if context else None)
         if message.timestamp is None:
             ts = received_ms
         else:
             ts = policy.check(f"{at}timestamp", _epoch_ms(message.timestamp), received_ms)
-        raw_url = (props.url if props else None) or _context_text(message.context, "page", "url")
+        page = context.page if context else None
+        raw_url = (props.url if props else None) or (page.url if page else None)
         url = hash_url(raw_url) if raw_url else None
         base = f"seg:{message.messageId}" if message.messageId else _random_id("seg")
         hits.extend(

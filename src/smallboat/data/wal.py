@@ -159,18 +159,23 @@ class WriteAheadLog:
         self._thread.start()
 
     def _truncate_torn_tail(self, segment: Segment) -> int:
-        scan = scan_segment(segment.path)
-        if scan.torn_bytes == 0:
+        # Outside the compaction lock: a concurrent `collect compact` may delete the segment
+        # (compacting its intact records) at any point here; then there is nothing to truncate.
+        try:
+            scan = scan_segment(segment.path)
+            if scan.torn_bytes == 0:
+                return 0
+            log.warning(
+                "%s: truncating a torn tail of %d bytes after %d intact records",
+                segment.path,
+                scan.torn_bytes,
+                len(scan.records),
+            )
+            with segment.path.open("r+b") as f:
+                f.truncate(scan.valid_bytes)
+                os.fsync(f.fileno())
+        except FileNotFoundError:
             return 0
-        log.warning(
-            "%s: truncating a torn tail of %d bytes after %d intact records",
-            segment.path,
-            scan.torn_bytes,
-            len(scan.records),
-        )
-        with segment.path.open("r+b") as f:
-            f.truncate(scan.valid_bytes)
-            os.fsync(f.fileno())
         return scan.torn_bytes
 
     def _start_segment(self, previous_id: int) -> Segment:
@@ -211,8 +216,9 @@ class WriteAheadLog:
             future.set_exception(self._failure())
             return future
         with self._put_lock:  # nothing is queued behind close()'s sentinel
-            if self._closing or self._thread is None:
-                future.set_exception(LogWriteError(f"the log at {self.folder} is closed"))
+            refused = self._refusal()
+            if refused is not None:
+                future.set_exception(refused)
                 return future
             self._queue.put(_Append(data, len(records), future))
         return future
@@ -222,7 +228,11 @@ class WriteAheadLog:
         return self.append(records).result(timeout)
 
     async def append_async(self, records: Sequence[Mapping[str, Any]]) -> int:
-        """Append from a coroutine; returns once the records are durable."""
+        """Append from a coroutine; returns once the records are durable.
+
+        Cancelling the awaiting task drops the records if the writer has not taken them yet;
+        once it has, they are written all the same (either way the caller got no answer).
+        """
         return await asyncio.wrap_future(self.append(records))
 
     def roll(self) -> Future[Segment | None]:
@@ -232,8 +242,9 @@ class WriteAheadLog:
             future.set_exception(self._failure())
         else:
             with self._put_lock:
-                if self._closing or self._thread is None:
-                    future.set_exception(LogWriteError(f"the log at {self.folder} is closed"))
+                refused = self._refusal()
+                if refused is not None:
+                    future.set_exception(refused)
                 else:
                     self._queue.put(future)
         return future
@@ -278,6 +289,19 @@ class WriteAheadLog:
             os.close(self._lock_fd)
             self._lock_fd = None
 
+    def _refusal(self) -> LogWriteError | None:
+        """Why nothing can be queued now (None when it can); call under _put_lock."""
+        if self._closing or self._thread is None:
+            return LogWriteError(f"the log at {self.folder} is closed")
+        if self._failed is not None:
+            return self._failure()
+        if not self._thread.is_alive():
+            return LogWriteError(
+                f"the log at {self.folder} has no running writer thread; nothing is accepted "
+                "until the process restarts"
+            )
+        return None
+
     def _failure(self) -> LogWriteError:
         return LogWriteError(
             f"the log at {self.folder} failed to write ({self._failed}); nothing is accepted "
@@ -287,7 +311,34 @@ class WriteAheadLog:
     # -- the writer thread ------------------------------------------------------------------
 
     def _run(self) -> None:
+        taken: list[Future[Any]] = []  # the futures of the group being handled
+        try:
+            self._loop(taken)
+        except BaseException as exc:
+            # A bug, not an I/O error (those poison the log in _commit): fail what was taken
+            # and queued, and everything after, rather than leave callers waiting forever.
+            log.exception("the writer thread of the log at %s died", self.folder)
+            with self._put_lock:
+                if self._failed is None:
+                    self._failed = exc
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    taken.append(item.future if isinstance(item, _Append) else item)
+            for future in taken:
+                # Only this thread moves a future to running or done; a waiter may cancel one
+                # still pending, which set_running_or_notify_cancel then reports.
+                if future.done():
+                    continue
+                if future.running() or future.set_running_or_notify_cancel():
+                    future.set_exception(self._failure())
+
+    def _loop(self, taken: list[Future[Any]]) -> None:
         while True:
+            taken.clear()
             try:
                 item = self._queue.get(timeout=self._wait_seconds())
             except queue.Empty:
@@ -295,6 +346,8 @@ class WriteAheadLog:
                     self._roll_now(None)
                 continue
             group, rolls, stop = self._drain(item)
+            taken.extend(a.future for a in group)
+            taken.extend(rolls)
             self._commit(group)
             for future in rolls:
                 self._roll_now(future)
@@ -337,7 +390,12 @@ class WriteAheadLog:
         return first is not None and time.monotonic() - first >= self.segment_seconds
 
     def _commit(self, group: list[_Append]) -> None:
-        """Write a group with one fsync, then resolve its futures (or fail them all)."""
+        """Write a group with one fsync, then resolve its futures (or fail them all).
+
+        An append whose future was cancelled (its waiter gave up) is dropped unwritten; the
+        others' futures can no longer be cancelled, so resolving them cannot fail.
+        """
+        group = [a for a in group if a.future.set_running_or_notify_cancel()]
         if not group:
             return
         if self._failed is not None:
@@ -386,7 +444,7 @@ class WriteAheadLog:
         except BaseException as exc:
             log.exception("the log at %s failed to start a new segment", self.folder)
             self._failed = exc
-        if future is None:
+        if future is None or not future.set_running_or_notify_cancel():
             return
         if self._failed is not None:
             future.set_exception(self._failure())
