@@ -41,6 +41,7 @@ def synthetic(args: argparse.Namespace) -> None:
     from smallboat.data.land import load_path
     from smallboat.data.synth import SynthConfig, synthesize
     from smallboat.flows.runner import run_train
+    from smallboat.model.report import LABELS, MODELS, summary_prefix
     from smallboat.warehouse.transform import run_transform
 
     work = Path(args.work or f"/tmp/smallboat-bench/train-{args.sessions}-{args.seed}")
@@ -80,18 +81,14 @@ def synthetic(args: argparse.Namespace) -> None:
     print(
         f"\nTrainFlow/{outcome.run_id} on {args.sessions:,} synthetic sessions (seed {args.seed})"
     )
-    print(f"{'model':<34}{'ROC-AUC':>9}{'95% CI':>18}{'Challenge':>11}{'PR-AUC':>9}{'logloss':>9}")
-    for label, prefix in (
-        ("GRU intent model", ""),
-        ("count baseline (LR on counts)", "count_baseline_"),
-        ("majority class", "majority_"),
-        ("oracle (Bayes-optimal)", "oracle_"),
-    ):
+    print(f"{'model':<40}{'ROC-AUC':>9}{'95% CI':>18}{'Challenge':>11}{'PR-AUC':>9}{'logloss':>9}")
+    for name in MODELS:
+        prefix, label = summary_prefix(name), LABELS[name]
         ci = ""
         if f"{prefix}roc_auc_ci_low" in s:
             ci = f"[{s[prefix + 'roc_auc_ci_low']:.4f}, {s[prefix + 'roc_auc_ci_high']:.4f}]"
         print(
-            f"{label:<34}{s.get(prefix + 'roc_auc', float('nan')):>9.4f}{ci:>18}"
+            f"{label:<40}{s.get(prefix + 'roc_auc', float('nan')):>9.4f}{ci:>18}"
             f"{s[prefix + 'challenge_score']:>11.4f}{s.get(prefix + 'pr_auc', float('nan')):>9.4f}"
             f"{s.get(prefix + 'log_loss', float('nan')):>9.4f}"
         )

@@ -278,20 +278,18 @@ def render_training(outcome: Any) -> Any:
     from rich.console import Group
     from rich.table import Table
 
+    from smallboat.model.report import LABELS, MODELS, summary_prefix
+
     s = outcome.summary or {}
     table = Table(title=f"TrainFlow/{outcome.run_id}: test split", title_justify="left")
     for col in ("model", "ROC-AUC", "Challenge score", "PR-AUC", "log-loss"):
         table.add_column(col, justify="right" if col != "model" else "left")
-    for label, prefix in (
-        ("GRU intent model", ""),
-        ("count baseline", "count_baseline_"),
-        ("majority class", "majority_"),
-        ("oracle", "oracle_"),
-    ):
+    for name in MODELS:
+        prefix = summary_prefix(name)
         if f"{prefix}challenge_score" not in s:
             continue
         table.add_row(
-            label,
+            LABELS[name],
             *(
                 f"{s[prefix + m]:.4f}" if prefix + m in s else "n/a"
                 for m in ("roc_auc", "challenge_score", "pr_auc", "log_loss")

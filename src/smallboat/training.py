@@ -200,7 +200,7 @@ def evaluate(
     from smallboat.model.evaluate import evaluate_intent
     from smallboat.model.intent import predict_proba
     from smallboat.model.metrics import flat_metrics
-    from smallboat.model.report import quality_digest
+    from smallboat.model.report import MODELS, quality_digest, summary_prefix
 
     x_test, _ = data.inputs("test")
     prob = predict_proba(load_model(best, data), x_test)
@@ -218,9 +218,9 @@ def evaluate(
     report["prod2vec"] = extras["prod2vec"]
     report["best"] = {"name": best.name, "config": best.config, **best.summary}
     summary = flat_metrics(report["test"]["model"])
-    for name in ("count_baseline", "majority", "oracle"):
+    for name in MODELS[1:]:
         if name in report["test"]:
-            summary.update(flat_metrics(report["test"][name], prefix=f"{name}_"))
+            summary.update(flat_metrics(report["test"][name], prefix=summary_prefix(name)))
     if report["oracle_gap"]:
         summary.update({f"oracle_gap_{k}": v for k, v in report["oracle_gap"].items()})
     summary.update({f"train_{k}": v for k, v in best.summary.items()})

@@ -7,7 +7,6 @@ Every step is thin: the logic lives in smallboat.warehouse, smallboat.model and 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from metaflow import FlowSpec, Parameter, card, current, step
@@ -195,10 +194,6 @@ class TrainFlow(FlowSpec):
 
         for line in closing_lines(self.report, self.registration):
             print(line)
-
-
-def flow_file() -> Path:
-    return Path(__file__).resolve()
 
 
 if __name__ == "__main__":

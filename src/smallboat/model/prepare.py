@@ -150,12 +150,7 @@ def prepare_intent_data(
         counts = con.sql(
             f"""
             select session_events.product_sku_hash, count(*) as n
-            from session_events
-            inner join sessions
-                on sessions.session_id_hash = session_events.session_id_hash
-            where sessions.split = 'train'
-                and session_events.product_sku_hash is not null
-                and {window_sql(window, "sessions.started_at_ms")}
+            {_train_product_events(window)}
             group by session_events.product_sku_hash
             """
         ).to_df()
@@ -214,8 +209,16 @@ def _subset(table: EventTable, examples: ExampleSet) -> tuple[EventTable, Exampl
     return sub, replace(examples, session=remap.astype(np.int64))
 
 
-def window_sql(window: DataWindow | None, column: str) -> str:
-    return (window or DataWindow()).sql(column)
+def _train_product_events(window: DataWindow | None) -> str:
+    """FROM/WHERE of the training split's product events inside the window: what the SKU
+    vocabulary is counted on and prod2vec is trained on."""
+    return f"""
+            from session_events
+            inner join sessions
+                on sessions.session_id_hash = session_events.session_id_hash
+            where sessions.split = 'train'
+                and session_events.product_sku_hash is not null
+                and {(window or DataWindow()).sql("sessions.started_at_ms")}"""
 
 
 def _event_table(events: pa.Table) -> tuple[EventTable, np.ndarray]:
@@ -247,12 +250,7 @@ def train_sku_sequences(
         rows = con.sql(
             f"""
             select list(session_events.product_sku_hash order by session_events.event_index) as skus
-            from session_events
-            inner join sessions
-                on sessions.session_id_hash = session_events.session_id_hash
-            where sessions.split = 'train'
-                and session_events.product_sku_hash is not null
-                and {window_sql(window, "sessions.started_at_ms")}
+            {_train_product_events(window)}
             group by session_events.session_id_hash
             having count(*) >= {int(min_length)}
             """

@@ -19,6 +19,11 @@ LABELS = {
 }
 
 
+def summary_prefix(name: str) -> str:
+    """Prefix of a model's figures in a run's flat summary ('' for the trained model itself)."""
+    return "" if name == "model" else f"{name}_"
+
+
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None:
         return "n/a"
