@@ -56,6 +56,47 @@ class Settings(BaseSettings):
         "`smallboat collect compact`).",
     )
 
+    serve_host: str = Field(
+        default="127.0.0.1", description="Address the prediction service binds."
+    )
+    serve_port: int = Field(
+        default=8080, description="Port the prediction service listens on (SageMaker's is 8080)."
+    )
+    serve_max_body_bytes: int = Field(
+        default=1 << 20, description="Largest request body the prediction service reads."
+    )
+    serve_threads: int = Field(
+        default=1,
+        description="PyTorch threads of the prediction service: one forward pass at a time, "
+        "concurrent requests batched into it, so one thread leaves a core for the HTTP side.",
+    )
+    serve_endpoint_name: str = Field(
+        default="smallboat-intent",
+        description="The endpoint name the SageMaker runtime route answers to "
+        "(`POST /endpoints/<name>/invocations`).",
+    )
+    admin_token: str = Field(
+        default="",
+        description="Bearer token of `POST /admin/reload` (empty: the route is off).",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Session store of the prediction service: a Redis URL shared by replicas "
+        "(unset: in-process).",
+    )
+    session_ttl_seconds: float = Field(
+        default=1800.0,
+        description="A stored session idle this long ends (30 minutes, as in the data).",
+    )
+    session_max_sessions: int = Field(
+        default=100_000,
+        description="Most sessions the in-process store holds; the least recently used go first.",
+    )
+    session_max_events: int = Field(
+        default=1_000,
+        description="Most raw events kept per stored session; the oldest go first.",
+    )
+
     @property
     def home_dir(self) -> Path:
         return self.home.expanduser().resolve()

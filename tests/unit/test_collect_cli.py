@@ -35,7 +35,7 @@ def test_replay_to_an_https_url_is_a_one_line_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["replay", str(events), "--url", "https://collector.test"])
     assert result.exit_code == 1
     assert "Traceback" not in result.output
-    assert "must be http://host[:port]: replay speaks plain HTTP/1.1" in result.output
+    assert "must be http://host[:port]: this client speaks plain HTTP/1.1" in result.output
 
 
 def test_replay_of_a_missing_file_is_a_one_line_error(tmp_path: Path) -> None:
@@ -57,7 +57,7 @@ def test_replay_of_a_search_file_says_it_needs_browsing_events(tmp_path: Path) -
 
 
 def test_replay_to_a_collector_that_is_not_there_stops_with_one_line(tmp_path: Path) -> None:
-    from smallboat.collect.server import free_port
+    from smallboat.web.process import free_port
 
     events = tmp_path / "browsing_train.csv"
     rows = "".join(f"s1,pageview,,,{1600000000000 + i},u{i}\n" for i in range(50))

@@ -41,10 +41,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from smallboat.collect.protocols import SEGMENT_ACTIONS
-from smallboat.collect.wire import Connection, Endpoint, WireError
 from smallboat.data.sources.base import Problems, ReadStats
 from smallboat.errors import DataError, SmallboatError
 from smallboat.schema import BROWSING_EVENTS
+from smallboat.web.wire import Connection, Endpoint, WireError
 
 log = logging.getLogger(__name__)
 

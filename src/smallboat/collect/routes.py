@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from smallboat.collect.deps import BoundedBodyRoute, StoreDep, WriteKeyDep
+from smallboat.collect.deps import StoreDep, WriteKeyDep
 from smallboat.collect.events import now_ms
 from smallboat.collect.models import (
     Accepted,
@@ -22,6 +22,7 @@ from smallboat.collect.models import (
     SegmentMessage,
 )
 from smallboat.collect.protocols import ga_hits, json_hits, segment_hits
+from smallboat.web.body import BoundedBodyRoute
 
 PIXEL_GIF = (
     b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"

@@ -1,10 +1,10 @@
-"""A minimal keep-alive HTTP/1.1 client for the replay tool and the load generator.
+"""A minimal keep-alive HTTP/1.1 client for the replay tool and the load generators.
 
 Why not httpx: on this machine httpx spends ~1.2 ms of CPU per request, more than the collector
 spends answering it (~0.4 ms), so a load generator built on it measures itself. This client sends
 a request with one write and reads the answer with two buffered reads (~35 us of CPU). It speaks
 plain HTTP/1.1 to one host: Content-Length and chunked bodies, reconnecting when the server
-closes an idle connection. TLS and redirects are out of scope (replay targets a collector).
+closes an idle connection. TLS and redirects are out of scope (it talks to our own servers).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Endpoint:
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
             raise SmallboatError(
-                f"collector URL {url!r} must be http://host[:port]: replay speaks plain HTTP/1.1"
+                f"URL {url!r} must be http://host[:port]: this client speaks plain HTTP/1.1"
             )
         return cls(parts.hostname, parts.port or 80, parts.path.rstrip("/"))
 

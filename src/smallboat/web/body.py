@@ -1,0 +1,87 @@
+"""Bounded request bodies: a route class whose handlers never read more than the app's limit.
+
+An app sets `app.state.body_limit = BodyLimit(max_bytes, setting)` and gives its routers
+`route_class=BoundedBodyRoute`; a longer body is a 413 naming the limit and the setting that
+raises it, checked on Content-Length, while reading, and after un-gzipping.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import HTTPException, Request, Response
+from fastapi.routing import APIRoute
+
+
+@dataclass(frozen=True)
+class BodyLimit:
+    max_bytes: int
+    setting: str  # the environment variable that changes it, named in the 413
+
+
+class BoundedBodyRequest(Request):
+    """A request whose body is read at most `app.state.body_limit` long (413 past it), and
+    un-gzipped when it says `Content-Encoding: gzip` (bounded the same way)."""
+
+    async def body(self) -> bytes:
+        if not hasattr(self, "_body"):
+            bound: BodyLimit = self.app.state.body_limit
+            limit = bound.max_bytes
+            declared = self.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise _too_large(f"is {int(declared):,} bytes", bound)
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in self.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(f"is more than {limit:,} bytes", bound)
+                chunks.append(chunk)
+            data = b"".join(chunks)
+            encoding = self.headers.get("content-encoding", "identity").strip().lower()
+            if encoding == "gzip":
+                data = _gunzip(data, bound)
+            elif encoding not in ("", "identity"):
+                raise HTTPException(
+                    415, f"Content-Encoding {encoding!r} is not supported; send gzip or identity"
+                )
+            self._body = data
+        return self._body
+
+
+def _too_large(what: str, bound: BodyLimit) -> HTTPException:
+    return HTTPException(
+        413,
+        f"the request body {what}; the limit is {bound.max_bytes:,} bytes ({bound.setting})",
+    )
+
+
+def _gunzip(data: bytes, bound: BodyLimit) -> bytes:
+    limit = bound.max_bytes
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise HTTPException(
+            400, f"body: Content-Encoding is gzip but the body is not ({exc})"
+        ) from None
+    if len(out) > limit:
+        raise _too_large(f"inflates to more than {limit:,} bytes", bound)
+    if not inflater.eof:
+        raise HTTPException(400, "body: the gzip stream is truncated")
+    return out
+
+
+class BoundedBodyRoute(APIRoute):
+    """Routes whose handlers see a BoundedBodyRequest."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def bounded(request: Request) -> Response:
+            return await handler(BoundedBodyRequest(request.scope, request.receive))
+
+        return bounded

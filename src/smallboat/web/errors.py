@@ -1,0 +1,102 @@
+"""JSON error bodies `{"error": <code>, "detail": <what was wrong>}` for every 4xx/5xx answer.
+
+`install_error_handlers` makes an app answer validation errors, HTTP errors and the package's own
+errors this way. Validation errors name the field path and the problem, never a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+ERROR_CODES: dict[int, str] = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    503: "unavailable",
+}
+_SHOWN_ERRORS = 3
+
+
+def error_response(
+    status: int, detail: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    code = ERROR_CODES.get(status, "error")
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI, *, invalid_status: int) -> None:
+    """Answer errors as JSON bodies: a body or parameter that fails validation with
+    `invalid_status` (400 for the collector, 422 for the prediction API), a body that is not JSON
+    at all with 400, HTTP errors with their own status."""
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = exc.errors()
+        status = 400 if any(_is_not_json(e) for e in errors) else invalid_status
+        return error_response(status, describe_errors(errors))
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return error_response(exc.status_code, str(exc.detail), exc.headers)
+
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+def _is_not_json(error: Mapping[str, Any]) -> bool:
+    if error.get("type") == "json_invalid":
+        return True
+    return tuple(error.get("loc", ())) == ("body",) and isinstance(error.get("input"), bytes)
+
+
+def field_path(loc: Sequence[str | int]) -> str:
+    """A pydantic error location as a field path: ('body', 'batch', 3, 'event') ->
+    'batch[3].event'; query parameters by name; the whole body as 'body'."""
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "header", "path"):
+        where = parts.pop(0)
+        if not parts:
+            return str(where)
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def describe_error(error: Mapping[str, Any]) -> str:
+    """One validation error as `<field> <problem>`."""
+    path = field_path(error.get("loc", ()))
+    kind = error.get("type", "")
+    given = error.get("input")
+    ctx = error.get("ctx") or {}
+    if path == "body" and isinstance(given, bytes):
+        return "body is not JSON: send it with Content-Type: application/json"
+    if kind == "missing":
+        return f"{path} is required"
+    if kind == "literal_error":
+        return f"{path} {given!r} is not one of {ctx.get('expected', '')}"
+    if kind == "extra_forbidden":
+        return f"{path} is not a field of this body"
+    if kind == "json_invalid":
+        return f"body is not valid JSON ({ctx.get('error', 'decode error')})"
+    if kind == "value_error":
+        return f"{path} {ctx.get('error', error.get('msg', ''))!s}"
+    shown = f" {given!r}" if isinstance(given, str | int | float | bool) else ""
+    return f"{path}{shown}: {error.get('msg', 'is invalid')}"
+
+
+def describe_errors(errors: Sequence[Any]) -> str:
+    shown = [describe_error(e) for e in errors[:_SHOWN_ERRORS]]
+    more = len(errors) - len(shown)
+    return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
