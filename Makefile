@@ -8,17 +8,26 @@ STAMP := $(VENV)/.installed-stamp
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test lint typecheck pytest lock clean bench
+.PHONY: demo test system-deps lint typecheck pytest lock clean bench
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $@
 
-demo: $(STAMP)
+demo: $(STAMP) system-deps
 	$(BIN)/smallboat demo
 
-test: $(STAMP) lint typecheck pytest
+test: $(STAMP) system-deps lint typecheck pytest
+
+# Programs the tests and the demo run for real: Debian's redis-server (the session-store tests
+# start their own on a free port of 127.0.0.1). Installed only when missing.
+system-deps:
+	@if command -v redis-server >/dev/null; then exit 0; fi; \
+	install='apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server'; \
+	if [ "$$(id -u)" = 0 ]; then bash -c "$$install"; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo -n bash -c "$$install"; \
+	else echo "redis-server is missing and installing it needs root: run 'sudo apt-get install redis-server' (Debian/Ubuntu), or put redis-server on PATH" >&2; exit 1; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -150,6 +150,37 @@ def collect_serve_cmd(
     serve(settings, host=host or settings.collect_host, port=port or settings.collect_port)
 
 
+@app.command("serve")
+@friendly_errors
+def serve_cmd(
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind [default: SMALLBOAT_SERVE_HOST].")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port [default: SMALLBOAT_SERVE_PORT, 8080].")
+    ] = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            help="Serve this bundle folder instead of the registry's champion.",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """Serve purchase-intent predictions: /v1/predict, /v1/sessions/{id}/events, SageMaker's
+    /ping, /invocations and /endpoints/{name}/invocations, /healthz, /readyz, /metrics."""
+    from smallboat.serve.server import serve
+
+    settings = Settings()
+    serve(
+        settings,
+        host=host or settings.serve_host,
+        port=port or settings.serve_port,
+        bundle=bundle,
+    )
+
+
 @collect_app.command("compact")
 @friendly_errors
 def collect_compact_cmd() -> None:

@@ -343,7 +343,15 @@ def encode_sessions(
     training; the whole remaining prefix is encoded. An empty prefix (no events, or a purchase
     first) is the caller's to handle: it raises ValueError here.
     """
-    collapsed = [collapse_session(rows) for rows in sessions]
+    return encode_collapsed([collapse_session(rows) for rows in sessions], vocab, spec)
+
+
+def encode_collapsed(
+    collapsed: Sequence[Sequence[tuple[str, str | None, int]]],
+    vocab: Vocabulary,
+    spec: FeatureSpec,
+) -> ModelInputs:
+    """Model inputs of sessions already collapsed by `collapse_session` (none of them empty)."""
     empty = [i for i, events in enumerate(collapsed) if not events]
     if empty:
         raise ValueError(f"session(s) {empty} have no events before a purchase")

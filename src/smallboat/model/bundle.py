@@ -87,7 +87,9 @@ class IntentPredictor:
 
     @property
     def version(self) -> str:
-        return str(self.meta.get("model_version") or self.meta.get("run_id") or "unregistered")
+        """The registered version when the bundle knows it, else the run that trained it."""
+        meta = self.meta
+        return str(meta.get("model_version") or meta.get("run_pathspec") or "unregistered")
 
     @classmethod
     def load(cls, folder: Path) -> IntentPredictor:

@@ -1,0 +1,1 @@
+"""The prediction service: FastAPI app, session store, micro-batched scoring."""

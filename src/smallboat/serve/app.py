@@ -1,0 +1,101 @@
+"""The prediction service's FastAPI application: routers, the model and session store lifespan,
+metrics, JSON error bodies.
+
+Errors are `{"error": <code>, "detail": <what was wrong>}`: 400 a body that is not JSON, 401/403
+a missing or wrong admin token, 404 an unknown route or session, 413 a body over the limit, 415 a
+content type other than JSON, 422 a field that fails validation (its path and the allowed values
+are named), 503 a session store that cannot be reached or a failed reload. Nothing is a 500
+unless the service itself is broken, and then the body says so without a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from smallboat.config import Settings
+from smallboat.serve.metrics import MetricsMiddleware, ServeMetrics
+from smallboat.serve.routes import admin, ops, predict, sagemaker
+from smallboat.serve.scoring import LoadedModel, Scorer, load_model
+from smallboat.serve.sessions import SessionStore, SessionStoreError, open_session_store
+from smallboat.web.body import BodyLimit
+from smallboat.web.errors import error_response, install_error_handlers
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    model: LoadedModel | None = None,
+    bundle: Path | None = None,
+    sessions: SessionStore | None = None,
+) -> FastAPI:
+    """The prediction app. The model is `model`, else loaded when the app starts from `bundle`
+    or the registry's champion; the session store is `sessions`, else opened from settings
+    (Redis when SMALLBOAT_REDIS_URL is set). Both close when the app stops."""
+    settings = settings or Settings()
+    metrics = ServeMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        torch.set_num_threads(settings.serve_threads)
+        loaded = (
+            model if model is not None else await asyncio.to_thread(load_model, settings, bundle)
+        )
+        store = sessions if sessions is not None else open_session_store(settings)
+        scorer = Scorer(loaded, on_batch=metrics.batch)
+        app.state.scorer = scorer
+        app.state.sessions = store
+        metrics.serving(loaded.version)
+        # The model, vocabulary and modules are long-lived: keep the collector from walking
+        # them on every full collection (a latency spike on some request).
+        gc.collect()
+        gc.freeze()
+        log.info("serving %s (%s); sessions: %s", loaded.version, loaded.source, store.describe())
+        try:
+            yield
+        finally:
+            scorer.close()
+            await store.close()
+
+    app = FastAPI(
+        title="smallboat prediction service",
+        summary="Purchase intent of shopping sessions; smallboat's API and SageMaker's.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.bundle = bundle
+    app.state.reload_lock = asyncio.Lock()
+    app.state.body_limit = BodyLimit(
+        settings.serve_max_body_bytes, "SMALLBOAT_SERVE_MAX_BODY_BYTES"
+    )
+    app.include_router(predict)
+    app.include_router(sagemaker)
+    app.include_router(ops)
+    app.include_router(admin)
+    install_error_handlers(app, invalid_status=422)
+    app.add_exception_handler(SessionStoreError, _store_error)
+    app.add_exception_handler(Exception, _internal_error)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+async def _store_error(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(503, str(exc))
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return error_response(
+        500, f"the service failed on this request ({type(exc).__name__}); see its log"
+    )

@@ -1,0 +1,192 @@
+"""Request and response bodies of the prediction API (pydantic models; FastAPI validates them).
+
+Events come in the canonical browsing columns (`schema.BROWSING_EVENTS`). As in the Coveo CSVs, an
+empty string means "no value" (`""` -> null). Unknown fields are refused, so a misspelt column is
+a 422 naming it instead of a silently missing value.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from smallboat import schema
+
+MAX_ID = 256
+MAX_URL = 8_192
+MAX_BATCH_SESSIONS = 1_000
+"""Most sessions one batch request may carry (the body limit usually binds first)."""
+
+Action = Literal["detail", "add", "remove", "purchase"]
+assert set(Action.__args__) == set(schema.PRODUCT_ACTIONS)  # type: ignore[attr-defined]
+EventType = Literal["pageview", "event_product"]
+assert set(EventType.__args__) == set(schema.EVENT_TYPES)  # type: ignore[attr-defined]
+
+
+def _empty_is_null(value: Any) -> Any:
+    return None if value == "" else value
+
+
+def _no_surrogates(value: Any) -> Any:
+    """Text holding a lone surrogate ("\\ud800" in the JSON) cannot be encoded: refuse it."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("is not valid Unicode text: it holds a lone surrogate") from None
+    return value
+
+
+OptionalId = Annotated[
+    Annotated[str, Field(min_length=1, max_length=MAX_ID)] | None,
+    BeforeValidator(_no_surrogates),
+    BeforeValidator(_empty_is_null),
+]
+OptionalUrl = Annotated[
+    Annotated[str, Field(max_length=MAX_URL)] | None,
+    BeforeValidator(_no_surrogates),
+    BeforeValidator(_empty_is_null),
+]
+
+
+class BrowsingEvent(BaseModel):
+    """One browsing event in the canonical columns (`session_id_hash` may be left out)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_id_hash: OptionalId = None
+    event_type: EventType
+    product_action: Annotated[Action | None, BeforeValidator(_empty_is_null)] = None
+    product_sku_hash: OptionalId = None
+    server_timestamp_epoch_ms: int = Field(ge=0, le=2**53, description="Event time, epoch ms.")
+    hashed_url: OptionalUrl = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BrowsingEvent:
+        if self.event_type == "pageview" and (
+            self.product_action is not None or self.product_sku_hash is not None
+        ):
+            raise ValueError("is a pageview: product_action and product_sku_hash must be null")
+        if self.event_type == "event_product" and (
+            self.product_action is None or self.product_sku_hash is None
+        ):
+            raise ValueError(
+                "is an event_product: product_action and product_sku_hash are required"
+            )
+        return self
+
+    def row(self, session_id: str | None) -> dict[str, Any]:
+        """The event as a raw browsing row (what the feature code and session store take)."""
+        return {
+            "session_id_hash": self.session_id_hash or session_id,
+            "event_type": self.event_type,
+            "product_action": self.product_action,
+            "product_sku_hash": self.product_sku_hash,
+            "server_timestamp_epoch_ms": self.server_timestamp_epoch_ms,
+            "hashed_url": self.hashed_url,
+        }
+
+
+class SessionEvents(BaseModel):
+    """One session's events, in any order (they are sorted by time)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: OptionalId = Field(default=None, description="Echoed back; not stored.")
+    events: list[BrowsingEvent]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [event.row(self.session_id) for event in self.events]
+
+
+class PredictBody(BaseModel):
+    """`POST /v1/predict` (and the SageMaker routes): one session's `events`, or many
+    `sessions`, answered in the same order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: OptionalId = Field(default=None, description="Echoed back; not stored.")
+    events: list[BrowsingEvent] | None = None
+    sessions: list[SessionEvents] | None = Field(
+        default=None, min_length=1, max_length=MAX_BATCH_SESSIONS
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> PredictBody:
+        if (self.events is None) == (self.sessions is None):
+            raise ValueError(
+                "needs either events (one session) or sessions (a batch), not both or neither"
+            )
+        if self.sessions is not None and self.session_id is not None:
+            raise ValueError("a batch names each session inside sessions[], not at the top")
+        return self
+
+    @property
+    def is_batch(self) -> bool:
+        return self.sessions is not None
+
+    def session_list(self) -> list[SessionEvents]:
+        if self.sessions is not None:
+            return self.sessions
+        return [SessionEvents(session_id=self.session_id, events=self.events or [])]
+
+
+class AppendEvents(BaseModel):
+    """Events to add to a stored session (`POST /v1/sessions/{session_id}/events`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[BrowsingEvent] = Field(min_length=1)
+
+
+class Prediction(BaseModel):
+    """P(purchase) for a session so far.
+
+    `purchase_probability` is null when the session has no events before its first purchase
+    (nothing to predict from, or the purchase already happened); `note` then says which.
+    """
+
+    session_id: str | None = None
+    purchase_probability: float | None
+    model_version: str
+    events_used: int = Field(description="Events inside the model's window (the last L).")
+    events_in_session: int = Field(description="Events of the session after collapsing.")
+    oov_skus: int = Field(description="Events in the window whose SKU the model never saw.")
+    note: str | None = None
+
+
+class Session(BaseModel):
+    """A stored session (`GET /v1/sessions/{session_id}`): its current visit's raw events, in
+    time order, and the prediction on them."""
+
+    session_id: str
+    events: list[BrowsingEvent]
+    prediction: Prediction
+
+
+class BatchPredictions(BaseModel):
+    model_version: str
+    predictions: list[Prediction]
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Ready(BaseModel):
+    status: Literal["ready"] = "ready"
+    model_version: str
+    model_source: str
+    session_store: str
+
+
+class Reloaded(BaseModel):
+    model_version: str
+    model_source: str
+    previous_version: str

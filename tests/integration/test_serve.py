@@ -1,0 +1,531 @@
+"""The prediction service end to end: a TrainFlow-trained champion served by `smallboat serve`
+(uvicorn in a child process) on 127.0.0.1, called over HTTP, by boto3, and through Redis.
+
+One small synthetic dataset is trained once through the real flow (dbt, Metaflow, MLflow); the
+service loads the registry's champion like it does in production.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from smallboat import registry
+from smallboat.config import Settings
+from smallboat.data.land import load_path
+from smallboat.data.synth import SynthConfig, synthesize
+from smallboat.flows.runner import TrainOutcome, run_train, use_metaflow_env
+from smallboat.model.bundle import MODEL_NAME
+from smallboat.serve.server import ServeProcess
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "s3cret-admin"
+GRID = json.dumps([{"name": "pair", "hidden": 16, "batch_size": 64, "max_epochs": 6, "members": 2}])
+
+
+@dataclass
+class Trained:
+    settings: Settings
+    outcome: TrainOutcome
+    sessions: list[list[dict[str, Any]]]  # raw rows of each test example's prefix
+    offline: np.ndarray  # the flow's test predictions, same order
+    session_rows: dict[int, list[dict[str, Any]]]  # whole test sessions, by index
+    examples: list[tuple[int, int]]  # (session index, prefix length) per test example
+
+
+def raw_rows(events: Any, session: int, session_id: str) -> list[dict[str, Any]]:
+    """A collapsed test session back as raw browsing rows (collapsing them is the identity)."""
+    start, end = events.offsets[session], events.offsets[session + 1]
+    rows = []
+    for action, sku, ts in zip(
+        events.actions[start:end],
+        events.skus[start:end],
+        events.timestamps_ms[start:end],
+        strict=True,
+    ):
+        pageview = action == "pageview"
+        rows.append(
+            {
+                "session_id_hash": session_id,
+                "event_type": "pageview" if pageview else "event_product",
+                "product_action": None if pageview else str(action),
+                "product_sku_hash": None if sku is None else str(sku),
+                "server_timestamp_epoch_ms": int(ts),
+                "hashed_url": None,
+            }
+        )
+    return rows
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
+    root = tmp_path_factory.mktemp("serve")
+    data = root / "data"
+    synthesize(SynthConfig(sessions=8_000, seed=5), data)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SMALLBOAT_HOME", str(root / "home"))
+    settings = Settings()
+    settings.ensure_home()
+    load_path(data, source="coveo", on_bad_rows="fail", settings=settings, progress=False)
+    use_metaflow_env(settings)
+    outcome = run_train(settings, show_output=False, grid=GRID, bootstrap=0, threads=1)
+    from metaflow import Run, namespace
+
+    namespace(None)
+    run = Run(outcome.pathspec)
+    prepare, evaluate = run["prepare"].task, run["evaluate"].task
+    assert prepare is not None and evaluate is not None
+    prepared = prepare.data.data
+    offline = np.asarray(evaluate.data.report["test_predictions"])
+    events, examples = prepared.test_events, prepared.test_examples
+    session_rows = {
+        int(s): raw_rows(events, int(s), f"test-{int(s)}") for s in np.unique(examples.session)
+    }
+    pairs = [
+        (int(s), int(k)) for s, k in zip(examples.session, examples.prefix_length, strict=True)
+    ]
+    sessions = [session_rows[s][:k] for s, k in pairs]
+    yield Trained(settings, outcome, sessions, offline, session_rows, pairs)
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def service(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("serve-log") / "serve.log"
+    env = {"SMALLBOAT_ADMIN_TOKEN": TOKEN, "SMALLBOAT_SERVE_MAX_BODY_BYTES": str(4 << 20)}
+    with ServeProcess(trained.settings.home_dir, env=env, log_path=log) as process:
+        yield process.url
+
+
+def post(url: str, path: str, body: Any, **kwargs: Any) -> httpx.Response:
+    return httpx.post(f"{url}{path}", json=body, timeout=30.0, **kwargs)
+
+
+# -- correctness -------------------------------------------------------------------------------
+
+
+def test_served_predictions_equal_the_flows_offline_predictions(
+    trained: Trained, service: str
+) -> None:
+    """Parity: every test example, sent as raw events over HTTP, gets the probability the flow
+    computed offline for it (to 1e-6), from the registry's champion (v1)."""
+    assert len(trained.sessions) == len(trained.offline) > 100
+    served = []
+    for start in range(0, len(trained.sessions), 250):
+        chunk = trained.sessions[start : start + 250]
+        r = post(service, "/v1/predict", {"sessions": [{"events": s} for s in chunk]})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model_version"] == "1"
+        served += [p["purchase_probability"] for p in body["predictions"]]
+    np.testing.assert_allclose(served, trained.offline, atol=1e-6, rtol=0)
+
+
+def test_a_session_fed_click_by_click_matches_offline_at_every_example(
+    trained: Trained, service: str
+) -> None:
+    """The session route (state in the in-process store) predicts on the session so far: after
+    the k-th event it answers what the flow computed for the prefix of length k."""
+    wanted: dict[int, dict[int, float]] = {}
+    for (s, k), p in zip(trained.examples, trained.offline, strict=True):
+        wanted.setdefault(s, {})[k] = float(p)
+    checked = 0
+    for s in list(wanted)[:12]:
+        session_id = f"clicks-{s}"
+        for k, row in enumerate(trained.session_rows[s][: max(wanted[s])], start=1):
+            r = post(
+                service,
+                f"/v1/sessions/{session_id}/events",
+                {"events": [row | {"session_id_hash": None}]},
+            )
+            assert r.status_code == 200, r.text
+            answer = r.json()
+            assert answer["session_id"] == session_id
+            assert answer["events_in_session"] == k
+            if k in wanted[s]:
+                assert answer["purchase_probability"] == pytest.approx(wanted[s][k], abs=1e-6)
+                checked += 1
+        assert httpx.delete(f"{service}/v1/sessions/{session_id}").status_code == 204
+    assert checked >= 12
+
+
+def test_sagemaker_runtime_answers_boto3_unchanged(trained: Trained, service: str) -> None:
+    import boto3
+    from botocore.exceptions import ClientError
+
+    client = boto3.client(
+        "sagemaker-runtime",
+        endpoint_url=service,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+    body = {"events": trained.sessions[0]}
+    answer = client.invoke_endpoint(
+        EndpointName=MODEL_NAME, ContentType="application/json", Body=json.dumps(body)
+    )
+    assert answer["ContentType"] == "application/json"
+    assert answer["InvokedProductionVariant"] == "AllTraffic"
+    payload = json.loads(answer["Body"].read())
+    assert payload["purchase_probability"] == pytest.approx(trained.offline[0], abs=1e-6)
+    assert payload["model_version"] == "1"
+
+    with pytest.raises(ClientError) as wrong_name:
+        client.invoke_endpoint(
+            EndpointName="nope", ContentType="application/json", Body=json.dumps(body)
+        )
+    error = wrong_name.value.response["Error"]
+    assert error["Code"] == "ValidationError"
+    assert "endpoint 'nope' not found" in error["Message"]
+
+    with pytest.raises(ClientError) as bad_action:
+        bad = {
+            "events": [
+                {
+                    "event_type": "event_product",
+                    "product_action": "buy",
+                    "product_sku_hash": "x",
+                    "server_timestamp_epoch_ms": 1,
+                }
+            ]
+        }
+        client.invoke_endpoint(
+            EndpointName=MODEL_NAME, ContentType="application/json", Body=json.dumps(bad)
+        )
+    error = bad_action.value.response["Error"]
+    assert error["Code"] == "ValidationError"
+    assert "events[0].product_action 'buy' is not one of" in error["Message"]
+
+
+def test_sagemaker_container_contract(trained: Trained, service: str) -> None:
+    assert httpx.get(f"{service}/ping").status_code == 200
+    r = post(service, "/invocations", {"events": trained.sessions[1]})
+    assert r.status_code == 200
+    assert r.json()["purchase_probability"] == pytest.approx(trained.offline[1], abs=1e-6)
+    csv = httpx.post(
+        f"{service}/invocations", content=b"add,detail", headers={"content-type": "text/csv"}
+    )
+    assert csv.status_code == 415
+    assert csv.json() == {
+        "error": "unsupported_media_type",
+        "detail": "ContentType 'text/csv' is not supported; send application/json",
+    }
+
+
+def test_the_reference_lambdas_action_only_form(service: str) -> None:
+    r = httpx.get(f"{service}/v1/predict", params={"session": "detail,add,view"})
+    assert r.status_code == 200
+    answer = r.json()
+    assert 0.0 < answer["purchase_probability"] < 1.0
+    assert answer["events_used"] == 3 and answer["oov_skus"] == 0
+    same = post(
+        service,
+        "/v1/predict",
+        {
+            "events": [
+                {
+                    "event_type": "event_product",
+                    "product_action": "detail",
+                    "product_sku_hash": None,
+                    "server_timestamp_epoch_ms": 0,
+                },
+            ]
+        },
+    )
+    assert same.status_code == 422  # the JSON form needs a SKU on a product event
+    bad = httpx.get(f"{service}/v1/predict", params={"session": "add,buy"})
+    assert bad.status_code == 422
+    assert bad.json() == {
+        "error": "invalid_input",
+        "detail": "session[1] 'buy' is not one of pageview, view, detail, add, remove, purchase",
+    }
+    empty = httpx.get(f"{service}/v1/predict", params={"session": ""}).json()
+    assert empty["purchase_probability"] is None and empty["events_used"] == 0
+
+
+def event(action: str | None, sku: str | None, ts: int) -> dict[str, Any]:
+    if action is None:
+        return {"event_type": "pageview", "server_timestamp_epoch_ms": ts}
+    return {
+        "event_type": "event_product",
+        "product_action": action,
+        "product_sku_hash": sku,
+        "server_timestamp_epoch_ms": ts,
+    }
+
+
+BAD_BODIES = [
+    pytest.param(
+        {"events": [event("buy", "a", 1)]},
+        422,
+        "events[0].product_action 'buy' is not one of 'detail', 'add', 'remove' or 'purchase'",
+        id="unknown-action",
+    ),
+    pytest.param(
+        {"events": [{"event_type": "pageview", "server_timestamp_epoch_ms": "soon"}]},
+        422,
+        "events[0].server_timestamp_epoch_ms 'soon': Input should be a valid integer, unable "
+        "to parse string as an integer",
+        id="wrong-type",
+    ),
+    pytest.param(
+        {"events": [{"event_type": "pageview"}]},
+        422,
+        "events[0].server_timestamp_epoch_ms is required",
+        id="missing-field",
+    ),
+    pytest.param(
+        {"events": [event(None, None, 1) | {"product_sku": "a"}]},
+        422,
+        "events[0].product_sku is not a field of this body",
+        id="misspelt-field",
+    ),
+    pytest.param(
+        {"events": [], "sessions": [{"events": []}]},
+        422,
+        "body needs either events (one session) or sessions (a batch), not both or neither",
+        id="both-forms",
+    ),
+    pytest.param(
+        [event(None, None, 1)],
+        422,
+        "body: Input should be a valid dictionary or object to extract fields from",
+        id="not-an-object",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "detail"), BAD_BODIES)
+def test_bad_input_is_a_json_error_naming_the_field(
+    service: str, body: Any, status: int, detail: str
+) -> None:
+    r = post(service, "/v1/predict", body)
+    assert r.status_code == status
+    assert r.json() == {"error": "invalid_input", "detail": detail}
+
+
+def test_malformed_json_and_oversized_bodies(service: str) -> None:
+    broken = httpx.post(
+        f"{service}/v1/predict",
+        content=b'{"events": [',
+        headers={"content-type": "application/json"},
+    )
+    assert broken.status_code == 400
+    assert broken.json()["error"] == "bad_request"
+    assert broken.json()["detail"].startswith("body is not valid JSON")
+    huge = httpx.post(
+        f"{service}/v1/predict",
+        content=b" " * (5 << 20),
+        headers={"content-type": "application/json"},
+    )
+    assert huge.status_code == 413
+    assert huge.json() == {
+        "error": "payload_too_large",
+        "detail": "the request body is 5,242,880 bytes; the limit is 4,194,304 bytes "
+        "(SMALLBOAT_SERVE_MAX_BODY_BYTES)",
+    }
+    assert httpx.get(f"{service}/nowhere").json()["error"] == "not_found"
+    assert httpx.put(f"{service}/v1/predict").status_code == 405
+
+
+def test_defined_answers_for_empty_unknown_and_long_sessions(
+    trained: Trained, service: str
+) -> None:
+    empty = post(service, "/v1/predict", {"session_id": "e", "events": []}).json()
+    assert empty == {
+        "session_id": "e",
+        "purchase_probability": None,
+        "model_version": "1",
+        "events_used": 0,
+        "events_in_session": 0,
+        "oov_skus": 0,
+        "note": "the session has no events: nothing to predict from",
+    }
+    bought_first = post(service, "/v1/predict", {"events": [event("purchase", "a", 5)]}).json()
+    assert bought_first["purchase_probability"] is None
+    assert "before its first purchase" in bought_first["note"]
+
+    unknown = [event("detail", f"never-seen-{i}", 1000 * i) for i in range(3)]
+    answer = post(
+        service, "/v1/predict", {"events": [*unknown, event("add", "never-seen-2", 4000)]}
+    )
+    assert answer.status_code == 200
+    assert answer.json()["oov_skus"] == 4
+    assert 0.0 < answer.json()["purchase_probability"] < 1.0
+
+    long = max(trained.session_rows.values(), key=len)
+    window = 20  # FeatureSpec.max_events of the trained bundle
+    many = [event(None, None, 1000 * i) for i in range(60)] + long[:5]
+    r = post(service, "/v1/predict", {"events": many}).json()
+    assert r["events_used"] == window and r["events_in_session"] == 65
+    # only the last `window` events enter the sequence, while the counts see the whole prefix
+    tail = post(service, "/v1/predict", {"events": many[-window:]}).json()
+    assert tail["events_used"] == window
+    assert tail["purchase_probability"] != pytest.approx(r["purchase_probability"], abs=1e-9)
+
+
+def test_health_readiness_and_metrics(service: str) -> None:
+    assert httpx.get(f"{service}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{service}/readyz").json()
+    assert ready["model_version"] == "1" and ready["model_source"] == "registry v1"
+    assert ready["session_store"].startswith("in-process")
+    for _ in range(3):
+        httpx.get(f"{service}/v1/predict", params={"session": "add"})
+    text = httpx.get(f"{service}/metrics").text
+    assert 'smallboat_model_info{version="1"} 1.0' in text
+    assert 'smallboat_requests_total{method="GET",route="/v1/predict",status="200"}' in text
+    assert 'smallboat_request_duration_seconds_bucket{le="0.005",route="/v1/predict"}' in text
+    assert "smallboat_purchase_probability_count" in text
+    assert "smallboat_batch_sessions_bucket" in text
+    counted = [
+        line
+        for line in text.splitlines()
+        if line.startswith(
+            'smallboat_requests_total{method="GET",route="/v1/predict",status="200"}'
+        )
+    ]
+    assert float(counted[0].split()[-1]) >= 3
+
+
+# -- hot reload --------------------------------------------------------------------------------
+
+
+def test_reload_under_traffic_drops_no_request(trained: Trained, service: str) -> None:
+    settings = trained.settings
+    assert httpx.post(f"{service}/admin/reload").status_code == 401
+    wrong = httpx.post(f"{service}/admin/reload", headers={"authorization": "Bearer nope"})
+    assert wrong.status_code == 403
+    assert wrong.json()["error"] == "forbidden"
+
+    # A new champion: the same run registered again and promoted through the real gate.
+    assert trained.outcome.registration is not None
+    run_id = trained.outcome.registration["mlflow_run_id"]
+    new = registry.register_version(settings, model_name=MODEL_NAME, run_id=run_id)
+    registry.gate_and_promote(
+        settings,
+        model_name=MODEL_NAME,
+        version=new.version,
+        challenger_score=1.0,
+        champion_score=0.0,
+        champion_version=1,
+        metric="roc_auc",
+    )
+
+    failures: list[str] = []
+    versions: list[str] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        with httpx.Client(base_url=service, timeout=30.0) as client:
+            while not stop.is_set():
+                try:
+                    r = client.post("/v1/predict", json={"events": trained.sessions[2]})
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+                    continue
+                if r.status_code != 200:
+                    failures.append(f"{r.status_code} {r.text}")
+                else:
+                    versions.append(r.json()["model_version"])
+
+    workers = [threading.Thread(target=traffic) for _ in range(4)]
+    for w in workers:
+        w.start()
+    time.sleep(0.5)
+    reloaded = httpx.post(
+        f"{service}/admin/reload", headers={"authorization": f"Bearer {TOKEN}"}, timeout=60.0
+    )
+    time.sleep(0.5)
+    stop.set()
+    for w in workers:
+        w.join()
+    assert reloaded.status_code == 200, reloaded.text
+    assert reloaded.json() == {
+        "model_version": str(new.version),
+        "model_source": f"registry v{new.version}",
+        "previous_version": "1",
+    }
+    assert failures == []
+    assert versions[0] == "1" and versions[-1] == str(new.version)
+    assert set(versions) == {"1", str(new.version)}
+    switch = versions.index(str(new.version))
+    assert set(versions[switch:]) == {str(new.version)}  # never back to the old model
+    text = httpx.get(f"{service}/metrics").text
+    assert f'smallboat_model_info{{version="{new.version}"}} 1.0' in text
+    assert 'smallboat_model_info{version="1"}' not in text
+
+
+def test_admin_routes_are_off_without_a_token(trained: Trained, tmp_path: Path) -> None:
+    with ServeProcess(trained.settings.home_dir) as process:
+        r = httpx.post(f"{process.url}/admin/reload", headers={"authorization": "Bearer x"})
+        assert r.status_code == 404
+        assert r.json() == {
+            "error": "not_found",
+            "detail": "/admin/reload is off: set SMALLBOAT_ADMIN_TOKEN to use it",
+        }
+
+
+# -- Redis: sessions shared by replicas ---------------------------------------------------------
+
+
+def test_replicas_share_sessions_through_redis(trained: Trained, redis_url: str) -> None:
+    env = {"SMALLBOAT_REDIS_URL": redis_url}
+    home = trained.settings.home_dir
+    with ServeProcess(home, env=env) as a, ServeProcess(home, env=env) as b:
+        assert httpx.get(f"{a.url}/readyz").json()["session_store"].startswith("redis://")
+        s = max(trained.session_rows, key=lambda i: len(trained.session_rows[i]))
+        rows = [r | {"session_id_hash": None} for r in trained.session_rows[s][:8]]
+        answers = []
+        for i, row in enumerate(rows):
+            replica = (a, b)[i % 2]
+            r = post(replica.url, "/v1/sessions/shared/events", {"events": [row]})
+            assert r.status_code == 200, r.text
+            answers.append(r.json())
+        assert [x["events_in_session"] for x in answers] == list(range(1, 9))
+        # each answer is the one-shot prediction of the events so far, whichever replica stored
+        # the earlier ones
+        for k, answer in enumerate(answers, start=1):
+            replica = (a, b)[(k - 1) % 2]
+            once = post(replica.url, "/v1/predict", {"events": rows[:k]}).json()
+            assert answer["purchase_probability"] == pytest.approx(
+                once["purchase_probability"], abs=1e-9
+            ), (k, answer, once)
+        # both replicas see the same stored session
+        stored_a = httpx.get(f"{a.url}/v1/sessions/shared").json()
+        stored_b = httpx.get(f"{b.url}/v1/sessions/shared").json()
+        assert stored_a == stored_b
+        assert [e | {"session_id_hash": None} for e in stored_a["events"]] == rows
+        assert httpx.delete(f"{b.url}/v1/sessions/shared").status_code == 204
+        assert httpx.get(f"{a.url}/v1/sessions/shared").status_code == 404
+
+
+def test_an_unreachable_redis_is_a_503_not_a_500(trained: Trained) -> None:
+    server = RedisServer().__enter__()
+    try:
+        env = {"SMALLBOAT_REDIS_URL": server.url}
+        with ServeProcess(trained.settings.home_dir, env=env) as process:
+            first = trained.session_rows[next(iter(trained.session_rows))][0]
+            row = first | {"session_id_hash": None}
+            ok = post(process.url, "/v1/sessions/x/events", {"events": [row]})
+            assert ok.status_code == 200
+            server.kill()
+            r = post(process.url, "/v1/sessions/x/events", {"events": [row]})
+            assert r.status_code == 503
+            assert r.json()["error"] == "unavailable"
+            assert server.url.removesuffix("/0") in r.json()["detail"]
+            assert httpx.get(f"{process.url}/readyz").status_code == 503
+            # predictions that need no stored state keep working
+            assert post(process.url, "/v1/predict", {"events": [row]}).status_code == 200
+    finally:
+        server.kill()
