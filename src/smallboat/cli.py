@@ -343,7 +343,8 @@ def demo_cmd(
     sessions: Annotated[int, typer.Option(min=1_000, help="Sessions to synthesize.")] = 50_000,
     seed: Annotated[int, typer.Option(help="Random seed of the synthetic data.")] = 0,
 ) -> None:
-    """Run the path on embedded defaults: synthesize, load, transform, train, register."""
+    """Run the path on embedded defaults: synthesize, load, transform, train, register,
+    collect, serve."""
     from smallboat.data.land import load_path
     from smallboat.data.synth import SynthConfig, synthesize
     from smallboat.warehouse.summary import warehouse_summary
@@ -386,6 +387,10 @@ def demo_cmd(
     from smallboat.collect.demo import replay_demo
 
     replay_demo(settings, console)
+    console.rule("[bold]7. serve (the champion answering test-split sessions, then stopped)")
+    from smallboat.serve.demo import serve_demo
+
+    serve_demo(settings, console)
 
 
 if __name__ == "__main__":
