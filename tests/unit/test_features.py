@@ -821,3 +821,15 @@ def test_event_table_checks_its_columns() -> None:
             skus=np.array([None], dtype=object),
             timestamps_ms=np.array([T0]),
         )
+
+
+def test_small_and_large_lookups_agree() -> None:
+    """Serving's few SKUs go through a dict, training's many through pandas: the same rows."""
+    from smallboat.features import vocab as vocab_module
+
+    skus = np.array(["A", None, "nope", "C", "E", "D", "A"] * 100, dtype=object)
+    small = np.concatenate([VOCAB.lookup(skus[i : i + 7]) for i in range(0, len(skus), 7)])
+    assert len(skus) > vocab_module._SMALL_LOOKUP
+    large = VOCAB.lookup(skus)
+    np.testing.assert_array_equal(small, large)
+    assert large[:3].tolist() == [VOCAB.skus.get_loc("A"), -1, -1]

@@ -13,12 +13,12 @@ from smallboat.collect.store import EventStore
 from smallboat.config import Settings
 
 
-def get_store(request: Request) -> EventStore:
+async def get_store(request: Request) -> EventStore:
     store: EventStore = request.app.state.store
     return store
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -27,7 +27,7 @@ StoreDep = Annotated[EventStore, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def require_write_key(request: Request, settings: SettingsDep) -> str:
+async def require_write_key(request: Request, settings: SettingsDep) -> str:
     """The Segment write key from HTTP basic auth (user = key, empty password); 401 unless it is
     one of SMALLBOAT_WRITE_KEYS."""
     header = request.headers.get("authorization", "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from smallboat.features.spec import (
 )
 
 VOCAB_FILE = "vocabulary.parquet"
+_SMALL_LOOKUP = 512  # up to this many SKUs, `Vocabulary.lookup` uses a dict
 CATEGORIES_FILE = "categories.json"
 
 
@@ -57,7 +59,16 @@ class Vocabulary:
 
     def lookup(self, skus: np.ndarray) -> np.ndarray:
         """Row of each SKU in this vocabulary, -1 when absent (None counts as absent)."""
+        if len(skus) <= _SMALL_LOOKUP:
+            rows = self._rows
+            return np.fromiter((rows.get(s, -1) for s in skus), dtype=np.int64, count=len(skus))
         return np.asarray(self.skus.get_indexer(pd.Index(skus, dtype=object)), dtype=np.int64)
+
+    @cached_property
+    def _rows(self) -> dict[str, int]:
+        """SKU -> row, for small lookups: a serving request's 20 SKUs cost ~5 us in a dict
+        against ~160 us of building a pandas Index (which wins from thousands of SKUs on)."""
+        return {str(sku): row for row, sku in enumerate(self.skus)}
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

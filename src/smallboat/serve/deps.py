@@ -13,22 +13,22 @@ from smallboat.serve.scoring import Scorer
 from smallboat.serve.sessions import SessionStore
 
 
-def get_scorer(request: Request) -> Scorer:
+async def get_scorer(request: Request) -> Scorer:
     scorer: Scorer = request.app.state.scorer
     return scorer
 
 
-def get_sessions(request: Request) -> SessionStore:
+async def get_sessions(request: Request) -> SessionStore:
     store: SessionStore = request.app.state.sessions
     return store
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_metrics(request: Request) -> ServeMetrics:
+async def get_metrics(request: Request) -> ServeMetrics:
     metrics: ServeMetrics = request.app.state.metrics
     return metrics
 
@@ -39,7 +39,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[ServeMetrics, Depends(get_metrics)]
 
 
-def require_admin(request: Request, settings: SettingsDep) -> None:
+async def require_admin(request: Request, settings: SettingsDep) -> None:
     """`Authorization: Bearer <SMALLBOAT_ADMIN_TOKEN>`; without a configured token the admin
     routes do not exist (404), so a forgotten setting never leaves them open."""
     if not settings.admin_token:

@@ -5,11 +5,14 @@
 (`model.fused`) so one forward pass runs every member.
 
 `Scorer` batches concurrent requests into one forward pass. A request's sessions wait in a queue;
-one worker thread takes everything queued, encodes it with `smallboat.features` (the code
-training used) and runs the model once, while the event loop keeps accepting requests. Under
-light load a batch is one request and nothing waits; under heavy load batches grow and the cost
-per prediction falls. Each batch holds the model it started with, so a reload swaps models between
-batches without failing a request.
+the drainer takes everything queued, encodes it with `smallboat.features` (the code training
+used) and runs the model once. Under light load a batch is one request and nothing waits; under
+heavy load batches grow and the cost per prediction falls. A small batch (about 1 ms of work) runs
+on the event loop itself: handing it to a thread cost more than it saved, because the thread then
+waits for the GIL between PyTorch ops while the loop parses requests (measured with
+bench/serve.py: p99 at 600 requests/s 11.5 ms with a thread, 7.8 ms inline). A large batch runs on
+one worker thread, so the loop keeps accepting requests meanwhile. Each batch holds the model it
+started with, so a reload swaps models between batches without failing a request.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from smallboat.model.fused import FusedIntent
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH_SESSIONS = 512
+MAX_BATCH_SESSIONS = 256
 """Most sessions one forward pass takes; a longer queue is served in several passes."""
 FUSED_MAX_BATCH = 24
 """Up to this many sessions the fused network is faster (one session: 0.5 ms against 1.9 ms);
@@ -132,12 +135,17 @@ class Scorer:
         loop = asyncio.get_running_loop()
         try:
             while self._queue:
+                await asyncio.sleep(0)  # requests already parsed join this batch
                 jobs = self._take()
                 model = self.model
+                requests = [j.sessions for j in jobs]
                 try:
-                    batch = await loop.run_in_executor(
-                        self._executor, score_batch, model, [j.sessions for j in jobs]
-                    )
+                    if sum(len(r) for r in requests) <= FUSED_MAX_BATCH:
+                        batch = score_batch(model, requests)  # ~1 ms: a thread hop costs more
+                    else:
+                        batch = await loop.run_in_executor(
+                            self._executor, score_batch, model, requests
+                        )
                 except Exception as exc:
                     log.exception("scoring a batch of %d requests failed", len(jobs))
                     for job in jobs:

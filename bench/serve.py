@@ -1,0 +1,749 @@
+"""Benchmark the prediction service over loopback: latency at fixed rates, saturated throughput,
+and the share of a request spent in the model's forward pass.
+
+This process is the load generator (asyncio and the lean `smallboat.web.wire` client, bodies
+JSON-encoded before the clock starts); `smallboat serve` runs in a child process (`ServeProcess`)
+on a trained home: the registry's champion, the default model config (5 members, GRU 32: what
+production serves). Request bodies are real sessions of the home's warehouse without a purchase,
+padded or cut to exactly 20 events with their real SKUs and time gaps.
+
+a. `POST /v1/predict`, one 20-event session per request, in-process session store:
+   - open-loop at fixed rates (default 100, 300, 600/s): request i is sent at t0 + i/rate whatever
+     the earlier answers do (a connection pool that grows on demand), and its latency counts from
+     that SCHEDULED time, so a stalled server cannot hide its queue (no coordinated omission).
+     Target: p99 <= 5 ms at 300/s.
+   - closed-loop at fixed concurrency (default 1, 8, 32, 64): C workers, each sending its next
+     request when the previous one answers. Target: saturated throughput >= 1,000 predictions/s.
+b. `POST /v1/sessions/{id}/events` with the Redis store (a real `redis-server` on 127.0.0.1, a
+   second service with SMALLBOAT_REDIS_URL): open-loop 300/s, one event per request, rotating over
+   50 live sessions that each grow to 20 events before a new session id takes their place (the
+   stored session is 1..20 events, as a shopper clicks). Target: p99 <= 8 ms.
+c. The forward pass's share of latency: the same bundle called in this process (torch 1 thread;
+   encode and forward timed apart, median and p99) next to the service's own Prometheus counters
+   scraped around each point (mean forward pass per batch, mean sessions per batch, and the
+   forward pass as a share of the mean request latency).
+
+Every point also reports errors (non-2xx answers and transport failures, by kind) and the CPU of
+the generator and of the service (cores = CPU seconds / wall seconds): the machine has 2 cores and
+both share them. The first run trains a model (~30k synthetic sessions, about a minute); pass the
+printed home to --home to reuse it. It exits 0 whatever the results: it is a benchmark.
+
+    flock /tmp/smallboat-bench.lock .venv/bin/python bench/serve.py            # 30 s per point
+    flock /tmp/smallboat-bench.lock .venv/bin/python bench/serve.py --quick    # 5 s per point
+    flock /tmp/smallboat-bench.lock .venv/bin/python bench/serve.py --home /tmp/sb-home --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from smallboat.config import Settings
+from smallboat.web.wire import Connection, Endpoint
+
+PREDICT_RATE, PREDICT_P99_MS = 300.0, 5.0
+SATURATED_TARGET = 1_000.0
+SESSIONS_RATE, SESSIONS_P99_MS = 300.0, 8.0
+EVENTS = 20  # the issue's "sessions of 20 events" (and the model's window L)
+MIN_REAL_EVENTS = 5  # shorter real sessions would be mostly padding
+REQUEST_SESSIONS = 2_000  # distinct request bodies, cycled
+LIVE_SESSIONS = 50  # part b: sessions growing at once (each gets an event every 50/rate s)
+# The default architecture with fewer epochs: serving cost depends on the shapes, not on how well
+# the weights learned, and 3 epochs keep the first run to about a minute.
+BENCH_GRID = '[{"name": "bench", "max_epochs": 3}]'
+PREDICT_ROUTE = "/v1/predict"
+APPEND_ROUTE = "/v1/sessions/{session_id}/events"
+JSON_HEADERS = {"Content-Type": "application/json"}
+DRAIN_S = 10.0  # answers still missing this long after the last send count as errors
+PROGRESS_S = 5.0
+WARMUP_S = 2.0
+
+Requests = Callable[[int], tuple[str, bytes]]
+"""Request i -> (path, body)."""
+
+
+# -- the trained home and real sessions ----------------------------------------------------------
+
+
+def trained_home(home: Path, *, sessions: int, seed: int, console: Console) -> Settings:
+    """`home` with a champion: reused when its registry has one, else synthesize, load, train."""
+    from smallboat import registry
+    from smallboat.data.land import load_path
+    from smallboat.data.synth import SynthConfig, synthesize
+    from smallboat.flows.runner import run_train, use_metaflow_env
+    from smallboat.model.bundle import MODEL_NAME
+
+    os.environ["SMALLBOAT_HOME"] = str(home)
+    settings = Settings(home=home)
+    settings.ensure_home()
+    use_metaflow_env(settings)
+    champion = registry.champion(settings, model_name=MODEL_NAME)
+    if champion is not None:
+        console.print(f"home {home}: reusing champion v{champion.version}")
+        return settings
+    started = time.perf_counter()
+    if not settings.warehouse_path.exists():
+        data = home / "bench-data"
+        console.print(f"home {home}: synthesizing {sessions:,} sessions, loading them ...")
+        synthesize(SynthConfig(sessions=sessions, seed=seed), data)
+        load_path(data, source="coveo", on_bad_rows="fail", settings=settings, progress=False)
+    console.print(f"training {BENCH_GRID} (TrainFlow: dbt, prod2vec, 5 members) ...")
+    run_train(settings, show_output=False, grid=BENCH_GRID, bootstrap=0, threads=2)
+    console.print(f"trained in {time.perf_counter() - started:.0f} s")
+    return settings
+
+
+def real_sessions(settings: Settings, n: int) -> list[list[dict[str, Any]]]:
+    """Up to `n` real sessions without a purchase (every event counts), as raw rows of exactly
+    EVENTS events: longer ones cut, shorter ones continued by their own rows again, each after its
+    real gap, so SKUs and pacing stay real (detail+pageview pairs stay pairs)."""
+    from smallboat.warehouse.db import connect
+
+    query = f"""
+        with candidates as (
+            select session_id_hash
+            from stg_landing__browsing_events
+            group by session_id_hash
+            having count(*) >= {MIN_REAL_EVENTS}
+                and count(*) filter (where product_action = 'purchase') = 0
+            order by hash(session_id_hash)
+            limit {n}
+        )
+        select e.session_id_hash, e.event_type, e.product_action, e.product_sku_hash,
+            e.server_timestamp_epoch_ms, e.hashed_url
+        from stg_landing__browsing_events as e
+        inner join candidates as c on e.session_id_hash = c.session_id_hash
+        order by e.session_id_hash, e.server_timestamp_epoch_ms, e.event_type
+    """
+    with connect(settings, read_only=True) as con:
+        fetched = con.sql(query).fetchall()
+    by_session: dict[str, list[dict[str, Any]]] = {}
+    for sid, event_type, action, sku, ts, url in fetched:
+        row = {
+            "event_type": event_type,
+            "product_action": action,
+            "product_sku_hash": sku,
+            "server_timestamp_epoch_ms": int(ts),
+            "hashed_url": url,
+        }
+        by_session.setdefault(sid, []).append(row)
+    if not by_session:
+        raise SystemExit(f"{settings.warehouse_path}: no session of {MIN_REAL_EVENTS}+ events")
+    return [exactly(rows, EVENTS) for rows in by_session.values()]
+
+
+def exactly(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """`rows` cut or continued to `n` rows (continued: the rows again, each after its own gap)."""
+    ts = [r["server_timestamp_epoch_ms"] for r in rows]
+    gaps = [0, *np.diff(ts).tolist()]
+    nonzero = [g for g in gaps if g > 0]
+    gaps[0] = int(np.median(nonzero)) if nonzero else 10_000  # between one pass and the next
+    out = [dict(r) for r in rows[:n]]
+    k = len(out)
+    while len(out) < n:
+        row = dict(rows[k % len(rows)])
+        row["server_timestamp_epoch_ms"] = (
+            out[-1]["server_timestamp_epoch_ms"] + gaps[k % len(rows)]
+        )
+        out.append(row)
+        k += 1
+    return out
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def predict_requests(sessions: list[list[dict[str, Any]]]) -> Requests:
+    bodies = [encode({"events": rows}) for rows in sessions]
+    return lambda i: (PREDICT_ROUTE, bodies[i % len(bodies)])
+
+
+def append_requests(sessions: list[list[dict[str, Any]]], tag: str) -> Requests:
+    """Request i appends event j of live session `slot`: LIVE_SESSIONS sessions grow together,
+    one event per request in turn; after EVENTS events a slot starts a new session id."""
+    bodies = [[encode({"events": [row]}) for row in rows] for rows in sessions]
+
+    def request(i: int) -> tuple[str, bytes]:
+        slot, turn = i % LIVE_SESSIONS, i // LIVE_SESSIONS
+        generation, event = divmod(turn, EVENTS)
+        session = (generation * LIVE_SESSIONS + slot) % len(bodies)
+        return f"/v1/sessions/{tag}-{generation}-{slot}/events", bodies[session][event]
+
+    return request
+
+
+# -- load generation -----------------------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    """What one point sent and got back (latencies in seconds, successful answers only)."""
+
+    seconds: float = 0.0
+    sent: int = 0
+    latencies: list[float] = field(default_factory=list)
+    from_send: list[float] = field(default_factory=list)  # the same answers, from the send
+    lags: list[float] = field(default_factory=list)  # open loop: actual send - scheduled send
+    errors: Counter[str] = field(default_factory=Counter)
+    connections: int = 0
+    unscored: int = 0  # 2xx answers without a probability
+    events_used: Counter[int] = field(default_factory=Counter)  # sampled answers
+
+    @property
+    def ok(self) -> int:
+        return len(self.latencies)
+
+    def answered(self, body: bytes, i: int) -> None:
+        if b'"purchase_probability":null' in body:
+            self.unscored += 1
+        if i % 25 == 0:
+            self.events_used[int(json.loads(body).get("events_used", -1))] += 1
+
+    def failed(self, what: str) -> None:
+        self.errors[what[:120]] += 1
+
+
+def _describe(exc: BaseException) -> str:
+    return f"transport: {type(exc).__name__}: {exc}"
+
+
+async def _opened(endpoint: Endpoint, n: int) -> list[Connection]:
+    """`n` connections, each already connected (one GET /healthz), so no point pays a connect."""
+    pool = [Connection(endpoint, timeout=DRAIN_S) for _ in range(n)]
+    await asyncio.gather(*(c.request("GET", "/healthz") for c in pool))
+    return pool
+
+
+async def _ticker(load: Load, started: float, seconds: float, console: Console) -> None:
+    while True:
+        await asyncio.sleep(PROGRESS_S)
+        console.print(
+            f"    {time.perf_counter() - started:4.0f} s / {seconds:.0f} s: {load.sent:,} sent, "
+            f"{load.ok:,} ok, {sum(load.errors.values()):,} errors"
+        )
+
+
+async def open_loop(
+    url: str, requests: Requests, *, rate: float, seconds: float, console: Console
+) -> Load:
+    """Request i at t0 + i/rate, on an idle connection or a new one; latency from t0 + i/rate."""
+    endpoint = Endpoint.parse(url)
+    idle = await _opened(endpoint, max(4, int(rate * 0.01)))
+    load = Load(connections=len(idle))
+    clock = time.perf_counter
+
+    async def fire(i: int, due: float) -> None:
+        if idle:
+            conn = idle.pop()
+        else:
+            conn = Connection(endpoint, timeout=DRAIN_S)
+            load.connections += 1
+        path, body = requests(i)
+        sent = clock()
+        load.lags.append(sent - due)
+        try:
+            answer = await conn.request("POST", path, body=body, headers=JSON_HEADERS)
+        except Exception as exc:  # every failure is counted, none dropped
+            load.failed(_describe(exc))
+        else:
+            if 200 <= answer.status < 300:
+                done = clock()
+                load.latencies.append(done - due)
+                load.from_send.append(done - sent)
+                load.answered(answer.body, i)
+            else:
+                load.failed(f"HTTP {answer.status}: {answer.body[:80]!r}")
+        finally:
+            idle.append(conn)  # a failed connection reconnects on its next request
+
+    n = int(rate * seconds)
+    pending: set[asyncio.Task[None]] = set()
+    t0 = clock() + 0.01
+    ticker = asyncio.create_task(_ticker(load, t0, seconds, console))
+    i = 0
+    while i < n:
+        delay = t0 + i / rate - clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        now = clock()
+        while i < n and t0 + i / rate <= now:  # everything due, even if the loop woke late
+            task = asyncio.create_task(fire(i, t0 + i / rate))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            i += 1
+        load.sent = i
+    load.seconds = clock() - t0
+    ticker.cancel()
+    if pending:
+        _, late = await asyncio.wait(pending, timeout=DRAIN_S)
+        for task in late:
+            task.cancel()
+            load.failed(f"no answer within {DRAIN_S:.0f} s of the last send")
+        await asyncio.gather(*late, return_exceptions=True)  # their connections come back
+    for conn in idle:
+        conn.close()
+    return load
+
+
+async def closed_loop(
+    url: str, requests: Requests, *, concurrency: int, seconds: float, console: Console
+) -> Load:
+    """`concurrency` workers, each sending its next request when the previous one answers."""
+    endpoint = Endpoint.parse(url)
+    pool = await _opened(endpoint, concurrency)
+    load = Load(connections=concurrency)
+    clock = time.perf_counter
+    t0 = clock()
+    deadline = t0 + seconds
+
+    async def worker(conn: Connection) -> None:
+        while clock() < deadline:
+            i = load.sent
+            load.sent += 1
+            path, body = requests(i)
+            started = clock()
+            try:
+                answer = await conn.request("POST", path, body=body, headers=JSON_HEADERS)
+            except Exception as exc:  # every failure is counted, none dropped
+                load.failed(_describe(exc))
+                continue
+            if 200 <= answer.status < 300:
+                load.latencies.append(clock() - started)
+                load.from_send.append(load.latencies[-1])
+                load.answered(answer.body, i)
+            else:
+                load.failed(f"HTTP {answer.status}: {answer.body[:80]!r}")
+
+    ticker = asyncio.create_task(_ticker(load, t0, seconds, console))
+    await asyncio.gather(*(worker(c) for c in pool))
+    ticker.cancel()
+    load.seconds = clock() - t0
+    for conn in pool:
+        conn.close()
+    return load
+
+
+# -- measuring a point ----------------------------------------------------------------------------
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scrape(url: str) -> dict[str, float]:
+    """The service's Prometheus samples, by name with labels (`x_sum{route="/v1/predict"}`)."""
+    text = httpx.get(f"{url}/metrics", timeout=10.0).text
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+@dataclass
+class Point:
+    part: str
+    mode: str  # "open" or "closed"
+    level: float  # requests/s (open) or workers (closed)
+    route: str
+    load: Load
+    loadgen_cores: float
+    server_cores: float
+    redis_cores: float | None
+    server: dict[str, float]  # deltas of the service's counters over the point
+
+    @property
+    def label(self) -> str:
+        return f"{self.level:,.0f}/s" if self.mode == "open" else f"C={self.level:.0f}"
+
+    @property
+    def throughput(self) -> float:
+        return self.load.ok / self.load.seconds if self.load.seconds else 0.0
+
+    def ms(self, q: float) -> float:
+        values = self.load.latencies
+        return float(np.quantile(values, q)) * 1000 if values else float("nan")
+
+    def lag_ms(self, q: float) -> float:
+        values = self.load.lags
+        return float(np.quantile(values, q)) * 1000 if values else float("nan")
+
+    def from_send_ms(self, q: float) -> float:
+        values = self.load.from_send
+        return float(np.quantile(values, q)) * 1000 if values else float("nan")
+
+    def mean_ms(self) -> float:
+        values = self.load.latencies
+        return float(np.mean(values)) * 1000 if values else float("nan")
+
+    def counter(self, name: str) -> float:
+        return self.server.get(name, 0.0)
+
+
+def measure(
+    part: str,
+    mode: str,
+    level: float,
+    *,
+    route: str,
+    url: str,
+    requests: Requests,
+    seconds: float,
+    server_pid: int,
+    redis_pid: int | None,
+    console: Console,
+) -> Point:
+    console.print(f"  {part}: {route} {mode}-loop {level:g}{'/s' if mode == 'open' else ''} ...")
+    before = scrape(url)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    server0 = process_cpu_seconds(server_pid)
+    redis0 = process_cpu_seconds(redis_pid) if redis_pid is not None else 0.0
+    if mode == "open":
+        run = open_loop(url, requests, rate=level, seconds=seconds, console=console)
+    else:
+        run = closed_loop(url, requests, concurrency=int(level), seconds=seconds, console=console)
+    load = asyncio.run(run)
+    wall = time.perf_counter() - wall0
+    server_cores = (process_cpu_seconds(server_pid) - server0) / wall
+    redis_cores = None
+    if redis_pid is not None:
+        redis_cores = (process_cpu_seconds(redis_pid) - redis0) / wall
+    loadgen_cores = (time.process_time() - cpu0) / wall
+    after = scrape(url)
+    deltas = {name: after[name] - before.get(name, 0.0) for name in after}
+    point = Point(part, mode, level, route, load, loadgen_cores, server_cores, redis_cores, deltas)
+    console.print(
+        f"    {load.ok:,} ok, {sum(load.errors.values()):,} errors, {point.throughput:,.0f}/s, "
+        f"p50 {point.ms(0.5):.2f} ms, p99 {point.ms(0.99):.2f} ms"
+    )
+    time.sleep(0.5)  # let the service settle between points
+    return point
+
+
+def warm_up(url: str, requests: Requests, console: Console) -> None:
+    """A short unreported closed loop: first requests pay for lazy imports and allocations."""
+    load = asyncio.run(closed_loop(url, requests, concurrency=8, seconds=WARMUP_S, console=console))
+    errors = sum(load.errors.values())
+    console.print(f"  warm-up: {load.ok:,} requests, {errors:,} errors")
+
+
+# -- the forward pass in this process ------------------------------------------------------------
+
+
+@dataclass
+class InProcess:
+    batch: int
+    calls: int
+    encode_ms: np.ndarray
+    forward_ms: np.ndarray
+
+
+def in_process(
+    settings: Settings, sessions: list[list[dict[str, Any]]], *, calls: int
+) -> list[InProcess]:
+    """The champion loaded here, torch on 1 thread (the service's setting): encode (collapse +
+    features) and the fused forward pass timed apart, for batches of 1, 8 and 32 sessions."""
+    import torch
+
+    from smallboat.serve.scoring import load_model
+
+    torch.set_num_threads(1)
+    model = load_model(settings)
+    results = []
+    for batch in (1, 8, 32):
+        n = calls if batch == 1 else max(100, calls // batch)
+        encode_s, forward_s = [], []
+        for k in range(n + 50):  # the first 50 warm up
+            chunk = [sessions[(k * batch + j) % len(sessions)] for j in range(batch)]
+            t0 = time.perf_counter()
+            inputs = model.predictor.encode(chunk)
+            t1 = time.perf_counter()
+            model.fused.predict(inputs)
+            t2 = time.perf_counter()
+            if k >= 50:
+                encode_s.append(t1 - t0)
+                forward_s.append(t2 - t1)
+        results.append(
+            InProcess(batch, n, np.asarray(encode_s) * 1000, np.asarray(forward_s) * 1000)
+        )
+    return results
+
+
+# -- reports -------------------------------------------------------------------------------------
+
+
+def _verdict(ok: bool) -> str:
+    return "[green]PASS[/]" if ok else "[red]MISS[/]"
+
+
+def _errors(point: Point) -> str:
+    n = sum(point.load.errors.values())
+    return f"[red]{n:,}[/]" if n else "0"
+
+
+def _target(point: Point) -> tuple[str, str]:
+    """(target, PASS/MISS) of a point, or blanks when the issue sets none for it."""
+    failed = bool(point.load.errors)
+    if point.mode == "open" and point.level == PREDICT_RATE and point.route == PREDICT_ROUTE:
+        return f"p99 <= {PREDICT_P99_MS:g} ms", _verdict(
+            point.ms(0.99) <= PREDICT_P99_MS and not failed
+        )
+    if point.mode == "open" and point.level == SESSIONS_RATE and point.route == APPEND_ROUTE:
+        return f"p99 <= {SESSIONS_P99_MS:g} ms", _verdict(
+            point.ms(0.99) <= SESSIONS_P99_MS and not failed
+        )
+    return "", ""
+
+
+def render_load(title: str, points: list[Point], *, redis: bool) -> Table:
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    columns = ["point", "answered/s", "p50", "p95", "p99", "max", "send lag p99", "p99 from send"]
+    columns += ["errors"]
+    columns += ["conns", "gen CPU", "server CPU"] + (["redis CPU"] if redis else [])
+    columns += ["target", "result"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("point", "target") else "right")
+    for p in points:
+        lag = f"{p.lag_ms(0.99):.2f} ms" if p.mode == "open" else "-"
+        from_send = f"{p.from_send_ms(0.99):.2f} ms" if p.mode == "open" else "-"
+        row = [
+            f"{p.mode}-loop {p.label}",
+            f"{p.throughput:,.0f}",
+            f"{p.ms(0.5):.2f} ms",
+            f"{p.ms(0.95):.2f} ms",
+            f"{p.ms(0.99):.2f} ms",
+            f"{p.ms(1.0):.1f} ms",
+            lag,
+            from_send,
+            _errors(p),
+            f"{p.load.connections}",
+            f"{p.loadgen_cores:.2f}",
+            f"{p.server_cores:.2f}",
+        ]
+        if redis:
+            row.append(f"{p.redis_cores or 0.0:.2f}")
+        table.add_row(*row, *_target(p))
+    closed = [p for p in points if p.mode == "closed"]
+    if closed:
+        best = max(closed, key=lambda p: p.throughput)
+        ok = best.throughput >= SATURATED_TARGET and not best.load.errors
+        table.add_section()
+        table.add_row(
+            f"saturated ({best.label})",
+            f"{best.throughput:,.0f}",
+            *[""] * (len(columns) - 4),
+            f">= {SATURATED_TARGET:,.0f}/s",
+            _verdict(ok),
+        )
+    used = Counter[int]()
+    for p in points:
+        used.update(p.load.events_used)
+    unscored = sum(p.load.unscored for p in points)
+    sampled = sum(used.values())
+    mean_used = sum(k * v for k, v in used.items()) / sampled if sampled else float("nan")
+    table.caption = (
+        "latency: open loop from the SCHEDULED send (p50..max), closed loop from the send; "
+        "send lag = how late the generator sent (asyncio wakes on a 1 ms timer, and shares the "
+        "2 cores); p99 from send = the same answers timed from the actual send; CPU in cores; "
+        f"answers without a probability: {unscored:,}; mean events_used (sampled): {mean_used:.1f}"
+    )
+    return table
+
+
+def render_forward(inproc: list[InProcess], points: list[Point]) -> Table:
+    table = Table(
+        title="c. forward pass: in-process vs. the service's /metrics",
+        title_justify="left",
+        caption_justify="left",
+    )
+    columns = ["where", "sessions/batch", "encode p50 / p99", "forward p50 / p99"]
+    columns += ["forward mean", "request mean", "forward share"]
+    for column in columns:
+        table.add_column(column, justify="left" if column == "where" else "right")
+    for r in inproc:
+        forward_mean = float(np.mean(r.forward_ms))
+        total_mean = forward_mean + float(np.mean(r.encode_ms))
+        table.add_row(
+            f"in-process, {r.calls:,} calls",
+            f"{r.batch}",
+            f"{np.median(r.encode_ms):.3f} / {np.quantile(r.encode_ms, 0.99):.3f} ms",
+            f"{np.median(r.forward_ms):.3f} / {np.quantile(r.forward_ms, 0.99):.3f} ms",
+            f"{forward_mean:.3f} ms",
+            f"{total_mean:.3f} ms (encode+fwd)",
+            f"{forward_mean / total_mean:.0%}",
+        )
+    table.add_section()
+    for p in points:
+        batches = p.counter("smallboat_forward_seconds_count")
+        route = f'{{route="{p.route}"}}'
+        requests = p.counter(f"smallboat_request_duration_seconds_count{route}")
+        if not batches or not requests:
+            continue
+        forward_ms = p.counter("smallboat_forward_seconds_sum") / batches * 1000
+        size = p.counter("smallboat_batch_sessions_sum") / batches
+        server_ms = p.counter(f"smallboat_request_duration_seconds_sum{route}") / requests * 1000
+        client_ms = p.mean_ms()
+        star = " *" if _target(p)[0] else ""
+        name = "predict" if p.route == PREDICT_ROUTE else "sessions+redis"
+        table.add_row(
+            f"service, {name} {p.mode}-loop {p.label}{star}",
+            f"{size:.2f}",
+            "",
+            "",
+            f"{forward_ms:.3f} ms",
+            f"{server_ms:.3f} ms server, {client_ms:.3f} ms client",
+            f"{forward_ms / server_ms:.0%} / {forward_ms / client_ms:.0%}",
+        )
+    table.caption = (
+        "service rows: forward mean per batch and server-side request mean from /metrics, "
+        "client mean from this generator; share = forward / request mean (server / client). "
+        "* a point with a latency target (tables a and b)"
+    )
+    return table
+
+
+def print_errors(console: Console, points: list[Point]) -> None:
+    for p in points:
+        for what, n in p.load.errors.most_common(5):
+            console.print(f"[red]{p.part} {p.mode}-loop {p.label}: {n:,} x {what}[/]")
+
+
+def log_problems(console: Console, logs: list[Path]) -> None:
+    """Lines of the services' logs that look like trouble (tracebacks, errors, warnings)."""
+    for log in logs:
+        if not log.exists():
+            continue
+        bad = [
+            line
+            for line in log.read_text(errors="replace").splitlines()
+            if any(word in line for word in ("Traceback", "ERROR", "WARNING", "Exception"))
+        ]
+        status = f"{len(bad)} error/warning lines" if bad else "clean"
+        console.print(f"service log {log}: {status}")
+        for line in bad[:10]:
+            console.print(f"  [red]{line[:200]}[/]")
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def _numbers(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=30.0, help="Length of each point.")
+    parser.add_argument("--quick", action="store_true", help="5 s points: a smoke run.")
+    parser.add_argument("--rates", default="100,300,600", help="Open-loop rates of part a.")
+    parser.add_argument("--concurrency", default="1,8,32,64", help="Closed-loop workers, part a.")
+    parser.add_argument("--session-rates", default="300", help="Open-loop rates of part b.")
+    parser.add_argument("--parts", default="abc", help="Parts to run, e.g. 'a' or 'bc'.")
+    parser.add_argument("--home", type=Path, default=None, help="Trained home to reuse.")
+    parser.add_argument("--sessions", type=int, default=30_000, help="Synthetic, if training.")
+    parser.add_argument("--calls", type=int, default=2_000, help="In-process calls (part c).")
+    args = parser.parse_args()
+    seconds = 5.0 if args.quick else args.seconds
+    calls = 500 if args.quick else args.calls
+
+    # The Redis helper the integration tests use lives in the repository's tests package.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.redis_server import RedisServer
+
+    from smallboat.serve.server import ServeProcess
+
+    console = Console(width=190)
+    root = Path(tempfile.mkdtemp(prefix="smallboat-bench-serve-"))
+    home = args.home or root / "home"
+    settings = trained_home(home, sessions=args.sessions, seed=1, console=console)
+    sessions = real_sessions(settings, REQUEST_SESSIONS)
+    console.print(f"{len(sessions):,} real sessions of {EVENTS} events; logs in {root}")
+    predict = predict_requests(sessions)
+    logs = [root / "serve-memory.log", root / "serve-redis.log"]
+    a_points: list[Point] = []
+    b_points: list[Point] = []
+
+    if "a" in args.parts or "c" in args.parts:
+        console.rule("a. POST /v1/predict, in-process session store")
+        with ServeProcess(home, log_path=logs[0]) as service:
+            assert service.process is not None
+            warm_up(service.url, predict, console)
+            common: dict[str, Any] = {
+                "route": PREDICT_ROUTE,
+                "url": service.url,
+                "requests": predict,
+                "seconds": seconds,
+                "server_pid": service.process.pid,
+                "redis_pid": None,
+                "console": console,
+            }
+            for rate in _numbers(args.rates):
+                a_points.append(measure("a", "open", rate, **common))
+            for workers in _numbers(args.concurrency):
+                a_points.append(measure("a", "closed", workers, **common))
+
+    if "b" in args.parts:
+        console.rule("b. POST /v1/sessions/{id}/events, Redis session store")
+        with RedisServer() as redis:
+            env = {"SMALLBOAT_REDIS_URL": redis.url}
+            with ServeProcess(home, env=env, log_path=logs[1]) as service:
+                assert service.process is not None
+                warm_up(service.url, append_requests(sessions, f"warm{os.getpid()}"), console)
+                for k, rate in enumerate(_numbers(args.session_rates)):
+                    tag = f"bench{os.getpid()}-{k}"
+                    b_points.append(
+                        measure(
+                            "b",
+                            "open",
+                            rate,
+                            route=APPEND_ROUTE,
+                            url=service.url,
+                            requests=append_requests(sessions, tag),
+                            seconds=seconds,
+                            server_pid=service.process.pid,
+                            redis_pid=redis.process.pid,
+                            console=console,
+                        )
+                    )
+
+    inproc: list[InProcess] = []
+    if "c" in args.parts:
+        console.rule("c. the forward pass in this process")
+        console.print(f"  {calls:,} calls of one session, fewer of batches of 8 and 32 ...")
+        inproc = in_process(settings, sessions, calls=calls)
+
+    console.rule(f"results ({seconds:g} s per point)")
+    if a_points:
+        title = "a. POST /v1/predict, one 20-event session per request (in-process store)"
+        console.print(render_load(title, a_points, redis=False))
+    if b_points:
+        title = "b. POST /v1/sessions/{id}/events, one event per request (Redis store)"
+        console.print(render_load(title, b_points, redis=True))
+    if inproc:
+        console.print(render_forward(inproc, a_points + b_points))
+    print_errors(console, a_points + b_points)
+    log_problems(console, logs)
+    console.print(f"home: {home} (reuse: --home {home})")
+
+
+if __name__ == "__main__":
+    main()
