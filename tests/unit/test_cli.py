@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from smallboat.cli import app
+from smallboat.config import Settings
 
 VERBS = [
     [],
@@ -18,6 +19,7 @@ VERBS = [
     ["warehouse"],
     ["warehouse", "summary"],
     ["demo"],
+    ["serve"],
 ]
 
 
@@ -47,3 +49,25 @@ def test_synth_into_a_file_is_a_one_line_error(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     assert f"cannot create output folder {blocker / 'sub'}" in result.output
+
+
+def test_serve_without_a_champion_is_a_one_line_error(settings: Settings) -> None:
+    result = CliRunner().invoke(app, ["serve", "--port", "0"], terminal_width=200)
+    assert result.exit_code == 1
+    assert "has no champion of smallboat-intent" in result.output
+    assert "smallboat train" in result.output and "--bundle PATH" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_serve_an_unreachable_redis_is_a_one_line_error(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked before uvicorn starts: the bundle is given, Redis is a closed port."""
+    from tests.unit.test_serve_api import tiny_bundle
+
+    monkeypatch.setenv("SMALLBOAT_REDIS_URL", "redis://127.0.0.1:1/0")
+    bundle = tiny_bundle(tmp_path / "bundle")
+    result = CliRunner().invoke(app, ["serve", "--bundle", str(bundle)], terminal_width=200)
+    assert result.exit_code == 1
+    assert "session store redis://127.0.0.1:1/0" in result.output
+    assert "Traceback" not in result.output

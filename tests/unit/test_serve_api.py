@@ -27,8 +27,10 @@ SPEC = FeatureSpec(max_events=6, min_sku_count=1)
 SKUS = [f"sku-{i}" for i in range(40)]
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_bundle(folder: Path) -> Path:
+    """A 3-member bundle with random weights over 40 catalogued SKUs."""
+    import torch
+
     catalog = pd.DataFrame(
         {
             "product_sku_hash": SKUS,
@@ -36,17 +38,18 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "price_bucket": [1 + i % 10 for i in range(len(SKUS))],
         }
     )
-    vocab = fit_vocabulary({s: 5 for s in SKUS}, catalog, SPEC)
-    torch_seed = 3
-    import torch
-
-    torch.manual_seed(torch_seed)
+    vocab = fit_vocabulary(dict.fromkeys(SKUS, 5), catalog, SPEC)
+    torch.manual_seed(3)
     model = IntentEnsemble(IntentConfig(members=3, hidden=8), Sizes.of(vocab, SPEC))
     for member in model.members:  # visible differences between members and sessions
         for p in member.parameters():
             torch.nn.init.normal_(p, std=0.5)
-    folder = tmp_path_factory.mktemp("bundle") / "b"
     return save_bundle(folder, model=model, spec=SPEC, vocab=vocab, metrics={})
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_bundle(tmp_path_factory.mktemp("bundle") / "b")
 
 
 def session(rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
