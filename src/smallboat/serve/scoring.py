@@ -153,7 +153,10 @@ class Scorer:
                             job.future.set_exception(exc)
                     continue
                 if self.on_batch is not None:
-                    self.on_batch(batch)
+                    try:
+                        self.on_batch(batch)
+                    except Exception:  # bookkeeping must never keep an answer from its request
+                        log.exception("the batch callback failed")
                 for job, outcomes in zip(jobs, batch.outcomes, strict=True):
                     if not job.future.done():  # a cancelled request (client gone) is skipped
                         job.future.set_result(outcomes)
