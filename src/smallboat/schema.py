@@ -16,6 +16,19 @@ EVENT_TYPES: tuple[str, ...] = ("pageview", "event_product")
 PRODUCT_ACTIONS: tuple[str, ...] = ("detail", "add", "remove", "purchase")
 """Actions of `event_product` rows; a plain pageview has a NULL product_action."""
 
+
+def product_columns_problem(
+    event_type: str, product_action: str | None, product_sku_hash: str | None
+) -> str | None:
+    """What is wrong with a browsing event's product columns, or None: a pageview has neither a
+    product action nor a SKU, an `event_product` has both."""
+    if event_type == "pageview" and (product_action is not None or product_sku_hash is not None):
+        return "is a pageview: product_action and product_sku_hash must be null"
+    if event_type == "event_product" and (product_action is None or product_sku_hash is None):
+        return "is an event_product: product_action and product_sku_hash are required"
+    return None
+
+
 SESSION_GAP_MS = 30 * 60 * 1000
 """A session ends after 30 minutes of inactivity, as in the Coveo data."""
 

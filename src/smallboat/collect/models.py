@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, model_validator
 
 from smallboat import schema
+from smallboat.web.fields import utf8_text
 
 MAX_JSON_EVENTS = 500
 """Most canonical events one POST /collect may carry."""
@@ -41,12 +42,7 @@ def _id_text(value: Any) -> Any:
         return str(value)
     if isinstance(value, float) and math.isfinite(value):
         return str(value)
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("is not valid Unicode text: it holds a lone surrogate") from None
-    return value
+    return utf8_text(value)
 
 
 Id = Annotated[str, BeforeValidator(_id_text), Field(min_length=1, max_length=MAX_ID)]
@@ -112,16 +108,11 @@ class JsonEvent(BaseModel):
             raise ValueError("needs session_id_hash or client_id")
         if self.url is not None and self.hashed_url is not None:
             raise ValueError("has both url and hashed_url; send one")
-        if self.event_type == "pageview" and (
-            self.product_action is not None or self.product_sku_hash is not None
-        ):
-            raise ValueError("is a pageview: product_action and product_sku_hash must be null")
-        if self.event_type == "event_product" and (
-            self.product_action is None or self.product_sku_hash is None
-        ):
-            raise ValueError(
-                "is an event_product: product_action and product_sku_hash are required"
-            )
+        problem = schema.product_columns_problem(
+            self.event_type, self.product_action, self.product_sku_hash
+        )
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from smallboat import schema
+from smallboat.web.fields import utf8_text
 
 MAX_ID = 256
 MAX_URL = 8_192
@@ -28,24 +29,14 @@ def _empty_is_null(value: Any) -> Any:
     return None if value == "" else value
 
 
-def _no_surrogates(value: Any) -> Any:
-    """Text holding a lone surrogate ("\\ud800" in the JSON) cannot be encoded: refuse it."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("is not valid Unicode text: it holds a lone surrogate") from None
-    return value
-
-
 OptionalId = Annotated[
     Annotated[str, Field(min_length=1, max_length=MAX_ID)] | None,
-    BeforeValidator(_no_surrogates),
+    BeforeValidator(utf8_text),
     BeforeValidator(_empty_is_null),
 ]
 OptionalUrl = Annotated[
     Annotated[str, Field(max_length=MAX_URL)] | None,
-    BeforeValidator(_no_surrogates),
+    BeforeValidator(utf8_text),
     BeforeValidator(_empty_is_null),
 ]
 
@@ -64,16 +55,11 @@ class BrowsingEvent(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> BrowsingEvent:
-        if self.event_type == "pageview" and (
-            self.product_action is not None or self.product_sku_hash is not None
-        ):
-            raise ValueError("is a pageview: product_action and product_sku_hash must be null")
-        if self.event_type == "event_product" and (
-            self.product_action is None or self.product_sku_hash is None
-        ):
-            raise ValueError(
-                "is an event_product: product_action and product_sku_hash are required"
-            )
+        problem = schema.product_columns_problem(
+            self.event_type, self.product_action, self.product_sku_hash
+        )
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     def row(self, session_id: str | None) -> dict[str, Any]:
