@@ -30,8 +30,7 @@ import pytest
 
 from smallboat import schema
 from smallboat.config import Settings
-from smallboat.data.land import load_path
-from smallboat.data.synth import RELEASE_START_MS, SynthConfig, synthesize
+from smallboat.data.synth import RELEASE_START_MS
 from smallboat.features import (
     FeatureSpec,
     ModelInputs,
@@ -47,6 +46,7 @@ from smallboat.model.prepare import SPLITS, prepare_intent_data
 from smallboat.warehouse.db import connect
 from smallboat.warehouse.transform import run_transform
 from tests.landing_data import SessionSpec, browsing_rows, write_landing
+from tests.synthetic_home import synthetic_home
 
 pytestmark = pytest.mark.slow
 
@@ -134,15 +134,15 @@ def _row(
 
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    root = tmp_path_factory.mktemp("feature_parity")
-    data = root / "data"
-    synthesize(SynthConfig(sessions=3_000, seed=23), data)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SMALLBOAT_HOME", str(root / "home"))
-    mp.setenv("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
-    settings = Settings()
-    settings.ensure_home()
-    load_path(data, source="coveo", on_bad_rows="fail", settings=settings, progress=False)
+    with synthetic_home(tmp_path_factory.mktemp("feature_parity"), sessions=3_000, seed=23) as (
+        settings,
+        _,
+    ):
+        yield with_hand_made_sessions(settings)
+
+
+def with_hand_made_sessions(settings: Settings) -> Settings:
+    """Tricky and fuzzed hand-made sessions landed beside the synthetic ones, then transformed."""
     with duckdb.connect() as con:
         popular = con.sql(
             f"""
@@ -156,8 +156,7 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     table = pa.Table.from_pylist(rows, schema=schema.BROWSING_EVENTS.arrow_schema)
     write_landing(settings, "browsing_events", table, name="hand-made")
     run_transform(settings)
-    yield settings
-    mp.undo()
+    return settings
 
 
 def _landing_glob(settings: Settings) -> Path:

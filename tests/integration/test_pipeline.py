@@ -13,25 +13,16 @@ import pandas as pd
 import pytest
 
 from smallboat.config import Settings
-from smallboat.data.land import load_path
-from smallboat.data.synth import SynthConfig, synthesize
 from smallboat.schema import ORACLE_FILE
 from smallboat.warehouse.transform import run_transform
+from tests.synthetic_home import synthetic_home
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, Path]]:
-    root = tmp_path_factory.mktemp("pipeline")
-    data = root / "data"
-    synthesize(SynthConfig(sessions=8_000, seed=5), data)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SMALLBOAT_HOME", str(root / "home"))
-    settings = Settings()
-    settings.ensure_home()
-    load_path(data, source="coveo", on_bad_rows="fail", settings=settings, progress=False)
-    run_transform(settings)
-    yield settings, data
-    mp.undo()
+    with synthetic_home(tmp_path_factory.mktemp("pipeline"), sessions=8_000, seed=5) as built:
+        run_transform(built[0])
+        yield built
 
 
 def intent_examples(settings: Settings) -> pd.DataFrame:

@@ -21,12 +21,11 @@ import pytest
 
 from smallboat import registry
 from smallboat.config import Settings
-from smallboat.data.land import load_path
-from smallboat.data.synth import SynthConfig, synthesize
 from smallboat.flows.runner import TrainOutcome, run_train, use_metaflow_env
 from smallboat.model.bundle import MODEL_NAME
 from smallboat.serve.server import ServeProcess
 from tests.redis_server import RedisServer
+from tests.synthetic_home import synthetic_home
 
 pytestmark = pytest.mark.slow
 
@@ -70,15 +69,13 @@ def raw_rows(events: Any, session: int, session_id: str) -> list[dict[str, Any]]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
-    root = tmp_path_factory.mktemp("serve")
-    data = root / "data"
-    synthesize(SynthConfig(sessions=8_000, seed=5), data)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SMALLBOAT_HOME", str(root / "home"))
-    settings = Settings()
-    settings.ensure_home()
-    load_path(data, source="coveo", on_bad_rows="fail", settings=settings, progress=False)
-    use_metaflow_env(settings)
+    with synthetic_home(tmp_path_factory.mktemp("serve"), sessions=8_000, seed=5) as (settings, _):
+        use_metaflow_env(settings)
+        yield trained_on(settings)
+
+
+def trained_on(settings: Settings) -> Trained:
+    """TrainFlow run once on the home; the test examples as raw rows beside its predictions."""
     outcome = run_train(settings, show_output=False, grid=GRID, bootstrap=0, threads=1)
     from metaflow import Run, namespace
 
@@ -96,8 +93,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
         (int(s), int(k)) for s, k in zip(examples.session, examples.prefix_length, strict=True)
     ]
     sessions = [session_rows[s][:k] for s, k in pairs]
-    yield Trained(settings, outcome, sessions, offline, session_rows, pairs)
-    mp.undo()
+    return Trained(settings, outcome, sessions, offline, session_rows, pairs)
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,11 @@ import pytest
 
 from smallboat import registry
 from smallboat.config import Settings
-from smallboat.data.land import load_path
-from smallboat.data.synth import SynthConfig, synthesize
 from smallboat.errors import SmallboatError
 from smallboat.flows.runner import TrainOutcome, run_train, use_metaflow_env
 from smallboat.model.bundle import MODEL_NAME, IntentPredictor
 from smallboat.schema import ORACLE_FILE
+from tests.synthetic_home import synthetic_home
 
 pytestmark = pytest.mark.slow
 
@@ -40,17 +39,9 @@ WORSE = json.dumps([{"name": "untrained", "lr": 1e-9, "max_epochs": 1, "hidden":
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, Path]]:
-    root = tmp_path_factory.mktemp("trainflow")
-    data = root / "data"
-    synthesize(SynthConfig(sessions=12_000, seed=11), data)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SMALLBOAT_HOME", str(root / "home"))
-    settings = Settings()
-    settings.ensure_home()
-    load_path(data, source="coveo", on_bad_rows="fail", settings=settings, progress=False)
-    use_metaflow_env(settings)
-    yield settings, data
-    mp.undo()
+    with synthetic_home(tmp_path_factory.mktemp("trainflow"), sessions=12_000, seed=11) as home:
+        use_metaflow_env(home[0])
+        yield home
 
 
 @pytest.fixture(scope="module")
