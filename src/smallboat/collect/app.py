@@ -11,8 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from smallboat.collect.events import HitError
 from smallboat.collect.routes import ops, pixel, segment
@@ -20,7 +19,7 @@ from smallboat.collect.store import EventStore
 from smallboat.config import Settings
 from smallboat.data.wal import LogWriteError
 from smallboat.web.body import BodyLimit
-from smallboat.web.errors import error_response, install_error_handlers
+from smallboat.web.errors import install_error_handlers
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +51,5 @@ def create_app(settings: Settings | None = None, *, store: EventStore | None = N
     app.include_router(pixel)
     app.include_router(segment)
     app.include_router(ops)
-    install_error_handlers(app, invalid_status=400)
-    app.add_exception_handler(HitError, _hit_error)
-    app.add_exception_handler(LogWriteError, _log_error)
+    install_error_handlers(app, invalid_status=400, statuses={HitError: 400, LogWriteError: 503})
     return app
-
-
-async def _hit_error(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(400, str(exc))
-
-
-async def _log_error(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(503, str(exc))

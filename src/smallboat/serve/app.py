@@ -18,8 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import torch
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from smallboat.config import Settings
 from smallboat.serve.metrics import MetricsMiddleware, ServeMetrics
@@ -27,7 +26,7 @@ from smallboat.serve.routes import admin, ops, predict, sagemaker
 from smallboat.serve.scoring import LoadedModel, Scorer, load_model
 from smallboat.serve.sessions import SessionStore, SessionStoreError, open_session_store
 from smallboat.web.body import BodyLimit
-from smallboat.web.errors import error_response, install_error_handlers
+from smallboat.web.errors import install_error_handlers
 
 log = logging.getLogger(__name__)
 
@@ -83,19 +82,6 @@ def create_app(
     app.include_router(sagemaker)
     app.include_router(ops)
     app.include_router(admin)
-    install_error_handlers(app, invalid_status=422)
-    app.add_exception_handler(SessionStoreError, _store_error)
-    app.add_exception_handler(Exception, _internal_error)
+    install_error_handlers(app, invalid_status=422, statuses={SessionStoreError: 503})
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
-
-
-async def _store_error(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(503, str(exc))
-
-
-async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return error_response(
-        500, f"the service failed on this request ({type(exc).__name__}); see its log"
-    )

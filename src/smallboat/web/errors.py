@@ -6,13 +6,16 @@ errors this way. Validation errors name the field path and the problem, never a 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
 
 ERROR_CODES: dict[int, str] = {
     400: "bad_request",
@@ -23,6 +26,7 @@ ERROR_CODES: dict[int, str] = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_input",
+    500: "internal",
     503: "unavailable",
 }
 _SHOWN_ERRORS = 3
@@ -35,10 +39,17 @@ def error_response(
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 
-def install_error_handlers(app: FastAPI, *, invalid_status: int) -> None:
+def install_error_handlers(
+    app: FastAPI,
+    *,
+    invalid_status: int,
+    statuses: Mapping[type[Exception], int] | None = None,
+) -> None:
     """Answer errors as JSON bodies: a body or parameter that fails validation with
     `invalid_status` (400 for the collector, 422 for the prediction API), a body that is not JSON
-    at all with 400, HTTP errors with their own status."""
+    at all with 400, HTTP errors with their own status, each exception type of `statuses` with
+    its status and its message, and anything else with a 500 that names the exception (the
+    traceback goes to the log, not to the client)."""
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -50,8 +61,24 @@ def install_error_handlers(app: FastAPI, *, invalid_status: int) -> None:
         assert isinstance(exc, StarletteHTTPException)
         return error_response(exc.status_code, str(exc.detail), exc.headers)
 
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return error_response(
+            500, f"the server failed on this request ({type(exc).__name__}); see its log"
+        )
+
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    for kind, status in (statuses or {}).items():
+        app.add_exception_handler(kind, _answer_with(status))
+    app.add_exception_handler(Exception, internal_error)
+
+
+def _answer_with(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(status, str(exc))
+
+    return handler
 
 
 def _is_not_json(error: Mapping[str, Any]) -> bool:
