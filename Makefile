@@ -20,14 +20,20 @@ demo: $(STAMP) system-deps
 
 test: $(STAMP) system-deps lint typecheck pytest
 
-# Programs the tests and the demo run for real: Debian's redis-server (the session-store tests
-# start their own on a free port of 127.0.0.1). Installed only when missing.
+# Programs the tests and the demo run for real, installed only when missing (one apt-get update,
+# then the missing packages): Debian's redis-server (the session-store tests start their own on a
+# free port of 127.0.0.1), chromium and chromium-driver (the dashboard test drives a headless
+# browser with Selenium).
 system-deps:
-	@if command -v redis-server >/dev/null; then exit 0; fi; \
-	install='apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server'; \
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	install="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing"; \
 	if [ "$$(id -u)" = 0 ]; then bash -c "$$install"; \
 	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo -n bash -c "$$install"; \
-	else echo "redis-server is missing and installing it needs root: run 'sudo apt-get install redis-server' (Debian/Ubuntu), or put redis-server on PATH" >&2; exit 1; fi
+	else echo "missing Debian packages:$$missing; installing them needs root: run 'sudo apt-get install$$missing' (Debian/Ubuntu), or put redis-server, chromium and chromedriver on PATH" >&2; exit 1; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -31,6 +31,15 @@ collect_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(collect_app, name="collect")
+monitor_app = typer.Typer(
+    help="Watch the served model: live quality from delayed labels, drift, the dashboard.",
+    no_args_is_help=True,
+)
+app.add_typer(monitor_app, name="monitor")
+
+ALERT_EXIT_CODE = 3
+"""`smallboat monitor check` exits with this when a drift or quality threshold is crossed (1 is
+an error), so a scheduler or CI can tell the two apart."""
 
 console = Console()
 err_console = Console(stderr=True)
@@ -169,7 +178,9 @@ def serve_cmd(
     ] = None,
 ) -> None:
     """Serve purchase-intent predictions: /v1/predict, /v1/sessions/{id}/events, SageMaker's
-    /ping, /invocations and /endpoints/{name}/invocations, /healthz, /readyz, /metrics."""
+    /ping, /invocations and /endpoints/{name}/invocations, /healthz, /readyz, /metrics, and
+    the monitoring dashboard at /dashboard."""
+    from smallboat.monitor.dashboard import dashboard_router
     from smallboat.serve.server import serve
 
     settings = Settings()
@@ -178,7 +189,104 @@ def serve_cmd(
         host=host or settings.serve_host,
         port=port or settings.serve_port,
         bundle=bundle,
+        routers=[dashboard_router(settings)],
     )
+
+
+@monitor_app.command("check")
+@friendly_errors
+def monitor_check_cmd(
+    land: Annotated[
+        bool, typer.Option(help="Compact the event and prediction logs into landing first.")
+    ] = True,
+    transform: Annotated[
+        bool, typer.Option(help="Run dbt build first (labels join the newly landed events).")
+    ] = True,
+    bootstrap: Annotated[
+        int, typer.Option(min=0, help="Bootstrap resamples of the live ROC-AUC's CI.")
+    ] = 200,
+) -> None:
+    """Land, transform, compute live quality and drift, write the dashboard's snapshot; exit 3
+    when a drift or quality threshold is crossed (what a scheduler or CI hooks onto)."""
+    from smallboat.jobs import monitor_check
+    from smallboat.monitor.render import render_check
+
+    settings = Settings()
+    check = monitor_check(
+        settings, land=land, transform=transform, n_bootstrap=bootstrap, progress=True
+    )
+    console.print(render_check(check.snapshot.data, check.path))
+    if check.alerts:
+        raise typer.Exit(code=ALERT_EXIT_CODE)
+
+
+@monitor_app.command("serve")
+@friendly_errors
+def monitor_serve_cmd(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8082,
+) -> None:
+    """Serve the dashboard alone (the prediction service also serves it at /dashboard)."""
+    import uvicorn
+
+    from smallboat.monitor.dashboard import create_dashboard_app
+
+    console.print(f"dashboard: http://{host}:{port}/dashboard")
+    uvicorn.run(create_dashboard_app(Settings()), host=host, port=port, log_level="warning")
+
+
+@monitor_app.command("run")
+@friendly_errors
+def monitor_run_cmd(
+    quiet: Annotated[bool, typer.Option(help="Hide the flow's own log lines.")] = False,
+) -> None:
+    """Run MonitorFlow (Metaflow): land, transform, quality and drift, a card with the
+    Evidently report; exit 3 on an alert, as `monitor check`."""
+    from smallboat.flows.runner import run_monitor
+    from smallboat.monitor.render import render_check
+
+    settings = Settings()
+    outcome = run_monitor(settings, show_output=not quiet)
+    console.print(render_check(outcome.snapshot, Path(outcome.snapshot_path)))
+    console.print(f"card: {outcome.card_hint}")
+    if outcome.snapshot.get("alerts"):
+        raise typer.Exit(code=ALERT_EXIT_CODE)
+
+
+@app.command("retrain")
+@friendly_errors
+def retrain_cmd(
+    url: Annotated[
+        str | None,
+        typer.Option(help="The service to hot-reload [default: SMALLBOAT_SERVE_URL or host:port]."),
+    ] = None,
+    grid: Annotated[
+        str | None,
+        typer.Option(help="JSON list of IntentConfig overrides, one training branch each."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
+    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for CIs.")] = 500,
+    min_improvement: Annotated[
+        float, typer.Option(help="Test ROC-AUC margin a challenger must beat the champion by.")
+    ] = 0.0,
+    quiet: Annotated[bool, typer.Option(help="Hide the flow's own log lines.")] = False,
+) -> None:
+    """Land the logs, transform, run TrainFlow (the champion/challenger gate), and hot-reload
+    the running service when the champion changed."""
+    from smallboat.jobs import retrain
+
+    settings = Settings()
+    params: dict[str, object] = {
+        "seed": seed,
+        "bootstrap": bootstrap,
+        "min_improvement": min_improvement,
+    }
+    if grid is not None:
+        params["grid"] = grid
+    result = retrain(settings, url=url, show_output=not quiet, progress=True, **params)
+    console.print(result.landed.render())
+    console.print(render_training(result.train))
+    console.print(result.reload)
 
 
 @collect_app.command("compact")
@@ -337,33 +445,77 @@ def render_training(outcome: Any) -> Any:
     return Group(table, *lines)
 
 
+DEMO_MARKER = ".smallboat-demo"
+"""A home the demo made holds this file; the demo starts such a home over (keeping the
+synthesized data) and refuses to touch any other home that already has a warehouse."""
+
+
+def _demo_home(settings: Settings) -> None:
+    home = settings.home_dir
+    marker = home / DEMO_MARKER
+    if settings.warehouse_path.exists() and not marker.exists():
+        raise SmallboatError(
+            f"{home} already holds a warehouse the demo did not make: the demo starts its home "
+            "over, so point SMALLBOAT_HOME at an empty folder (or the demo's own) to run it"
+        )
+    if home.exists():
+        import shutil
+
+        for child in home.iterdir():
+            if child.name in ("demo-data", DEMO_MARKER):
+                continue
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    settings.ensure_home()
+    marker.write_text("made by `smallboat demo`; the demo starts this home over on each run\n")
+
+
 @app.command("demo")
 @friendly_errors
 def demo_cmd(
     sessions: Annotated[int, typer.Option(min=1_000, help="Sessions to synthesize.")] = 50_000,
     seed: Annotated[int, typer.Option(help="Random seed of the synthetic data.")] = 0,
+    live_fraction: Annotated[
+        float,
+        typer.Option(
+            min=0.01, max=0.5, help="Latest share of sessions held out and replayed as live."
+        ),
+    ] = 0.1,
+    retrain: Annotated[bool, typer.Option(help="End with the retraining step.")] = True,
 ) -> None:
-    """Run the path on embedded defaults: synthesize, load, transform, train, register,
-    collect, serve."""
+    """Run the whole path on embedded defaults: synthesize, hold out the latest sessions, load,
+    transform, train and register, collect, serve, replay the held-out sessions live with a
+    planted shift, monitor, retrain. The demo's home starts over on each run."""
+    import time
+
+    from smallboat.data.holdout import split_release
     from smallboat.data.land import load_path
     from smallboat.data.synth import SynthConfig, synthesize
     from smallboat.warehouse.summary import warehouse_summary
     from smallboat.warehouse.transform import run_transform
 
+    started = time.perf_counter()
     settings = Settings()
-    settings.ensure_home()
+    _demo_home(settings)
     data_dir = settings.home_dir / "demo-data" / f"synth-{sessions}-{seed}"
-    console.rule("[bold]1. synthesize")
+    console.rule("[bold]1. synthesize, and hold out the latest sessions as live traffic")
     if not (data_dir / "browsing_train.csv").exists():
         console.print(
             synthesize(SynthConfig(sessions=sessions, seed=seed), data_dir, progress=True).render()
         )
     else:
         console.print(f"reusing {data_dir}")
-    console.rule("[bold]2. load")
+    held = split_release(data_dir, data_dir / "split", live_fraction=live_fraction)
+    console.print(
+        f"history: {held.history_sessions:,} sessions ({held.history}); held out as live: "
+        f"{held.live_sessions:,} sessions, {held.live_events:,} events ({held.live})"
+    )
+    console.rule("[bold]2. load (the history)")
     console.print(
         load_path(
-            data_dir, source="coveo", on_bad_rows="fail", settings=settings, progress=True
+            held.history, source="coveo", on_bad_rows="fail", settings=settings, progress=True
         ).render()
     )
     console.rule("[bold]3. transform (dbt build: models and the quality gate)")
@@ -379,7 +531,7 @@ def demo_cmd(
         show_output=False,
         grid=DEMO_GRID,
         skip_transform=True,
-        oracle=str(data_dir.resolve()),
+        oracle=str(held.history.resolve()),
         seed=seed,
     )
     console.print(render_training(outcome))
@@ -391,6 +543,20 @@ def demo_cmd(
     from smallboat.serve.demo import serve_demo
 
     serve_demo(settings, console)
+    from smallboat.loop_demo import closed_loop, pointers, where_to_look
+
+    result = closed_loop(
+        settings,
+        console,
+        held,
+        train_params={"grid": DEMO_GRID, "seed": seed},
+        do_retrain=retrain,
+    )
+    console.rule("[bold]11. where to look")
+    console.print(where_to_look(settings, console, result, outcome))
+    for line in pointers(settings, result, outcome):
+        console.print(line)
+    console.print(f"the demo took {time.perf_counter() - started:,.0f} s")
 
 
 if __name__ == "__main__":

@@ -79,6 +79,14 @@ class Settings(BaseSettings):
         default="",
         description="Bearer token of `POST /admin/reload` (empty: the route is off).",
     )
+    serve_replica: str = Field(
+        default="",
+        description="Name of this serving process in the prediction log (empty: host-port).",
+    )
+    prediction_log: bool = Field(
+        default=True,
+        description="Log every prediction (durably, off the request path) for monitoring.",
+    )
     redis_url: str | None = Field(
         default=None,
         description="Session store of the prediction service: a Redis URL shared by replicas "
@@ -95,6 +103,37 @@ class Settings(BaseSettings):
     session_max_events: int = Field(
         default=1_000,
         description="Most raw events kept per stored session; the oldest go first.",
+    )
+
+    monitor_window_hours: float = Field(
+        default=24.0,
+        description="Width of a monitoring window of event time (live quality per window; drift "
+        "and alerts watch the latest one).",
+    )
+    monitor_min_rows: int = Field(
+        default=200, description="Fewest predictions in a window for a drift verdict."
+    )
+    monitor_min_labelled: int = Field(
+        default=200, description="Fewest labelled predictions in a window for a quality alert."
+    )
+    monitor_max_auc_drop: float = Field(
+        default=0.05,
+        description="Quality alert: live ROC-AUC this far below the version's test ROC-AUC.",
+    )
+    monitor_drift_share: float = Field(
+        default=0.3, description="Drift alert: this share of the features drifted."
+    )
+    monitor_drift_numerical_threshold: float = Field(
+        default=0.1,
+        description="A numerical feature drifts past this normed Wasserstein distance.",
+    )
+    monitor_drift_categorical_threshold: float = Field(
+        default=0.1, description="A categorical feature drifts past this Jensen-Shannon distance."
+    )
+    serve_url: str = Field(
+        default="",
+        description="Where `smallboat retrain` reaches the prediction service to hot-reload it "
+        "(empty: http://<serve_host>:<serve_port>).",
     )
 
     @property

@@ -118,6 +118,44 @@ CATALOG = Table(
 
 TABLES: dict[str, Table] = {t.name: t for t in (BROWSING_EVENTS, SEARCH_EVENTS, CATALOG)}
 
+PREDICTIONS = Table(
+    name="predictions",
+    grain="one row per prediction the service made (its prediction log, landed like events)",
+    columns=(
+        Column("prediction_id", pa.string(), False, "unique id of the prediction"),
+        Column("request_id", pa.string(), False, "the HTTP request (X-Request-ID or generated)"),
+        Column("route", pa.string(), False, "route template that answered, e.g. /v1/predict"),
+        Column("replica", pa.string(), False, "the serving process (host-port) that answered"),
+        Column("session_id_hash", pa.string(), True, "session id, when the caller gave one"),
+        Column("predicted_at_ms", pa.int64(), False, "server clock at the answer, epoch ms"),
+        Column("event_time_ms", pa.int64(), True, "time of the prefix's last event, epoch ms"),
+        Column("model_version", pa.string(), False, "the model version that answered"),
+        Column("purchase_probability", pa.float64(), True, "NULL: nothing to predict from"),
+        Column("latency_ms", pa.float64(), False, "request start to answer, milliseconds"),
+        Column("n_events", pa.int32(), False, "collapsed events of the prefix"),
+        Column("n_pageview", pa.int32(), False, "pageviews in the prefix"),
+        Column("n_detail", pa.int32(), False, "details in the prefix"),
+        Column("n_add", pa.int32(), False, "adds in the prefix"),
+        Column("n_remove", pa.int32(), False, "removes in the prefix"),
+        Column("duration_s", pa.float64(), False, "first to last event of the prefix, seconds"),
+        Column(
+            "events_after_add",
+            pa.int32(),
+            True,
+            "events after the first add (the intent task's k); NULL without an add",
+        ),
+        Column("events_used", pa.int32(), False, "events inside the model's window"),
+        Column("oov_skus", pa.int32(), False, "out-of-vocabulary SKU events in the window"),
+        Column("sku_events", pa.int32(), False, "events with a SKU in the window"),
+        Column("last_price", pa.string(), False, "price decile of the last product event"),
+        Column("last_category", pa.string(), False, "top category of the last product event"),
+    ),
+)
+"""The prediction log's landing table: written by the service, read by monitoring."""
+
+LANDING_TABLES: dict[str, Table] = {**TABLES, PREDICTIONS.name: PREDICTIONS}
+"""Every table dbt reads from landing/: the canonical data and the prediction log."""
+
 COVEO_FILES: dict[str, str] = {
     "browsing_events": "browsing_train.csv",
     "search_events": "search_train.csv",

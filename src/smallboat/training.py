@@ -108,6 +108,50 @@ def fit_sku_vectors(
     return result.vectors, stats
 
 
+def next_item_config(overrides: str, *, seed: int) -> Any:
+    """The sequence recommender's NextItemConfig from a JSON object of overrides (checked here, at
+    the start of the run, rather than after the intent sweep)."""
+    from smallboat.model.next_item.sequence import NextItemConfig
+
+    try:
+        values = json.loads(overrides)
+    except json.JSONDecodeError as exc:
+        raise SmallboatError(f"--next-item is not JSON: {exc}") from None
+    if not isinstance(values, dict):
+        raise SmallboatError("--next-item must be a JSON object of NextItemConfig fields")
+    known = {f.name for f in fields(NextItemConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise SmallboatError(f"--next-item: unknown field(s) {unknown}; it may set {sorted(known)}")
+    try:
+        return NextItemConfig(**{"seed": seed, **values})
+    except (TypeError, ValueError) as exc:
+        raise SmallboatError(f"--next-item: {exc}") from None
+
+
+def fit_next_item(
+    data: IntentData, sku_vectors: np.ndarray, *, window: DataWindow, config: Any, threads: int
+) -> Any:
+    """Next-item examples from the warehouse (tokenised with the intent vocabulary), the four
+    recommenders fitted and compared; returns a NextItemResult (report + chosen recommender)."""
+    from smallboat.model.next_item.data import prepare_next_item_data
+    from smallboat.model.next_item.evaluate import fit_and_compare
+
+    examples = prepare_next_item_data(settings(), data.vocab, data.spec, window=window)
+
+    def progress(entry: dict[str, float]) -> None:  # the step's output: one line per epoch
+        print(
+            f"next-item sequence model epoch {int(entry['epoch'])}: train loss "
+            f"{entry['train_loss']:.4f}, valid MRR@20 {entry['valid_mrr']:.4f}, "
+            f"{entry['seconds']:.1f} s",
+            flush=True,
+        )
+
+    return fit_and_compare(
+        examples, sku_vectors, config=config, threads=threads, on_epoch=progress
+    )
+
+
 @dataclass
 class Branch:
     """One trained grid entry: small enough to travel as an artifact (weights as bytes)."""
@@ -223,6 +267,11 @@ def evaluate(
             summary.update(flat_metrics(report["test"][name], prefix=summary_prefix(name)))
     if report["oracle_gap"]:
         summary.update({f"oracle_gap_{k}": v for k, v in report["oracle_gap"].items()})
+    if extras.get("next_item") is not None:
+        from smallboat.model.next_item.evaluate import summary_metrics
+
+        report["next_item"] = extras["next_item"]
+        summary.update(summary_metrics(report["next_item"]))
     summary.update({f"train_{k}": v for k, v in best.summary.items()})
     report["summary"] = summary
     return report
@@ -269,6 +318,7 @@ def register(
     run_pathspec: str,
     params: dict[str, Any],
     min_improvement: float,
+    next_item: Any = None,
 ) -> dict[str, Any]:
     """Save the bundle, log it to MLflow, and let the gate decide whether it becomes champion.
 
@@ -276,8 +326,8 @@ def register(
     of the gate come from the same test set.
     """
     from smallboat import registry
-    from smallboat.model.bundle import MODEL_NAME, IntentPredictor, save_bundle
-    from smallboat.model.evaluate import predict_examples
+    from smallboat.model.bundle import MODEL_NAME, REFERENCE_FILE, IntentPredictor, save_bundle
+    from smallboat.model.evaluate import predict_examples, reference_table
     from smallboat.model.metrics import binary_metrics
 
     s = settings()
@@ -291,6 +341,7 @@ def register(
         metrics=report["summary"],
         extra={"run_pathspec": run_pathspec, "best": report["best"]},
         card_html=html,
+        next_item=next_item,
     )
     assert data.test_events is not None and data.test_examples is not None
     test = data.test_examples
@@ -299,6 +350,9 @@ def register(
     fresh = predict_examples(IntentPredictor.load(bundle_dir), data.test_events, test)
     drift = float(np.max(np.abs(fresh - report["test_predictions"]))) if len(fresh) else 0.0
     assert drift < 1e-6, f"the saved bundle predicts differently from the flow: max diff {drift}"
+    reference_table(
+        IntentPredictor.load(bundle_dir), data.test_events, test, report["test_predictions"]
+    ).to_parquet(bundle_dir / REFERENCE_FILE, index=False)
 
     current = registry.champion(s, model_name=MODEL_NAME)
     champion_score = None
@@ -351,6 +405,14 @@ def closing_lines(report: dict[str, Any], registration: dict[str, Any]) -> list[
             else ""
         )
         + f" | count baseline {s['count_baseline_roc_auc']:.4f}",
+        *(
+            [
+                f"next item ({report['next_item']['chosen']}): test MRR@20 "
+                f"{s['next_item_mrr_at_20']:.4f}, HR@20 {s['next_item_hr_at_20']:.4f}"
+            ]
+            if "next_item_mrr_at_20" in s
+            else []
+        ),
         f"gate: {registration['summary']}",
         f"bundle: {registration['bundle_dir']}",
         f"card: {registration['card_path']}",

@@ -22,7 +22,7 @@ from smallboat.config import Settings
 from smallboat.errors import QualityGateError, SmallboatError
 from smallboat.warehouse.db import connect
 from smallboat.warehouse.quality import TransformResult
-from smallboat.warehouse.transform import run_transform
+from smallboat.warehouse.transform import DBT_PROJECT_DIR, run_transform
 from tests.landing_data import (
     BASE_MS,
     SessionSpec,
@@ -148,6 +148,7 @@ def test_build_passes_and_records_every_node(built: tuple[Settings, TransformRes
         "session_events",
         "sessions",
         "intent_examples",
+        "next_item_examples",
         "sku_features",
     }
     assert all(m.status == "success" for m in result.models)
@@ -294,6 +295,22 @@ def test_intent_example_prefix_end_and_start(warehouse: Settings) -> None:
     ]
 
 
+# --- next_item_examples --------------------------------------------------------------------------
+
+
+def test_next_item_examples_pair_each_later_detail_with_the_views_before_it(
+    warehouse: Settings,
+) -> None:
+    rows = _query(
+        warehouse,
+        "select session_id_hash, detail_position, n_prior_details, prefix_length, "
+        "previous_sku_hash, target_sku_hash, split from main.next_item_examples",
+    )
+    # Only s_unpaired views two products; every other session views one at most (s_collapse's
+    # only detail comes before its purchase, s_intent's page views hold no product).
+    assert [tuple(r.values()) for r in rows] == [("s_unpaired", 2, 1, 1, "N", "N", "train")]
+
+
 # --- sku_features --------------------------------------------------------------------------------
 
 
@@ -415,7 +432,8 @@ def test_transform_cli_builds_and_reports(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("SMALLBOAT_HOME", str(settings.home_dir))
     out = CliRunner().invoke(app, ["transform"], terminal_width=200)
     assert out.exit_code == 0, out.output
-    assert "dbt build passed: 7/7 models built" in out.output
+    n_models = len(list((DBT_PROJECT_DIR / "models").rglob("*.sql")))
+    assert f"dbt build passed: {n_models}/{n_models} models built" in out.output
     rows = _query(settings, "select count(*) as n from main.intent_examples")
     assert rows == [{"n": 6}]  # s_intent: k 0, 2, 4, 6; s_abandon: k 0, 2
 

@@ -14,7 +14,14 @@ from smallboat.warehouse.transform import DBT_PROJECT_DIR
 
 MODELS_DIR = DBT_PROJECT_DIR / "models"
 MODEL_SQL = sorted(MODELS_DIR.rglob("*.sql"))
-MARTS = ("session_events", "sessions", "intent_examples", "sku_features")
+MARTS = (
+    "session_events",
+    "sessions",
+    "intent_examples",
+    "next_item_examples",
+    "sku_features",
+    "prediction_labels",
+)
 
 
 def _yaml(path: Path) -> Any:
@@ -38,6 +45,7 @@ def test_project_has_the_expected_models() -> None:
         "stg_landing__browsing_events",
         "stg_landing__search_events",
         "stg_landing__catalog",
+        "stg_landing__predictions",
         *MARTS,
     }
 
@@ -64,11 +72,11 @@ def test_every_mart_tests_its_key(mart: str) -> None:
     assert single_key or combined_key, f"{mart} tests no key"
 
 
-@pytest.mark.parametrize("table", sorted(schema.TABLES))
+@pytest.mark.parametrize("table", sorted(schema.LANDING_TABLES))
 def test_source_and_staging_columns_are_schema_columns(table: str) -> None:
     [source] = _yaml(MODELS_DIR / "staging" / "_landing__sources.yml")["sources"]
     [declared] = [t for t in source["tables"] if t["name"] == table]
-    expected = schema.TABLES[table].column_names
+    expected = schema.LANDING_TABLES[table].column_names
     assert [c["name"] for c in declared["columns"]] == expected
     staging = _model_yml(f"stg_landing__{table}")
     assert [c["name"] for c in staging["columns"]] == expected
@@ -103,6 +111,11 @@ def test_profiles_have_duckdb_and_snowflake_targets_from_env() -> None:
     assert snowflake["type"] == "snowflake"
     for key in ("account", "user", "password", "role", "warehouse", "database", "schema"):
         assert "env_var('SNOWFLAKE_" in snowflake[key], key
+
+
+def test_label_session_gap_is_the_schema_one() -> None:
+    project = _yaml(DBT_PROJECT_DIR / "dbt_project.yml")
+    assert project["vars"]["monitor_session_gap_ms"] == schema.SESSION_GAP_MS
 
 
 def test_prediction_points_are_the_schema_ones() -> None:

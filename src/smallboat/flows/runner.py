@@ -78,11 +78,11 @@ def _outcome(run: Any, stdout: str) -> TrainOutcome:
     )
 
 
-def _runner(settings: Settings, *, show_output: bool) -> Any:
+def _runner(settings: Settings, *, show_output: bool, flow_file: str | None = None) -> Any:
     from metaflow import Runner
 
     runner = Runner(
-        _flow_file(),
+        flow_file or _flow_file(),
         show_output=show_output,
         env=metaflow_env(settings),
         cwd=str(settings.home_dir),
@@ -146,10 +146,13 @@ def resume_train(
         return _outcome(cast(Any, running).run, stdout)
 
 
-def _failure(running: Any, stdout: str) -> str:
+def _failure(running: Any, stdout: str, *, flow_name: str = FLOW_NAME) -> str:
     """What failed, from the failed task's own stderr (its last lines hold the exception)."""
     run = getattr(running, "run", None)
-    where = f" (run {run.pathspec}; resume with `smallboat train --resume {run.id}`)" if run else ""
+    where = ""
+    if run is not None:
+        resume = f"; resume with `smallboat train --resume {run.id}`" if flow_name == FLOW_NAME else ""
+        where = f" (run {run.pathspec}{resume})"
     detail: list[str] = []
     if run is not None:
         for flow_step in run:
@@ -159,7 +162,7 @@ def _failure(running: Any, stdout: str) -> str:
     if not detail:
         stderr = running.stderr or ""
         detail = [line for line in (stderr or stdout).splitlines() if line.strip()][-12:]
-    return f"TrainFlow failed{where}:\n" + "\n".join(detail)
+    return f"{flow_name} failed{where}:\n" + "\n".join(detail)
 
 
 def _exception_line(stderr: str) -> str:
@@ -171,3 +174,64 @@ def _exception_line(stderr: str) -> str:
         if sep and not line.startswith(" ") and head.replace(".", "").replace("_", "").isalnum():
             return message if head.startswith("smallboat.") else line
     return lines[-1] if lines else "failed"
+
+
+MONITOR_FLOW_NAME = "MonitorFlow"
+
+
+@dataclass(frozen=True)
+class MonitorOutcome:
+    run_id: str
+    pathspec: str
+    snapshot: dict[str, Any]
+    snapshot_path: str
+    card_hint: str
+    stdout: str = ""
+
+    @property
+    def alerts(self) -> list[dict[str, str]]:
+        alerts: list[dict[str, str]] = self.snapshot.get("alerts") or []
+        return alerts
+
+
+def run_monitor(settings: Settings, *, show_output: bool = True, **params: Any) -> MonitorOutcome:
+    """Run MonitorFlow to its end; `params` are its Parameters (land, transform, bootstrap).
+    An alert is not a failure: it is in `outcome.snapshot["alerts"]`."""
+    from smallboat.flows import monitor
+
+    settings.ensure_home()
+    use_metaflow_env(settings)
+    flow_file = str(Path(monitor.__file__).resolve())
+    with _runner(settings, show_output=show_output, flow_file=flow_file).run(
+        **params
+    ) as running:
+        stdout = running.stdout
+        if running.status != "successful":
+            raise SmallboatError(_failure(running, stdout, flow_name=MONITOR_FLOW_NAME))
+        run = cast(Any, running).run
+        compute = run["compute"].task.data
+        return MonitorOutcome(
+            run_id=run.id,
+            pathspec=run.pathspec,
+            snapshot=compute.snapshot,
+            snapshot_path=compute.snapshot_path,
+            card_hint=_card_hint(run["card"].task),
+            stdout=stdout,
+        )
+
+
+def _card_hint(task: Any) -> str:
+    """Where the card is: its HTML file in the local datastore (open it in a browser), else how
+    the Client API gets it."""
+    from metaflow.cards import get_cards
+
+    client = f"metaflow.cards.get_cards(Task({task.pathspec!r}), id='report')"
+    cards = get_cards(task, id="report")
+    if not len(cards):
+        return f"no card was written for {task.pathspec}"
+    root = task.metadata_dict.get("ds-root")
+    if task.metadata_dict.get("ds-type") == "local" and root:
+        path = Path(root) / "mf.cards" / cards[0].path
+        if path.is_file():
+            return str(path)
+    return f"{task.pathspec} (Python: {client})"

@@ -30,10 +30,12 @@ class TrainFlow(FlowSpec):
     4. prod2vec: skip-gram Word2Vec on training sessions' SKU sequences.
     5. train: one branch per grid entry (foreach), early stopping on validation ROC-AUC.
     6. join: pick the best branch by validation ROC-AUC.
-    7. evaluate: the Challenge metrics on the test split, beside baselines and the oracle.
-    8. card: the report a person reads.
-    9. register: MLflow run + model version; the champion/challenger gate.
-    10. end: print where the card, the run and the bundle are.
+    7. recommend: next-item recommenders (popularity, prod2vec kNN, sequence model) compared on
+       the test split; the best by validation MRR@20 goes into the bundle.
+    8. evaluate: the Challenge metrics on the test split, beside baselines and the oracle.
+    9. card: the report a person reads.
+    10. register: MLflow run + model version; the champion/challenger gate.
+    11. end: print where the card, the run and the bundle are.
     """
 
     window_start = Parameter(
@@ -70,15 +72,22 @@ class TrainFlow(FlowSpec):
         help="A challenger must beat the champion's test ROC-AUC by more than this.",
     )
     threads = Parameter("threads", default=2, type=int, help="CPU threads per training branch.")
+    next_item = Parameter(
+        "next-item",
+        default="{}",
+        help="JSON NextItemConfig overrides for the next-item sequence model, e.g. "
+        '\'{"max_epochs": 4}\'.',
+    )
 
     @step
     def start(self) -> None:
         """Read and check the parameters."""
-        from smallboat.training import check_parameters
+        from smallboat.training import check_parameters, next_item_config
 
         self.grid_entries, self.window = check_parameters(
             grid=self.grid, window_start=self.window_start, window_end=self.window_end
         )
+        self.next_item_config = next_item_config(self.next_item, seed=self.seed)
         self.next(self.transform)
 
     @step
@@ -131,6 +140,21 @@ class TrainFlow(FlowSpec):
 
         self.best, self.sweep = pick_best([branch.branch for branch in inputs])
         self.merge_artifacts(inputs, exclude=["branch"])
+        self.next(self.recommend)
+
+    @remote(cpu=2, memory=8000)
+    @step
+    def recommend(self) -> None:
+        """Fit and compare the next-item recommenders; keep the best on validation MRR@20."""
+        from smallboat.training import fit_next_item
+
+        self.recommendation = fit_next_item(
+            self.data,
+            self.sku_vectors,
+            window=self.window,
+            config=self.next_item_config,
+            threads=self.threads,
+        )
         self.next(self.evaluate)
 
     @step
@@ -149,6 +173,7 @@ class TrainFlow(FlowSpec):
                 "row_counts": self.row_counts,
                 "sweep": self.sweep,
                 "prod2vec": self.prod2vec_stats,
+                "next_item": self.recommendation.report,
             },
         )
         self.test_metrics = self.report["summary"]
@@ -182,8 +207,10 @@ class TrainFlow(FlowSpec):
                 "grid": self.grid,
                 "window_start": self.window_start,
                 "window_end": self.window_end,
+                "next_item": self.next_item,
             },
             min_improvement=self.min_improvement,
+            next_item=self.recommendation.chosen,
         )
         self.next(self.end)
 

@@ -4,6 +4,7 @@
     weights.pt           the PyTorch state dict
     vocab/               the fitted vocabularies (features.Vocabulary)
     card.html            the training run's card, when there is one
+    next_item/           the next-item recommender, when the run trained one (model.next_item.store)
 
 Serving loads a bundle with `IntentPredictor.load` and needs only `features` and `model`.
 """
@@ -23,6 +24,8 @@ import torch
 from smallboat.errors import SmallboatError
 from smallboat.features import FeatureSpec, ModelInputs, Vocabulary, encode_sessions
 from smallboat.model.intent import IntentConfig, IntentEnsemble, Sizes, predict_proba
+from smallboat.model.next_item.recommenders import Recommender
+from smallboat.model.next_item.store import RecommenderState, from_state, load_state, save_state
 
 BUNDLE_FORMAT = 1
 MODEL_NAME = "smallboat-intent"
@@ -30,6 +33,10 @@ META_FILE = "bundle.json"
 WEIGHTS_FILE = "weights.pt"
 VOCAB_DIR = "vocab"
 CARD_FILE = "card.html"
+NEXT_ITEM_DIR = "next_item"
+REFERENCE_FILE = "reference.parquet"
+"""The monitoring reference: the summaries (`features.summary`), predictions and labels of the
+training run's held-out test examples; drift checks compare live traffic against it."""
 
 
 def save_bundle(
@@ -41,6 +48,7 @@ def save_bundle(
     metrics: dict[str, Any],
     extra: dict[str, Any] | None = None,
     card_html: str | None = None,
+    next_item: RecommenderState | None = None,
 ) -> Path:
     """Write a bundle into `folder` (replacing what is there); returns the folder."""
     if folder.exists():
@@ -65,6 +73,8 @@ def save_bundle(
     (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
     if card_html is not None:
         (folder / CARD_FILE).write_text(card_html)
+    if next_item is not None:
+        save_state(folder / NEXT_ITEM_DIR, next_item)
     return folder
 
 
@@ -84,6 +94,7 @@ class IntentPredictor:
     spec: FeatureSpec
     vocab: Vocabulary
     meta: dict[str, Any]
+    next_item: Recommender | None = None  # None for bundles written before the next-item task
 
     @property
     def version(self) -> str:
@@ -114,7 +125,16 @@ class IntentPredictor:
                 "the bundle is damaged or was written by an incompatible smallboat version"
             ) from None
         model.eval()
-        return cls(model=model, spec=spec, vocab=Vocabulary.load(folder / VOCAB_DIR), meta=meta)
+        next_item = None
+        if (folder / NEXT_ITEM_DIR).is_dir():
+            next_item = from_state(load_state(folder / NEXT_ITEM_DIR))
+        return cls(
+            model=model,
+            spec=spec,
+            vocab=Vocabulary.load(folder / VOCAB_DIR),
+            meta=meta,
+            next_item=next_item,
+        )
 
     def predict_inputs(self, inputs: ModelInputs) -> np.ndarray:
         return predict_proba(self.model, inputs)

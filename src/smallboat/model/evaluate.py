@@ -110,6 +110,26 @@ def evaluate_intent(
     }
 
 
+def reference_table(
+    predictor: IntentPredictor,
+    events: EventTable,
+    examples: ExampleSet,
+    probability: np.ndarray,
+) -> pd.DataFrame:
+    """The monitoring reference of a bundle: per test example its summary (the same function the
+    service logs with), prediction point k, label and the model's probability."""
+    from smallboat.features.summary import summarize
+
+    tokens = tokenize(events, predictor.vocab, predictor.spec)
+    inputs = windows(tokens, examples.session, examples.prefix_length, predictor.spec)
+    frame = pd.DataFrame(summarize(inputs, predictor.vocab))
+    frame["events_after_add"] = examples.k.astype(np.int32)
+    frame["label"] = examples.label.astype(np.int8)
+    frame["probability"] = np.asarray(probability, dtype=np.float64)
+    frame["session_id_hash"] = examples.session_id
+    return frame
+
+
 def predict_examples(
     predictor: IntentPredictor, events: EventTable, examples: ExampleSet
 ) -> np.ndarray:

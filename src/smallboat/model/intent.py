@@ -115,6 +115,11 @@ class IntentModel(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits of purchase, (B,)."""
+        return self.head(self.encode(batch)).squeeze(-1)  # (B,)
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The prefix as one vector, (B, 2H): the GRU's state after the last event beside the
+        embedded prefix counts. What the heads read (the next-item model reuses it)."""
         x = torch.cat(
             [
                 self.action(batch["action"]),  # (B, L, action_dim)
@@ -131,7 +136,7 @@ class IntentModel(nn.Module):
         out, _ = self.encoder(x)  # (B, L, H)
         last = self.dropout(out[:, -1])  # (B, H): windows are left-padded, the last event is last
         counts = torch.relu(self.counts(torch.log1p(batch["counts"])))  # (B, H)
-        return self.head(torch.cat([last, counts], dim=-1)).squeeze(-1)  # (B,)
+        return torch.cat([last, counts], dim=-1)  # (B, 2H)
 
 
 class IntentEnsemble(nn.Module):

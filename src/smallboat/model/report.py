@@ -186,6 +186,103 @@ def quality_rows(quality: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
+def next_item_rows(next_item: dict[str, Any]) -> list[list[Any]]:
+    """One row per recommender: MRR@k, HR@k (also excluding seen SKUs), coverage, popularity."""
+    from smallboat.model.next_item.evaluate import LABELS as NEXT_ITEM_LABELS
+
+    rows = []
+    for name, label in NEXT_ITEM_LABELS.items():
+        r = next_item["test"].get(name)
+        if r is None:
+            continue
+        bias = r["popularity_bias"]
+        rows.append(
+            [
+                ("chosen " if name == next_item["chosen"] else "") + label,
+                _fmt(r["mrr"]),
+                _fmt(r["hr"]),
+                f"{_fmt(r['exclude_seen']['mrr'])} / {_fmt(r['exclude_seen']['hr'])}",
+                _fmt(r["coverage"], 3),
+                _fmt(bias["percentile"], 3),
+                _fmt(bias["arp"], 1),
+                _fmt(next_item["valid_mrr"].get(name)),
+            ]
+        )
+    return rows
+
+
+def next_item_slice_rows(next_item: dict[str, Any], by: str) -> list[list[Any]]:
+    """MRR@k / HR@k per slice (`by_length` or `by_popularity`), one column per recommender."""
+    from smallboat.model.next_item.evaluate import LABELS as NEXT_ITEM_LABELS
+
+    names = [n for n in NEXT_ITEM_LABELS if n in next_item["test"]]
+    slices = next_item["test"][names[0]][by] if names else {}
+    rows = []
+    for slice_name, first in slices.items():
+        cells = [
+            f"{_fmt(next_item['test'][n][by][slice_name]['mrr'])} / "
+            f"{_fmt(next_item['test'][n][by][slice_name]['hr'])}"
+            for n in names
+        ]
+        rows.append([slice_name, _fmt(first["n"]), *cells])
+    return rows
+
+
+def next_item_components(next_item: dict[str, Any]) -> list[Any]:
+    """The card's next-item section: the comparison, coverage and popularity bias, slices."""
+    from metaflow.cards import Markdown, Table
+
+    from smallboat.model.next_item.evaluate import LABELS as NEXT_ITEM_LABELS
+
+    k = next_item["k"]
+    chosen = next_item["test"][next_item["chosen"]]
+    any_model = next(iter(next_item["test"].values()))
+    bias = any_model["popularity_bias"]
+    seq = next_item.get("sequence_training") or {}
+    counts = next_item.get("row_counts", {}).get("test", {})
+    names = [NEXT_ITEM_LABELS[n] for n in NEXT_ITEM_LABELS if n in next_item["test"]]
+    return [
+        Markdown("## Next item (session-based recommendation)"),
+        Markdown(
+            f"Predict the next product a shopper views from the session so far. Test split: "
+            f"{_fmt(int(counts.get('examples', any_model['n'])))} examples, "
+            f"{_fmt(100 * counts.get('oov_target_rate', 0.0), 1)}% of targets outside the "
+            f"training vocabulary (a miss for every model). Chosen for the bundle by validation "
+            f"MRR@{k}: **{NEXT_ITEM_LABELS[next_item['chosen']]}**, test MRR@{k} "
+            f"**{_fmt(chosen['mrr'])}**, HR@{k} **{_fmt(chosen['hr'])}** (the 2021 Data "
+            f"Challenge's winner: MRR@20 0.277 on the real data)."
+        ),
+        Table(
+            next_item_rows(next_item),
+            headers=[
+                "recommender",
+                f"MRR@{k}",
+                f"HR@{k}",
+                "excluding seen (MRR / HR)",
+                f"coverage@{k}",
+                "popularity percentile",
+                "avg. rec. popularity",
+                f"valid MRR@{k}",
+            ],
+        ),
+        Markdown(
+            f"Coverage: share of the {_fmt(next_item['n_items'])} SKUs of the vocabulary shown "
+            f"in at least one top-{k} list. Popularity bias: mean popularity percentile (and "
+            f"mean training views) of the recommended SKUs; the targets themselves sit at "
+            f"{_fmt(bias['target_percentile'], 3)} ({_fmt(bias['target_arp'], 1)} views)."
+        ),
+        Markdown(f"### MRR@{k} / HR@{k} by session length (detail views before the target)"),
+        Table(next_item_slice_rows(next_item, "by_length"), headers=["slice", "n", *names]),
+        Markdown(f"### MRR@{k} / HR@{k} by the target SKU's popularity"),
+        Table(next_item_slice_rows(next_item, "by_popularity"), headers=["slice", "n", *names]),
+        Markdown(
+            f"Sequence model: best epoch {_fmt(seq.get('best_epoch'))} of "
+            f"{_fmt(seq.get('epochs'))}, {_fmt(seq.get('examples_per_s'), 0)} examples/s, "
+            f"{_fmt(seq.get('seconds'), 1)} s."
+        ),
+    ]
+
+
 def card_components(report: dict[str, Any], *, dag: Any = None) -> list[Any]:
     """Metaflow card components for a TrainingReport (see flows.train evaluate/card steps)."""
     from metaflow.cards import Markdown, Table, VegaChart
@@ -269,4 +366,6 @@ def card_components(report: dict[str, Any], *, dag: Any = None) -> list[Any]:
             f"{_fmt(p2v.get('seconds'), 1)} s."
         )
     )
+    if report.get("next_item"):
+        parts += next_item_components(report["next_item"])
     return parts

@@ -13,14 +13,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import torch
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from smallboat.config import Settings
+from smallboat.data.predictions import PredictionLog
 from smallboat.serve.metrics import MetricsMiddleware, ServeMetrics
 from smallboat.serve.routes import admin, ops, predict, sagemaker
 from smallboat.serve.scoring import LoadedModel, Scorer, load_model
@@ -37,12 +39,20 @@ def create_app(
     model: LoadedModel | None = None,
     bundle: Path | None = None,
     sessions: SessionStore | None = None,
+    replica: str | None = None,
+    routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
     """The prediction app. The model is `model`, else loaded when the app starts from `bundle`
     or the registry's champion; the session store is `sessions`, else opened from settings
-    (Redis when SMALLBOAT_REDIS_URL is set). Both close when the app stops."""
+    (Redis when SMALLBOAT_REDIS_URL is set). Both close when the app stops.
+
+    Every prediction goes to the prediction log of `replica` (SMALLBOAT_SERVE_REPLICA, else
+    host-port) unless SMALLBOAT_PREDICTION_LOG is false. `routers` are mounted beside the API
+    (the CLI mounts the monitoring dashboard this way: serve does not import monitor).
+    """
     settings = settings or Settings()
     metrics = ServeMetrics()
+    name = replica or settings.serve_replica or f"{socket.gethostname()}-{settings.serve_port}"
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -52,8 +62,15 @@ def create_app(
         )
         store = sessions if sessions is not None else open_session_store(settings)
         scorer = Scorer(loaded, on_batch=metrics.batch)
+        predictions = (
+            await asyncio.to_thread(PredictionLog.open, settings, name)
+            if settings.prediction_log
+            else PredictionLog(None, name, max_pending=0)
+        )
+        metrics.watch_log(lambda: predictions.written, lambda: predictions.dropped)
         app.state.scorer = scorer
         app.state.sessions = store
+        app.state.prediction_log = predictions
         metrics.serving(loaded.version)
         # The model, vocabulary and modules are long-lived: keep the collector from walking
         # them on every full collection (a latency spike on some request).
@@ -65,6 +82,7 @@ def create_app(
         finally:
             scorer.close()
             await store.close()
+            await asyncio.to_thread(predictions.close)
 
     app = FastAPI(
         title="smallboat prediction service",
@@ -82,6 +100,8 @@ def create_app(
     app.include_router(sagemaker)
     app.include_router(ops)
     app.include_router(admin)
+    for router in routers:
+        app.include_router(router)
     install_error_handlers(app, invalid_status=422, statuses={SessionStoreError: 503})
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

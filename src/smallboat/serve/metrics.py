@@ -8,6 +8,7 @@ cannot grow without bound; paths that match no route count as `unmatched`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -87,8 +88,25 @@ class ServeMetrics:
                 if outcome.oov_skus:
                     self.oov.inc(outcome.oov_skus)
 
+    def watch_log(self, written: Callable[[], float], dropped: Callable[[], float]) -> None:
+        """Export the prediction log's counters (read when scraped)."""
+        Gauge(
+            "smallboat_prediction_log_written",
+            "Predictions made durable in the prediction log.",
+            registry=self.registry,
+        ).set_function(written)
+        Gauge(
+            "smallboat_prediction_log_dropped",
+            "Predictions the log dropped (log off, failing, or too far behind).",
+            registry=self.registry,
+        ).set_function(dropped)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+STARTED_KEY = "smallboat.started"
+"""ASGI scope key of the request's start (perf_counter), for the prediction log's latency."""
 
 
 class MetricsMiddleware:
@@ -104,6 +122,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        scope[STARTED_KEY] = started
         status = 500
 
         async def send_status(message: Message) -> None:

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import uuid
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from smallboat.data.predictions import PredictionLog, prediction_row
 from smallboat.serve.deps import (
     AdminDep,
     MetricsDep,
@@ -21,6 +25,7 @@ from smallboat.serve.deps import (
     SessionsDep,
     SettingsDep,
 )
+from smallboat.serve.metrics import STARTED_KEY
 from smallboat.serve.models import (
     MAX_ID,
     AppendEvents,
@@ -80,9 +85,60 @@ def _prediction(outcome: Outcome, session_id: str | None) -> Prediction:
     )
 
 
-async def answer(body: PredictBody, scorer: Scorer) -> Prediction | BatchPredictions:
+MAX_REQUEST_ID = 128
+
+
+async def score_logged(
+    request: Request,
+    scorer: Scorer,
+    sessions: Sequence[Sequence[dict[str, Any]]],
+    session_ids: Sequence[str | None],
+) -> list[Outcome]:
+    """Score sessions and hand each answer to the prediction log (which never blocks)."""
+    outcomes = await scorer.score(sessions)
+    try:
+        _log_outcomes(request, outcomes, session_ids)
+    except Exception:  # bookkeeping must never fail an answer
+        log.exception("logging predictions failed")
+    return outcomes
+
+
+def _log_outcomes(
+    request: Request, outcomes: Sequence[Outcome], session_ids: Sequence[str | None]
+) -> None:
+    prediction_log: PredictionLog | None = getattr(request.app.state, "prediction_log", None)
+    if prediction_log is None:
+        return
+    started = request.scope.get(STARTED_KEY)
+    latency_ms = 0.0 if started is None else (time.perf_counter() - started) * 1000.0
+    route = getattr(request.scope.get("route"), "path", None) or request.url.path
+    request_id = request.headers.get("x-request-id", "")[:MAX_REQUEST_ID] or uuid.uuid4().hex
+    now_ms = int(time.time() * 1000)
+    prediction_log.record(
+        [
+            prediction_row(
+                request_id=request_id,
+                route=route,
+                replica=prediction_log.replica,
+                session_id=session_id,
+                predicted_at_ms=now_ms,
+                model_version=outcome.model_version,
+                probability=outcome.probability,
+                latency_ms=latency_ms,
+                summary=outcome.summary,
+            )
+            for outcome, session_id in zip(outcomes, session_ids, strict=True)
+        ]
+    )
+
+
+async def answer(
+    request: Request, body: PredictBody, scorer: Scorer
+) -> Prediction | BatchPredictions:
     sessions = body.session_list()
-    outcomes = await scorer.score([s.rows() for s in sessions])
+    outcomes = await score_logged(
+        request, scorer, [s.rows() for s in sessions], [s.session_id for s in sessions]
+    )
     predictions = [_prediction(o, s.session_id) for o, s in zip(outcomes, sessions, strict=True)]
     if not body.is_batch:
         return predictions[0]
@@ -91,13 +147,16 @@ async def answer(body: PredictBody, scorer: Scorer) -> Prediction | BatchPredict
 
 
 @predict.post("/predict", responses=_ERRORS)
-async def predict_events(body: PredictBody, scorer: ScorerDep) -> Prediction | BatchPredictions:
+async def predict_events(
+    request: Request, body: PredictBody, scorer: ScorerDep
+) -> Prediction | BatchPredictions:
     """P(purchase) of one session (`events`) or of many (`sessions`), from raw browsing events."""
-    return await answer(body, scorer)
+    return await answer(request, body, scorer)
 
 
 @predict.get("/predict", responses=_ERRORS)
 async def predict_actions(
+    request: Request,
     scorer: ScorerDep,
     session: Annotated[
         str,
@@ -129,13 +188,17 @@ async def predict_actions(
                 "hashed_url": None,
             }
         )
-    [outcome] = await scorer.score([rows])
+    [outcome] = await score_logged(request, scorer, [rows], [None])
     return _prediction(outcome, None)
 
 
 @predict.post("/sessions/{session_id}/events", responses=_ERRORS)
 async def append_events(
-    session_id: SessionId, body: AppendEvents, scorer: ScorerDep, sessions: SessionsDep
+    request: Request,
+    session_id: SessionId,
+    body: AppendEvents,
+    scorer: ScorerDep,
+    sessions: SessionsDep,
 ) -> Prediction:
     """Add events to a stored session and predict on the session so far (what a page calls on
     each click). A session idle for 30 minutes (by event time, or by the store's clock) ends."""
@@ -147,17 +210,19 @@ async def append_events(
                 f"the path ({session_id!r}); leave it out or make them equal",
             )
     rows = await sessions.append(session_id, [event.row(session_id) for event in body.events])
-    [outcome] = await scorer.score([rows])
+    [outcome] = await score_logged(request, scorer, [rows], [session_id])
     return _prediction(outcome, session_id)
 
 
 @predict.get("/sessions/{session_id}", responses=_ERRORS)
-async def session_state(session_id: SessionId, scorer: ScorerDep, sessions: SessionsDep) -> Session:
+async def session_state(
+    request: Request, session_id: SessionId, scorer: ScorerDep, sessions: SessionsDep
+) -> Session:
     """A stored session's current visit: its raw events and the prediction on them."""
     rows = await sessions.get(session_id)
     if not rows:
         raise HTTPException(404, f"no stored session {session_id!r}")
-    [outcome] = await scorer.score([rows])
+    [outcome] = await score_logged(request, scorer, [rows], [session_id])
     return Session(
         session_id=session_id,
         events=[BrowsingEvent.model_validate(row) for row in rows],
@@ -219,7 +284,7 @@ async def _invoke(request: Request, scorer: Scorer, *, runtime: bool) -> Respons
         status = 400 if any(e.get("type") == "json_invalid" for e in errors) else 422
         detail = describe_errors([{**e, "loc": ("body", *e["loc"])} for e in errors])
         return _runtime_error(status, "ValidationError", detail, runtime=runtime)
-    result = await answer(body, scorer)
+    result = await answer(request, body, scorer)
     headers = {"x-Amzn-Invoked-Production-Variant": "AllTraffic"} if runtime else None
     return Response(result.model_dump_json(), media_type="application/json", headers=headers)
 

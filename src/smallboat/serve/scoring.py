@@ -31,6 +31,7 @@ import numpy as np
 from smallboat.config import Settings
 from smallboat.errors import SmallboatError
 from smallboat.features import collapse_session, encode_collapsed
+from smallboat.features.summary import events_after_first_add, summarize
 from smallboat.model.bundle import MODEL_NAME, IntentPredictor
 from smallboat.model.fused import FusedIntent
 
@@ -87,6 +88,8 @@ class Outcome:
     oov_skus: int
     model_version: str
     note: str | None = None  # why there is no probability
+    summary: dict[str, Any] | None = None
+    """The prefix's summary for the prediction log (`features.summary`); None when unscored."""
 
 
 @dataclass
@@ -189,9 +192,16 @@ def score_batch(
     used = np.zeros(len(flat), dtype=np.int64)
     oov = np.zeros(len(flat), dtype=np.int64)
     elapsed = 0.0
+    summaries: dict[int, dict[str, Any]] = {}
     if scored:
         predictor = model.predictor
         inputs = encode_collapsed([collapsed[i] for i in scored], predictor.vocab, predictor.spec)
+        columns = summarize(inputs, predictor.vocab)
+        for row, i in enumerate(scored):
+            summary = {name: _plain(values[row]) for name, values in columns.items()}
+            summary["events_after_add"] = events_after_first_add(collapsed[i])
+            summary["event_time_ms"] = collapsed[i][-1][2]
+            summaries[i] = summary
         started = time.perf_counter()
         if len(scored) <= FUSED_MAX_BATCH:
             probability[scored] = model.fused.predict(inputs)
@@ -208,6 +218,7 @@ def score_batch(
             oov_skus=int(oov[i]),
             model_version=model.version,
             note=_why_unscored(flat[i]) if np.isnan(probability[i]) else None,
+            summary=summaries.get(i),
         )
         for i in range(len(flat))
     ]
@@ -217,6 +228,11 @@ def score_batch(
         out.append(outcomes[start : start + len(sessions)])
         start += len(sessions)
     return Batch(out, len(flat), elapsed)
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy scalar as the Python value the log's JSON takes."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _why_unscored(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 import uvicorn
+from fastapi import APIRouter
 
 from smallboat.config import Settings
 from smallboat.serve.app import create_app
@@ -29,12 +32,14 @@ def serve(
     port: int,
     bundle: Path | None = None,
     log_level: str = "info",
+    routers: Sequence[APIRouter] = (),
 ) -> None:
-    """Serve the champion (or `bundle`) until SIGTERM or Ctrl-C."""
+    """Serve the champion (or `bundle`) until SIGTERM or Ctrl-C; `routers` are mounted too."""
     model = load_model(settings, bundle)
     asyncio.run(_check_store(settings))
+    replica = settings.serve_replica or f"{socket.gethostname()}-{port}"
     uvicorn.run(
-        create_app(settings, model=model, bundle=bundle),
+        create_app(settings, model=model, bundle=bundle, replica=replica, routers=routers),
         host=host,
         port=port,
         log_level=log_level,

@@ -123,7 +123,7 @@ def prepare_landing(settings: Settings) -> list[Path]:
     the canonical schema stands in. It is harmless once real files arrive (zero rows).
     """
     written = []
-    for name, table in schema.TABLES.items():
+    for name, table in schema.LANDING_TABLES.items():
         folder = settings.table_landing_dir(name)
         folder.mkdir(parents=True, exist_ok=True)
         if any(folder.glob("*.parquet")):

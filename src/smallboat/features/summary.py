@@ -1,0 +1,112 @@
+"""A prefix's summary: the few numbers monitoring watches, from the model's own inputs.
+
+Serving logs one summary per prediction (the prediction log); training stores the summaries of its
+held-out test examples in the bundle as the drift reference. Both come from `summarize` on
+`ModelInputs`, which training and serving already build with the same code, so the reference and
+the live figures cannot disagree by construction (a skew between them is real drift).
+
+`drift_frame` turns summaries (raw counts) into the columns the drift checks compare: session
+length, duration, the action mix as shares, the out-of-vocabulary share, the last product's price
+decile and top category, and the prediction itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from smallboat.features.encode import ModelInputs
+from smallboat.features.spec import CATEGORY_FIRST, COUNT_FEATURES, PRICE_NONE, SKU_OOV
+from smallboat.features.vocab import Vocabulary
+
+UNKNOWN = "unknown"
+"""Price or category of a last product event the catalog does not describe (or no product)."""
+
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "n_events",
+    "n_pageview",
+    "n_detail",
+    "n_add",
+    "n_remove",
+    "duration_s",
+    "events_used",
+    "oov_skus",
+    "sku_events",
+    "last_price",
+    "last_category",
+)
+"""What `summarize` returns per prefix (columns of the prediction log's landing table too)."""
+
+DRIFT_NUMERICAL: tuple[str, ...] = (
+    "n_events",
+    "duration_s",
+    "share_pageview",
+    "share_detail",
+    "share_add",
+    "share_remove",
+    "oov_share",
+    "probability",
+)
+DRIFT_CATEGORICAL: tuple[str, ...] = ("last_price", "last_category")
+
+
+def summarize(inputs: ModelInputs, vocab: Vocabulary) -> dict[str, np.ndarray]:
+    """Per prefix: whole-prefix counts and duration, window SKU/OOV counts, last product's price
+    decile ("1".."10") and top category (UNKNOWN when the catalog has none)."""
+    counts = inputs.counts
+    out: dict[str, np.ndarray] = {
+        name: counts[:, COUNT_FEATURES.index(name)].astype(np.int64)
+        for name in ("n_events", "n_pageview", "n_detail", "n_add", "n_remove")
+    }
+    out["duration_s"] = counts[:, COUNT_FEATURES.index("duration_s")].astype(np.float64)
+    out["events_used"] = np.asarray(inputs.events_used, dtype=np.int64)
+    out["oov_skus"] = np.asarray(inputs.oov_skus, dtype=np.int64)
+    has_product = inputs.sku >= SKU_OOV  # (N, L): a SKU event (known or not), not padding
+    out["sku_events"] = has_product.sum(axis=1).astype(np.int64)
+    width = inputs.sku.shape[1]
+    # The last product column of each row: the first hit scanning from the right.
+    last = width - 1 - np.argmax(has_product[:, ::-1], axis=1)
+    any_product = has_product.any(axis=1)
+    rows = np.arange(len(inputs))
+    price = np.where(any_product, inputs.price[rows, last], PRICE_NONE)
+    category = np.where(any_product, inputs.category[rows, last], 0)
+    price_names = np.array([UNKNOWN, UNKNOWN, *(str(d) for d in range(1, 11))], dtype=object)
+    out["last_price"] = price_names[np.clip(price, 0, len(price_names) - 1)]
+    category_names = np.array([UNKNOWN] * CATEGORY_FIRST + list(vocab.top_categories), dtype=object)
+    out["last_category"] = category_names[np.clip(category, 0, len(category_names) - 1)]
+    return out
+
+
+def events_after_first_add(collapsed: Sequence[tuple[str, str | None, int]]) -> int | None:
+    """Events after the first add of a collapsed prefix (the intent task's k); None without one."""
+    for i, (action, _, _) in enumerate(collapsed):
+        if action == "add":
+            return len(collapsed) - 1 - i
+    return None
+
+
+def drift_frame(summaries: pd.DataFrame | Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """The drift checks' columns (DRIFT_NUMERICAL + DRIFT_CATEGORICAL) from summary columns plus
+    `probability`."""
+    frame = pd.DataFrame(summaries) if not isinstance(summaries, pd.DataFrame) else summaries
+    n = frame["n_events"].astype(np.float64).clip(lower=1.0)
+    sku_events = frame["sku_events"].astype(np.float64)
+    out = pd.DataFrame(
+        {
+            "n_events": frame["n_events"].astype(np.float64),
+            "duration_s": frame["duration_s"].astype(np.float64),
+            **{
+                f"share_{action}": frame[f"n_{action}"].astype(np.float64) / n
+                for action in ("pageview", "detail", "add", "remove")
+            },
+            "oov_share": np.where(
+                sku_events > 0, frame["oov_skus"].astype(np.float64) / sku_events.clip(lower=1), 0.0
+            ),
+            "probability": frame["probability"].astype(np.float64),
+            "last_price": frame["last_price"].astype(str),
+            "last_category": frame["last_category"].astype(str),
+        }
+    )
+    return out.reset_index(drop=True)

@@ -1,0 +1,225 @@
+"""The sequence recommender: the intent model's encoder with a next-item head.
+
+The encoder is `IntentModel`'s own (per-event embeddings -> GRU, beside the prefix counts), fed
+the same `ModelInputs`; the head maps its output to a query vector, and every SKU's score is the
+query's dot product with that SKU's output embedding (started from its prod2vec vector) plus a
+bias: a full softmax over the vocabulary, computed only at the prefix's last position.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from smallboat.features import ModelInputs
+from smallboat.features.spec import SKU_FIRST
+from smallboat.model.intent import IntentConfig, IntentModel, Sizes, to_tensors
+from smallboat.model.next_item.recommenders import top_k
+from smallboat.model.ranking import K, mrr_at_k
+
+if TYPE_CHECKING:
+    from smallboat.model.next_item.data import NextItemData
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NextItemConfig:
+    """Architecture and optimisation knobs of the sequence recommender."""
+
+    sku_dim: int = 32  # the prod2vec vector size: input and output SKU embeddings start there
+    hidden: int = 64  # wider than the intent GRU: it must carry which SKU was viewed last
+    dropout: float = 0.1
+    # Unlike the intent model, the SKU embeddings train: the next view depends on WHICH SKU was
+    # viewed, and fixed prod2vec vectors only say which SKUs look alike.
+    freeze_sku: bool = False
+    lr: float = 3e-3  # AdamW, with clipping
+    weight_decay: float = 0.0  # decay would pull rare SKUs' embeddings to zero
+    batch_size: int = 256
+    max_epochs: int = 10  # an upper bound: early stopping on validation MRR@20 usually ends sooner
+    patience: int = 1  # epochs without a validation gain before stopping
+    grad_clip: float = 1.0
+    valid_examples: int = 20_000  # validation MRR is measured on at most this many examples
+    max_seconds: float = 1_800.0  # training stops after the epoch that passes this budget
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "batch_size", "max_epochs", "patience", "valid_examples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.lr <= 0.0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+    def encoder_config(self) -> IntentConfig:
+        return IntentConfig(
+            sku_dim=self.sku_dim,
+            hidden=self.hidden,
+            dropout=self.dropout,
+            freeze_sku=self.freeze_sku,
+            members=1,
+            seed=self.seed,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NextItemConfig:
+        return cls(**data)
+
+
+class NextItemModel(IntentModel):
+    """IntentModel's encoder, with the purchase head replaced by a next-item head."""
+
+    def __init__(
+        self, config: NextItemConfig, sizes: Sizes, sku_vectors: np.ndarray | None = None
+    ) -> None:
+        super().__init__(config.encoder_config(), sizes, sku_vectors)
+        self.next_config = config
+        h, d = config.hidden, config.sku_dim
+        self.head = nn.Sequential(nn.Linear(2 * h, h), nn.ReLU(), nn.Linear(h, d))
+        self.output = nn.Embedding(sizes.n_sku, d)
+        self.bias = nn.Parameter(torch.zeros(sizes.n_sku))
+        if sku_vectors is not None:
+            with torch.no_grad():
+                self.output.weight.copy_(torch.from_numpy(sku_vectors.astype(np.float32)))
+        mask = torch.zeros(sizes.n_sku)
+        mask[:SKU_FIRST] = -torch.inf  # special tokens are never the next item
+        self.register_buffer("not_a_sku", mask, persistent=False)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits over SKU tokens, (B, n_sku); -inf for the special tokens."""
+        query = self.head(self.encode(batch))  # (B, d)
+        logits: torch.Tensor = query @ self.output.weight.T + self.bias  # (B, n_sku)
+        return logits + self.not_a_sku
+
+
+class SequenceRecommender:
+    kind = "sequence"
+
+    def __init__(self, model: NextItemModel) -> None:
+        self.model = model.eval()
+
+    @torch.no_grad()
+    def scores(self, inputs: ModelInputs) -> torch.Tensor:
+        self.model.eval()
+        out: torch.Tensor = self.model(to_tensors(inputs))
+        return out
+
+
+@dataclass
+class SequenceTraining:
+    recommender: SequenceRecommender
+    best_epoch: int
+    best_valid_mrr: float
+    history: list[dict[str, float]]
+    examples_per_s: float
+    seconds: float
+
+
+def train_sequence_model(
+    config: NextItemConfig,
+    data: NextItemData,
+    *,
+    sku_vectors: np.ndarray | None,
+    threads: int = 2,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> SequenceTraining:
+    """Train on the train split's examples whose target has a token; stop when validation
+    MRR@20 (on up to `valid_examples` examples) has not improved for `patience` epochs."""
+    from smallboat.model.train import set_seed  # imports scikit-learn: not on serving's path
+
+    torch.set_num_threads(threads)
+    set_seed(config.seed)
+    t_start = time.perf_counter()
+    sizes = Sizes.of(data.vocab, data.spec)
+    model = NextItemModel(config, sizes, sku_vectors)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+    )
+    loss_fn = nn.CrossEntropyLoss()
+    train = data.splits["train"]
+    trainable = np.flatnonzero(train.target >= SKU_FIRST)
+    rng = np.random.default_rng(config.seed)
+    valid = data.splits["valid"]
+    valid_rows = np.arange(len(valid))
+    if len(valid_rows) > config.valid_examples:
+        valid_rows = np.sort(rng.choice(valid_rows, config.valid_examples, replace=False))
+    valid_inputs = data.inputs("valid", valid_rows)
+    valid_target = valid.target[valid_rows]
+
+    best_state, best_mrr, best_epoch, since_best = copy.deepcopy(model.state_dict()), -1.0, 0, 0
+    history: list[dict[str, float]] = []
+    seen, t_train = 0, 0.0
+    for epoch in range(1, config.max_epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        total, batches = 0.0, 0
+        order = rng.permutation(trainable)
+        for start in range(0, len(order), config.batch_size):
+            take = order[start : start + config.batch_size]
+            batch = to_tensors(data.inputs("train", take))
+            target = torch.from_numpy(train.target[take])  # (B,)
+            loss = loss_fn(model(batch), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            total += float(loss.item())
+            batches += 1
+        seen += len(trainable)
+        t_train += time.perf_counter() - t0
+        recommender = SequenceRecommender(model)
+        mrr = _valid_mrr(recommender, valid_inputs, valid_target)
+        entry = {
+            "epoch": float(epoch),
+            "train_loss": total / max(batches, 1),
+            "valid_mrr": mrr,
+            "seconds": time.perf_counter() - t0,
+        }
+        history.append(entry)
+        if on_epoch is not None:
+            on_epoch(entry)
+        if mrr > best_mrr:
+            best_state, best_mrr, best_epoch, since_best = (
+                copy.deepcopy(model.state_dict()),
+                mrr,
+                epoch,
+                0,
+            )
+        else:
+            since_best += 1
+        if since_best >= config.patience or time.perf_counter() - t_start > config.max_seconds:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return SequenceTraining(
+        recommender=SequenceRecommender(model),
+        best_epoch=best_epoch,
+        best_valid_mrr=best_mrr,
+        history=history,
+        examples_per_s=seen / t_train if t_train else 0.0,
+        seconds=time.perf_counter() - t_start,
+    )
+
+
+def _valid_mrr(recommender: SequenceRecommender, inputs: ModelInputs, target: np.ndarray) -> float:
+    lists = [
+        top_k(recommender.scores(inputs.take(np.arange(s, min(s + 4096, len(inputs))))), K)[0]
+        for s in range(0, len(inputs), 4096)
+    ]
+    if not lists:
+        return 0.0
+    return mrr_at_k(np.concatenate(lists), target) or 0.0

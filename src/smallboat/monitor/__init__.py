@@ -1,0 +1,1 @@
+"""Monitoring: prediction log, drift, delayed-label quality, the dashboard page."""
