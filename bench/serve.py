@@ -525,8 +525,9 @@ def render_load(title: str, points: list[Point], *, redis: bool) -> Table:
     for p in points:
         lag = f"{p.lag_ms(0.99):.2f} ms" if p.mode == "open" else "-"
         from_send = f"{p.from_send_ms(0.99):.2f} ms" if p.mode == "open" else "-"
+        tag = p.part.removeprefix("d ") + ", " if p.part.startswith("d ") else ""
         row = [
-            f"{p.mode}-loop {p.label}",
+            f"{tag}{p.mode}-loop {p.label}",
             f"{p.throughput:,.0f}",
             f"{p.ms(0.5):.2f} ms",
             f"{p.ms(0.95):.2f} ms",
@@ -657,7 +658,10 @@ def main() -> None:
     parser.add_argument("--rates", default="100,300,600", help="Open-loop rates of part a.")
     parser.add_argument("--concurrency", default="1,8,32,64", help="Closed-loop workers, part a.")
     parser.add_argument("--session-rates", default="300", help="Open-loop rates of part b.")
-    parser.add_argument("--parts", default="abc", help="Parts to run, e.g. 'a' or 'bc'.")
+    parser.add_argument("--parts", default="abcd", help="Parts to run, e.g. 'a' or 'bd'.")
+    parser.add_argument(
+        "--log-rates", default="300,600", help="Open-loop rates of part d (log on vs off)."
+    )
     parser.add_argument("--home", type=Path, default=None, help="Trained home to reuse.")
     parser.add_argument("--sessions", type=int, default=30_000, help="Synthetic, if training.")
     parser.add_argument("--calls", type=int, default=2_000, help="In-process calls (part c).")
@@ -725,6 +729,39 @@ def main() -> None:
                         )
                     )
 
+    d_points: list[Point] = []
+    logged: dict[str, float] = {}
+    if "d" in args.parts:
+        console.rule("d. POST /v1/predict with the prediction log on and off (same load)")
+        for state in ("off", "on", "off", "on"):  # alternated: the machine drifts over minutes
+            env = {"SMALLBOAT_PREDICTION_LOG": "true" if state == "on" else "false"}
+            log_path = root / f"serve-log-{state}.log"
+            with ServeProcess(home, env=env, log_path=log_path) as service:
+                assert service.process is not None
+                warm_up(service.url, predict, console)
+                for rate in _numbers(args.log_rates):
+                    point = measure(
+                        f"d log {state}",
+                        "open",
+                        rate,
+                        route=PREDICT_ROUTE,
+                        url=service.url,
+                        requests=predict,
+                        seconds=seconds,
+                        server_pid=service.process.pid,
+                        redis_pid=None,
+                        console=console,
+                    )
+                    d_points.append(point)
+                metrics = scrape(service.url)
+                for name in (
+                    "smallboat_prediction_log_written",
+                    "smallboat_prediction_log_dropped",
+                ):
+                    logged[f"{state} {name}"] = logged.get(f"{state} {name}", 0.0) + metrics.get(
+                        name, 0.0
+                    )
+
     inproc: list[InProcess] = []
     if "c" in args.parts:
         console.rule("c. the forward pass in this process")
@@ -738,9 +775,16 @@ def main() -> None:
     if b_points:
         title = "b. POST /v1/sessions/{id}/events, one event per request (Redis store)"
         console.print(render_load(title, b_points, redis=True))
+    if d_points:
+        title = "d. POST /v1/predict, prediction log off vs on (alternating runs)"
+        console.print(render_load(title, d_points, redis=False))
+        console.print(
+            "prediction log counters: "
+            + ", ".join(f"{name} = {value:,.0f}" for name, value in sorted(logged.items()))
+        )
     if inproc:
         console.print(render_forward(inproc, a_points + b_points))
-    print_errors(console, a_points + b_points)
+    print_errors(console, a_points + b_points + d_points)
     log_problems(console, logs)
     console.print(f"home: {home} (reuse: --home {home})")
 

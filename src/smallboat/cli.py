@@ -559,5 +559,94 @@ def demo_cmd(
     console.print(f"the demo took {time.perf_counter() - started:,.0f} s")
 
 
+@app.command("schedule")
+@friendly_errors
+def schedule_cmd(
+    every: Annotated[
+        str,
+        typer.Option(help="Time between checks: numbers with units s, m, h, d (90s, 30m, 1h30m)."),
+    ] = "1h",
+    retrain_on_alert: Annotated[
+        bool, typer.Option(help="Retrain (land, transform, TrainFlow, gate, reload) on an alert.")
+    ] = True,
+    max_runs: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many checks [default: never].")
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="The service to hot-reload [default: SMALLBOAT_SERVE_URL or host:port]."),
+    ] = None,
+    bootstrap: Annotated[
+        int, typer.Option(min=0, help="Bootstrap resamples of the live ROC-AUC's CI.")
+    ] = 200,
+    grid: Annotated[
+        str | None,
+        typer.Option(help="Retraining: JSON list of IntentConfig overrides, one branch each."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Retraining: seed of every random choice.")] = 0,
+    min_improvement: Annotated[
+        float, typer.Option(help="Retraining: test ROC-AUC margin a challenger must beat.")
+    ] = 0.0,
+) -> None:
+    """Run the monitoring check every interval as a Prefect flow, the first right away; a drift
+    or quality alert starts the retrain flow. Runs are recorded under <home>/prefect (no server
+    or account: Prefect's temporary local server); Ctrl-C stops."""
+    import datetime
+
+    from rich.markup import escape
+
+    from smallboat.flows.schedule import Watched, parse_duration, prefect_home, schedule
+
+    interval = parse_duration(every)
+    settings = Settings()
+    settings.ensure_home()
+    home = prefect_home(settings)
+    on_alert = "retrain" if retrain_on_alert else "report only"
+    console.print(f"checking every {interval}; on an alert: {on_alert}", highlight=False)
+    console.print(
+        f"runs are recorded in {home}; to browse them: PREFECT_HOME={home} prefect server start",
+        highlight=False,
+        soft_wrap=True,
+    )
+    train_params: dict[str, object] = {"seed": seed, "min_improvement": min_improvement}
+    if grid is not None:
+        train_params["grid"] = grid
+    failed: list[int] = []
+
+    def stamp(run: int) -> str:
+        return f"[{datetime.datetime.now():%H:%M:%S}] run {run}"
+
+    def on_run(run: int, watched: Watched) -> None:
+        console.print(
+            f"{stamp(run)}: {watched.render()}", highlight=False, markup=False, soft_wrap=True
+        )
+
+    def on_error(run: int, exc: Exception) -> None:
+        failed.append(run)
+        err_console.print(
+            f"{escape(stamp(run))}: [bold red]error:[/] {escape(str(exc))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    try:
+        runs = schedule(
+            settings,
+            interval,
+            retrain_on_alert=retrain_on_alert,
+            max_runs=max_runs,
+            on_run=on_run,
+            on_error=on_error,
+            url=url,
+            n_bootstrap=bootstrap,
+            train_params=train_params,
+        )
+    except KeyboardInterrupt:
+        console.print("stopped")
+        raise typer.Exit(code=130) from None
+    if failed:
+        raise SmallboatError(f"{len(failed)} of {runs} scheduled runs failed (runs {failed})")
+
+
 if __name__ == "__main__":
     app()

@@ -135,10 +135,14 @@ def retrain(
     landed = land_arrivals(settings)
     transformed = run_transform(settings, progress=progress)
     outcome = run_train(settings, show_output=show_output, skip_transform=True, **train_params)
-    registration = outcome.registration or {}
-    if registration.get("decision") == "promoted":
-        reload = reload_service(settings, url)
-    else:
-        reload = f"not reloaded: {registration.get('summary', 'the gate kept the champion')}"
-    log.info("retrain: %s; %s", registration.get("summary"), reload)
-    return RetrainResult(landed, transformed, outcome, reload)
+    result = RetrainResult(landed, transformed, outcome, reload="")
+    result.reload = reload_if_promoted(settings, result, url)
+    log.info("retrain: %s; %s", result.registration.get("summary"), result.reload)
+    return result
+
+
+def reload_if_promoted(settings: Settings, result: RetrainResult, url: str | None = None) -> str:
+    """Hot-reload the service when the gate promoted the new version; else say why not."""
+    if result.promoted:
+        return reload_service(settings, url)
+    return f"not reloaded: {result.registration.get('summary', 'the gate kept the champion')}"

@@ -147,9 +147,7 @@ def fit_next_item(
             flush=True,
         )
 
-    return fit_and_compare(
-        examples, sku_vectors, config=config, threads=threads, on_epoch=progress
-    )
+    return fit_and_compare(examples, sku_vectors, config=config, threads=threads, on_epoch=progress)
 
 
 @dataclass
@@ -350,6 +348,8 @@ def register(
     fresh = predict_examples(IntentPredictor.load(bundle_dir), data.test_events, test)
     drift = float(np.max(np.abs(fresh - report["test_predictions"]))) if len(fresh) else 0.0
     assert drift < 1e-6, f"the saved bundle predicts differently from the flow: max diff {drift}"
+    if next_item is not None:
+        _check_saved_next_item(bundle_dir, next_item, data)
     reference_table(
         IntentPredictor.load(bundle_dir), data.test_events, test, report["test_predictions"]
     ).to_parquet(bundle_dir / REFERENCE_FILE, index=False)
@@ -393,6 +393,20 @@ def register(
         "champion_score": published.decision.champion_score,
         "card_path": str(bundle_dir / "card.html") if html is not None else None,
     }
+
+
+def _check_saved_next_item(bundle_dir: Path, state: Any, data: IntentData) -> None:
+    """The bundle's next-item recommender scores the test prefixes as the flow's one did."""
+    import torch
+
+    from smallboat.model.bundle import IntentPredictor
+    from smallboat.model.next_item.store import from_state
+
+    saved = IntentPredictor.load(bundle_dir).next_item
+    assert saved is not None, f"{bundle_dir} lost its next-item recommender"
+    inputs, _ = data.inputs("test")
+    sample = inputs.take(np.arange(min(len(inputs), 256)))
+    torch.testing.assert_close(saved.scores(sample), from_state(state).scores(sample))
 
 
 def closing_lines(report: dict[str, Any], registration: dict[str, Any]) -> list[str]:

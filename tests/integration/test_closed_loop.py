@@ -54,8 +54,8 @@ def loop(
         settings = Settings()
         settings.ensure_home()
         use_metaflow_env(settings)
-        synthesize(SynthConfig(sessions=8_000, seed=3), root / "data")
-        held = split_release(root / "data", root / "split", live_fraction=0.3)
+        synthesize(SynthConfig(sessions=6_000, seed=3), root / "data")
+        held = split_release(root / "data", root / "split", live_fraction=0.25)
         load_path(held.history, source="coveo", on_bad_rows="fail", settings=settings)
         run_transform(settings)
         trained = run_train(

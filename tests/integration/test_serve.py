@@ -31,6 +31,7 @@ pytestmark = pytest.mark.slow
 
 TOKEN = "s3cret-admin"
 GRID = json.dumps([{"name": "pair", "hidden": 16, "batch_size": 64, "max_epochs": 6, "members": 2}])
+NEXT_ITEM = json.dumps({"max_epochs": 4})  # the next-item sequence model, kept short here
 
 
 @dataclass
@@ -76,7 +77,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
 
 def trained_on(settings: Settings) -> Trained:
     """TrainFlow run once on the home; the test examples as raw rows beside its predictions."""
-    outcome = run_train(settings, show_output=False, grid=GRID, bootstrap=0, threads=1)
+    outcome = run_train(
+        settings, show_output=False, grid=GRID, bootstrap=0, threads=1, next_item=NEXT_ITEM
+    )
     from metaflow import Run, namespace
 
     namespace(None)
@@ -126,6 +129,27 @@ def test_served_predictions_equal_the_flows_offline_predictions(
         assert body["model_version"] == "1"
         served += [p["purchase_probability"] for p in body["predictions"]]
     np.testing.assert_allclose(served, trained.offline, atol=1e-6, rtol=0)
+
+
+def test_served_next_items_are_the_bundles_offline_top_k(trained: Trained, service: str) -> None:
+    """The champion's next-item head over HTTP: each session's top-k is what the bundle's
+    recommender ranks offline for the same events, sorted by descending score."""
+    from smallboat.model.bundle import IntentPredictor
+
+    registration = trained.outcome.registration
+    assert registration is not None
+    predictor = IntentPredictor.load(Path(registration["bundle_dir"]))
+    assert predictor.next_item is not None
+    sessions = trained.sessions[:100]
+    r = post(service, "/v1/predict", {"sessions": [{"events": s} for s in sessions], "k": 20})
+    assert r.status_code == 200, r.text
+    offline = predictor.recommend(predictor.encode(sessions), [20] * len(sessions))
+    assert offline is not None
+    for answer, expected in zip(r.json()["predictions"], offline, strict=True):
+        served = [(item["sku"], item["score"]) for item in answer["next_items"]]
+        assert [sku for sku, _ in served] == [sku for sku, _ in expected]
+        np.testing.assert_allclose([v for _, v in served], [v for _, v in expected], rtol=1e-5)
+        assert [v for _, v in served] == sorted((v for _, v in served), reverse=True)
 
 
 def test_a_session_fed_click_by_click_matches_offline_at_every_example(

@@ -34,6 +34,7 @@ GRID = json.dumps(
         {"name": "wider", "hidden": 32, "batch_size": 64, "max_epochs": 12, "members": 1},
     ]
 )
+NEXT_ITEM = json.dumps({"max_epochs": 4})  # the sequence recommender, kept short here
 WORSE = json.dumps([{"name": "untrained", "lr": 1e-9, "max_epochs": 1, "hidden": 8, "members": 1}])
 
 
@@ -55,6 +56,7 @@ def first(home: tuple[Settings, Path]) -> TrainOutcome:
         oracle=str(data),
         bootstrap=50,
         threads=1,
+        next_item=NEXT_ITEM,
     )
 
 
@@ -93,6 +95,12 @@ def test_first_run_trains_evaluates_and_becomes_champion(
     assert s["oracle_roc_auc"] > s["count_baseline_roc_auc"]
     assert 0.0 < s["challenge_score"] <= 4.5
     assert s["oracle_gap_roc_auc"] == pytest.approx(s["oracle_roc_auc"] - s["roc_auc"])
+    # recommend: four next-item recommenders on the same test examples; the sequence model,
+    # chosen by validation MRR@20, beats popularity and goes into the bundle
+    next_item = task(run, "recommend").data.recommendation.report
+    assert set(next_item["test"]) == {"popularity", "popularity_category", "knn", "sequence"}
+    assert s["next_item_sequence_mrr_at_20"] > s["next_item_popularity_mrr_at_20"]
+    assert s["next_item_mrr_at_20"] == s[f"next_item_{next_item['chosen']}_mrr_at_20"]
     # register: the first model becomes champion
     reg = first.registration
     assert reg is not None and reg["decision"] == "promoted" and reg["version"] == 1
@@ -127,6 +135,9 @@ def test_the_card_shows_what_a_reader_needs(first: TrainOutcome) -> None:
         "Rows per split",
         "The sweep",
         "dbt build at",
+        "Next item",
+        "by session length",
+        "popularity percentile",
     ):
         assert needle in text, needle
     types = re.findall(r'"type": "(\w+)"', text)
@@ -164,6 +175,7 @@ def test_a_worse_challenger_is_not_promoted(
         bootstrap=0,
         skip_transform=True,
         threads=1,
+        next_item=NEXT_ITEM,
     )
     reg = worse.registration
     assert reg is not None
@@ -191,6 +203,7 @@ def test_resume_reruns_only_from_the_failed_step(
             bootstrap=0,
             skip_transform=True,
             threads=1,
+            next_item=NEXT_ITEM,
         )
     assert "no oracle file" in str(failure.value)
     run_id = str(failure.value).split("resume with `smallboat train --resume ")[1].split("`")[0]

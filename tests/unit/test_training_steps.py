@@ -62,3 +62,19 @@ def test_the_best_validation_auc_wins_and_nan_never_does() -> None:
     assert [e["name"] for e in sweep if e["chosen"]] == ["c"]
     tie, _ = pick_best([branch("z", 0.8), branch("y", 0.8)])
     assert tie.name == "y"  # ties go to the earlier name: deterministic
+
+
+def test_next_item_overrides_are_checked_at_the_start() -> None:
+    from smallboat.training import next_item_config
+
+    config = next_item_config('{"max_epochs": 3, "hidden": 16}', seed=7)
+    assert (config.max_epochs, config.hidden, config.seed) == (3, 16, 7)
+    for text, message in [
+        ("nope", "--next-item is not JSON"),
+        ("[1]", "must be a JSON object"),
+        ('{"epochs": 3}', "unknown field(s) ['epochs']"),
+        ('{"hidden": 0}', "hidden must be >= 1, got 0"),
+    ]:
+        with pytest.raises(SmallboatError) as err:
+            next_item_config(text, seed=0)
+        assert message in str(err.value)

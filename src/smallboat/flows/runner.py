@@ -151,7 +151,9 @@ def _failure(running: Any, stdout: str, *, flow_name: str = FLOW_NAME) -> str:
     run = getattr(running, "run", None)
     where = ""
     if run is not None:
-        resume = f"; resume with `smallboat train --resume {run.id}`" if flow_name == FLOW_NAME else ""
+        resume = (
+            f"; resume with `smallboat train --resume {run.id}`" if flow_name == FLOW_NAME else ""
+        )
         where = f" (run {run.pathspec}{resume})"
     detail: list[str] = []
     if run is not None:
@@ -202,9 +204,7 @@ def run_monitor(settings: Settings, *, show_output: bool = True, **params: Any) 
     settings.ensure_home()
     use_metaflow_env(settings)
     flow_file = str(Path(monitor.__file__).resolve())
-    with _runner(settings, show_output=show_output, flow_file=flow_file).run(
-        **params
-    ) as running:
+    with _runner(settings, show_output=show_output, flow_file=flow_file).run(**params) as running:
         stdout = running.stdout
         if running.status != "successful":
             raise SmallboatError(_failure(running, stdout, flow_name=MONITOR_FLOW_NAME))

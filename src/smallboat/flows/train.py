@@ -76,7 +76,7 @@ class TrainFlow(FlowSpec):
         "next-item",
         default="{}",
         help="JSON NextItemConfig overrides for the next-item sequence model, e.g. "
-        '\'{"max_epochs": 4}\'.',
+        "'{\"max_epochs\": 4}'.",
     )
 
     @step

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +25,10 @@ import torch
 
 from smallboat.errors import SmallboatError
 from smallboat.features import FeatureSpec, ModelInputs, Vocabulary, encode_sessions
+from smallboat.features.spec import SKU_FIRST
 from smallboat.model.intent import IntentConfig, IntentEnsemble, Sizes, predict_proba
-from smallboat.model.next_item.recommenders import Recommender
+from smallboat.model.next_item.data import sku_tokens
+from smallboat.model.next_item.recommenders import Recommender, top_k
 from smallboat.model.next_item.store import RecommenderState, from_state, load_state, save_state
 
 BUNDLE_FORMAT = 1
@@ -135,6 +139,47 @@ class IntentPredictor:
             meta=meta,
             next_item=next_item,
         )
+
+    @cached_property
+    def sku_names(self) -> np.ndarray:
+        """SKU hash of each SKU token (empty for the special tokens), (n_sku_tokens,) object."""
+        names = np.full(self.vocab.n_sku_tokens, "", dtype=object)
+        names[SKU_FIRST:] = self.vocab.trained_skus()
+        return names
+
+    def recommend(
+        self,
+        inputs: ModelInputs,
+        ks: Sequence[int],
+        *,
+        exclude: Sequence[Sequence[str | None] | None] | None = None,
+    ) -> list[list[tuple[str, float]]] | None:
+        """The next items of each encoded prefix: (SKU, score) pairs by descending score, at most
+        `ks[i]` for row i; with `exclude[i]` (SKU hashes), none of those. None when the bundle
+        has no next-item recommender (bundles older than the task)."""
+        if self.next_item is None:
+            return None
+        scores = self.next_item.scores(inputs)  # (B, n_sku_tokens)
+        excluded = None
+        if exclude is not None and any(skus for skus in exclude):
+            width = max(len(skus or ()) for skus in exclude)
+            excluded = np.zeros((len(inputs), width), dtype=np.int64)  # 0 pads: never a SKU
+            for row, skus in enumerate(exclude):
+                if skus:
+                    found = [s for s in skus if s is not None]
+                    excluded[row, : len(found)] = sku_tokens(
+                        self.vocab, np.array(found, dtype=object)
+                    )
+        tokens, values = top_k(scores, max(ks, default=0), exclude=excluded)
+        names = self.sku_names
+        return [
+            [
+                (str(names[t]), float(v))
+                for t, v in zip(tokens[row, :k], values[row, :k], strict=True)
+                if np.isfinite(v)
+            ]
+            for row, k in enumerate(ks)
+        ]
 
     def predict_inputs(self, inputs: ModelInputs) -> np.ndarray:
         return predict_proba(self.model, inputs)

@@ -46,17 +46,28 @@ def _checked(top: npt.ArrayLike, target: npt.ArrayLike) -> tuple[np.ndarray, np.
     return t, y
 
 
+def _cut(top: npt.ArrayLike, k: int) -> np.ndarray:
+    """The first k columns of the top-k lists (checked to be a 2-D array first)."""
+    t = np.asarray(top)
+    if t.ndim != 2:
+        raise SmallboatError(
+            f"ranking metrics: expected top-k lists (N, k) and targets (N,), got lists of shape "
+            f"{t.shape}; pass one list per example"
+        )
+    return t[:, :k]
+
+
 def hit_ranks(top: npt.ArrayLike, target: npt.ArrayLike) -> np.ndarray:
     """1-based rank of each target in its top-k list; 0 when it is not in the list."""
     t, y = _checked(top, target)
-    hits = t == y[:, None]  # (N, k)
+    hits = (t == y[:, None]) & (t >= 0)  # (N, k)
     found = hits.any(axis=1)
     return np.where(found, hits.argmax(axis=1) + 1, 0).astype(np.int64)
 
 
 def mrr_at_k(top: npt.ArrayLike, target: npt.ArrayLike, k: int = K) -> float | None:
-    """Mean reciprocal rank of the target within the first k (0 for a miss); None for no examples."""
-    ranks = hit_ranks(np.asarray(top)[:, :k], target)
+    """Mean reciprocal rank of the target in the first k (0 for a miss); None for no examples."""
+    ranks = hit_ranks(_cut(top, k), target)
     if not len(ranks):
         return None
     return float(np.where(ranks > 0, 1.0 / np.maximum(ranks, 1), 0.0).mean())
@@ -64,13 +75,13 @@ def mrr_at_k(top: npt.ArrayLike, target: npt.ArrayLike, k: int = K) -> float | N
 
 def hr_at_k(top: npt.ArrayLike, target: npt.ArrayLike, k: int = K) -> float | None:
     """Hit rate: share of examples whose target is within the first k; None for no examples."""
-    ranks = hit_ranks(np.asarray(top)[:, :k], target)
+    ranks = hit_ranks(_cut(top, k), target)
     return float((ranks > 0).mean()) if len(ranks) else None
 
 
 def catalog_coverage(top: npt.ArrayLike, n_items: int, k: int = K) -> float | None:
     """Share of the `n_items` recommendable items that appear in at least one top-k list."""
-    t = np.asarray(top)[:, :k]
+    t = _cut(top, k)
     if n_items <= 0:
         return None
     shown = np.unique(t[t >= 0])
@@ -95,7 +106,7 @@ def popularity_bias(
     popularity percentile, and the targets' `target_arp` / `target_percentile`: a recommender
     whose percentile is far above the targets' pushes the head of the catalogue.
     """
-    t, y = _checked(np.asarray(top)[:, :k], target)
+    t, y = _checked(_cut(top, k), target)
     pop = np.asarray(popularity, dtype=np.float64)
     pct = popularity_percentiles(pop)
 

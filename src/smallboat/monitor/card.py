@@ -17,8 +17,9 @@ import html
 from datetime import UTC, datetime
 from typing import Any
 
-EVIDENTLY_FRAME_ID = "evidently-report"
-"""The iframe's id in the card: what a test or a reader's script looks for."""
+EVIDENTLY_FRAME_ID = "smallboat-evidently-frame"
+"""The iframe's id in the card: what a test or a reader's script looks for. (Not
+"evidently-report": the Markdown renderer gives the heading "Evidently report" that id.)"""
 
 MAX_WINDOW_ROWS = 30
 """Live quality per window: the most recent windows shown (the snapshot keeps them all)."""
@@ -44,14 +45,14 @@ def evidently_frame(report_html: str, *, height_px: int = 1100) -> str:
     )
 
 
-def quality_rows(data: dict[str, Any]) -> list[list[str]]:
+def quality_rows(data: dict[str, Any]) -> list[list[Any]]:
     """One row per model version: live quality on its labelled evaluation points beside its
     offline test ROC-AUC (known for the watched version)."""
     offline = data.get("offline") or {}
     tested = {v["version"]: v.get("test_roc_auc") for v in data.get("versions") or []}
     if offline.get("model_version") is not None:
         tested[str(offline["model_version"])] = offline.get("test_roc_auc")
-    rows = []
+    rows: list[list[Any]] = []
     for row in (data.get("quality") or {}).get("overall", []):
         ci = row.get("roc_auc_ci")
         auc = _num(row.get("roc_auc")) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
@@ -69,7 +70,7 @@ def quality_rows(data: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def window_rows(data: dict[str, Any]) -> list[list[str]]:
+def window_rows(data: dict[str, Any]) -> list[list[Any]]:
     windows = (data.get("quality") or {}).get("windows", [])
     return [
         [
@@ -207,9 +208,7 @@ def _run_parts(
     from metaflow.cards import Markdown
 
     lines = ["## This run"]
-    lines.append(
-        f"- landed: {landed.replace(chr(10), '; ')}" if landed else "- landing: skipped"
-    )
+    lines.append(f"- landed: {landed.replace(chr(10), '; ')}" if landed else "- landing: skipped")
     if transformed:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(transformed["summary"].items()))
         lines.append(

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from smallboat import schema
 from smallboat.web.fields import utf8_text
@@ -18,6 +25,9 @@ MAX_ID = 256
 MAX_URL = 8_192
 MAX_BATCH_SESSIONS = 1_000
 """Most sessions one batch request may carry (the body limit usually binds first)."""
+DEFAULT_K = 10
+"""Next items returned when a request does not say how many."""
+MAX_K = 100
 
 Action = Literal["detail", "add", "remove", "purchase"]
 assert set(Action.__args__) == set(schema.PRODUCT_ACTIONS)  # type: ignore[attr-defined]
@@ -97,6 +107,20 @@ class PredictBody(BaseModel):
     sessions: list[SessionEvents] | None = Field(
         default=None, min_length=1, max_length=MAX_BATCH_SESSIONS
     )
+    k: int = Field(default=DEFAULT_K, description=f"Next items to return per session (1..{MAX_K}).")
+    exclude_seen: bool = Field(
+        default=False, description="Leave SKUs the session already holds out of next_items."
+    )
+
+    @field_validator("k")
+    @classmethod
+    def _k_in_range(cls, k: int) -> int:
+        if not 1 <= k <= MAX_K:
+            raise ValueError(
+                f"must be 1 to {MAX_K} (how many next items to return), got {k}; "
+                f"leave it out for {DEFAULT_K}"
+            )
+        return k
 
     @model_validator(mode="after")
     def _one_form(self) -> PredictBody:
@@ -126,11 +150,17 @@ class AppendEvents(BaseModel):
     events: list[BrowsingEvent] = Field(min_length=1)
 
 
+class NextItem(BaseModel):
+    sku: str = Field(description="product_sku_hash of a SKU the shopper may view next.")
+    score: float = Field(description="The recommender's score; the list is sorted by it.")
+
+
 class Prediction(BaseModel):
-    """P(purchase) for a session so far.
+    """P(purchase) for a session so far, and the SKUs the shopper may view next.
 
     `purchase_probability` is null when the session has no events before its first purchase
     (nothing to predict from, or the purchase already happened); `note` then says which.
+    `next_items` is null then too, and when the model bundle has no next-item recommender.
     """
 
     session_id: str | None = None
@@ -140,6 +170,9 @@ class Prediction(BaseModel):
     events_in_session: int = Field(description="Events of the session after collapsing.")
     oov_skus: int = Field(description="Events in the window whose SKU the model never saw.")
     note: str | None = None
+    next_items: list[NextItem] | None = Field(
+        default=None, description="Top-k next SKUs, by descending score (k: the request's)."
+    )
 
 
 class Session(BaseModel):

@@ -33,13 +33,14 @@ from smallboat.serve.models import (
     BrowsingEvent,
     ErrorBody,
     Health,
+    NextItem,
     PredictBody,
     Prediction,
     Ready,
     Reloaded,
     Session,
 )
-from smallboat.serve.scoring import Outcome, Scorer, load_model
+from smallboat.serve.scoring import NextItemOptions, Outcome, Scorer, load_model
 from smallboat.serve.sessions import SessionStoreError
 from smallboat.web.body import BoundedBodyRoute
 from smallboat.web.errors import ERROR_CODES, describe_errors, error_response
@@ -82,6 +83,9 @@ def _prediction(outcome: Outcome, session_id: str | None) -> Prediction:
         events_in_session=outcome.events_in_session,
         oov_skus=outcome.oov_skus,
         note=outcome.note,
+        next_items=None
+        if outcome.next_items is None
+        else [NextItem(sku=sku, score=score) for sku, score in outcome.next_items],
     )
 
 
@@ -93,9 +97,10 @@ async def score_logged(
     scorer: Scorer,
     sessions: Sequence[Sequence[dict[str, Any]]],
     session_ids: Sequence[str | None],
+    options: NextItemOptions = NextItemOptions(),
 ) -> list[Outcome]:
     """Score sessions and hand each answer to the prediction log (which never blocks)."""
-    outcomes = await scorer.score(sessions)
+    outcomes = await scorer.score(sessions, options)
     try:
         _log_outcomes(request, outcomes, session_ids)
     except Exception:  # bookkeeping must never fail an answer
@@ -137,7 +142,11 @@ async def answer(
 ) -> Prediction | BatchPredictions:
     sessions = body.session_list()
     outcomes = await score_logged(
-        request, scorer, [s.rows() for s in sessions], [s.session_id for s in sessions]
+        request,
+        scorer,
+        [s.rows() for s in sessions],
+        [s.session_id for s in sessions],
+        NextItemOptions(k=body.k, exclude_seen=body.exclude_seen),
     )
     predictions = [_prediction(o, s.session_id) for o, s in zip(outcomes, sessions, strict=True)]
     if not body.is_batch:

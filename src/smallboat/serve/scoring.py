@@ -34,6 +34,7 @@ from smallboat.features import collapse_session, encode_collapsed
 from smallboat.features.summary import events_after_first_add, summarize
 from smallboat.model.bundle import MODEL_NAME, IntentPredictor
 from smallboat.model.fused import FusedIntent
+from smallboat.serve.models import DEFAULT_K
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +91,23 @@ class Outcome:
     note: str | None = None  # why there is no probability
     summary: dict[str, Any] | None = None
     """The prefix's summary for the prediction log (`features.summary`); None when unscored."""
+    next_items: list[tuple[str, float]] | None = None
+    """(SKU, score) by descending score; None when unscored or the bundle has no recommender."""
+
+
+@dataclass(frozen=True)
+class NextItemOptions:
+    """What a request asks of the next-item head."""
+
+    k: int = DEFAULT_K
+    exclude_seen: bool = False
 
 
 @dataclass
 class _Job:
     sessions: Sequence[Sequence[Mapping[str, Any]]]
     future: asyncio.Future[list[Outcome]]
+    options: NextItemOptions = NextItemOptions()
 
 
 @dataclass(frozen=True)
@@ -125,9 +137,13 @@ class Scorer:
         previous, self.model = self.model, model
         return previous
 
-    async def score(self, sessions: Sequence[Sequence[Mapping[str, Any]]]) -> list[Outcome]:
+    async def score(
+        self,
+        sessions: Sequence[Sequence[Mapping[str, Any]]],
+        options: NextItemOptions = NextItemOptions(),
+    ) -> list[Outcome]:
         loop = asyncio.get_running_loop()
-        job = _Job(sessions, loop.create_future())
+        job = _Job(sessions, loop.create_future(), options)
         self._queue.append(job)
         if not self._draining:
             self._draining = True
@@ -142,12 +158,14 @@ class Scorer:
                 jobs = self._take()
                 model = self.model
                 requests = [j.sessions for j in jobs]
+                options = [j.options for j in jobs]
                 try:
                     if sum(len(r) for r in requests) <= FUSED_MAX_BATCH:
-                        batch = score_batch(model, requests)  # ~1 ms: a thread hop costs more
+                        # ~1 ms: a thread hop costs more
+                        batch = score_batch(model, requests, options)
                     else:
                         batch = await loop.run_in_executor(
-                            self._executor, score_batch, model, requests
+                            self._executor, score_batch, model, requests, options
                         )
                 except Exception as exc:
                     log.exception("scoring a batch of %d requests failed", len(jobs))
@@ -182,10 +200,21 @@ class Scorer:
 
 
 def score_batch(
-    model: LoadedModel, requests: Sequence[Sequence[Sequence[Mapping[str, Any]]]]
+    model: LoadedModel,
+    requests: Sequence[Sequence[Sequence[Mapping[str, Any]]]],
+    options: Sequence[NextItemOptions] | None = None,
 ) -> Batch:
-    """Outcomes per request, per session: one encode and one forward pass for all of them."""
+    """Outcomes per request, per session: one encode and one forward pass for all of them (the
+    intent head's, and the next-item head's on the same inputs)."""
     flat = [session for sessions in requests for session in sessions]
+    per_session = [
+        opts
+        for sessions, opts in zip(
+            requests, options or [NextItemOptions()] * len(requests), strict=True
+        )
+        for _ in sessions
+    ]
+    next_items: dict[int, list[tuple[str, float]]] = {}
     collapsed = [collapse_session(rows) for rows in flat]
     scored = [i for i, events in enumerate(collapsed) if events]
     probability = np.full(len(flat), np.nan)
@@ -207,6 +236,16 @@ def score_batch(
             probability[scored] = model.fused.predict(inputs)
         else:
             probability[scored] = model.predictor.predict_inputs(inputs)
+        recommended = predictor.recommend(
+            inputs,
+            [per_session[i].k for i in scored],
+            exclude=[
+                [sku for _, sku, _ in collapsed[i]] if per_session[i].exclude_seen else None
+                for i in scored
+            ],
+        )
+        if recommended is not None:
+            next_items = dict(zip(scored, recommended, strict=True))
         elapsed = time.perf_counter() - started
         used[scored] = inputs.events_used
         oov[scored] = inputs.oov_skus
@@ -219,6 +258,7 @@ def score_batch(
             model_version=model.version,
             note=_why_unscored(flat[i]) if np.isnan(probability[i]) else None,
             summary=summaries.get(i),
+            next_items=next_items.get(i),
         )
         for i in range(len(flat))
     ]

@@ -93,9 +93,8 @@ class NextItemModel(IntentModel):
         if sku_vectors is not None:
             with torch.no_grad():
                 self.output.weight.copy_(torch.from_numpy(sku_vectors.astype(np.float32)))
-        mask = torch.zeros(sizes.n_sku)
-        mask[:SKU_FIRST] = -torch.inf  # special tokens are never the next item
-        self.register_buffer("not_a_sku", mask, persistent=False)
+        self.not_a_sku = torch.zeros(sizes.n_sku)  # (n_sku,): -inf for the special tokens,
+        self.not_a_sku[:SKU_FIRST] = -torch.inf  # which are never the next item
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits over SKU tokens, (B, n_sku); -inf for the special tokens."""

@@ -100,7 +100,7 @@ def save_state(folder: Path, state: RecommenderState) -> None:
         json.dumps({"kind": state.kind, "config": state.config}, indent=2)
     )
     if state.arrays:
-        np.savez_compressed(folder / ARRAYS_FILE, **state.arrays)
+        np.savez_compressed(folder / ARRAYS_FILE, allow_pickle=False, **state.arrays)
     if state.weights is not None:
         (folder / WEIGHTS_FILE).write_bytes(state.weights)
 

@@ -120,10 +120,11 @@ final as (
         as_of_ms,
         label_status,
         case label_status when 'positive' then 1 when 'negative' then 0 end as label,
-        (
+        coalesce(
             purchase_probability is not null
             and events_after_add in ({{ var('intent_prediction_points') | join(', ') }})
-            and nth_answer = 1
+            and nth_answer = 1,
+            false
         ) as is_evaluation_point
     from labelled
 
