@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,3 +31,28 @@ def synthetic_home(root: Path, *, sessions: int, seed: int) -> Iterator[tuple[Se
         yield settings, data
     finally:
         mp.undo()
+
+
+def raw_rows(events: Any, session: int, session_id: str) -> list[dict[str, Any]]:
+    """A collapsed session of an EventTable back as raw browsing rows under `session_id`
+    (collapsing them again is the identity)."""
+    start, end = events.offsets[session], events.offsets[session + 1]
+    rows = []
+    for action, sku, ts in zip(
+        events.actions[start:end],
+        events.skus[start:end],
+        events.timestamps_ms[start:end],
+        strict=True,
+    ):
+        pageview = action == "pageview"
+        rows.append(
+            {
+                "session_id_hash": session_id,
+                "event_type": "pageview" if pageview else "event_product",
+                "product_action": None if pageview else str(action),
+                "product_sku_hash": None if sku is None else str(sku),
+                "server_timestamp_epoch_ms": int(ts),
+                "hashed_url": None,
+            }
+        )
+    return rows

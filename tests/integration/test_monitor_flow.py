@@ -30,7 +30,7 @@ from smallboat.flows.runner import (
 from smallboat.monitor.card import EVIDENTLY_FRAME_ID
 from smallboat.serve.scoring import load_model, score_batch
 from tests.browser import chromium, requested_urls, save_screenshot
-from tests.synthetic_home import synthetic_home
+from tests.synthetic_home import raw_rows, synthetic_home
 
 pytestmark = pytest.mark.slow
 
@@ -46,31 +46,6 @@ class Monitored:
     logged: int  # prediction rows written to the log
     test_auc: float  # the champion's offline test ROC-AUC
     outcome: MonitorOutcome
-
-
-def raw_rows(events: Any, session: int, session_id: str) -> list[dict[str, Any]]:
-    """A collapsed test session back as raw browsing rows, under its warehouse session id (so the
-    warehouse's events label the predictions)."""
-    start, end = events.offsets[session], events.offsets[session + 1]
-    rows = []
-    for action, sku, ts in zip(
-        events.actions[start:end],
-        events.skus[start:end],
-        events.timestamps_ms[start:end],
-        strict=True,
-    ):
-        pageview = action == "pageview"
-        rows.append(
-            {
-                "session_id_hash": session_id,
-                "event_type": "pageview" if pageview else "event_product",
-                "product_action": None if pageview else str(action),
-                "product_sku_hash": None if sku is None else str(sku),
-                "server_timestamp_epoch_ms": int(ts),
-                "hashed_url": None,
-            }
-        )
-    return rows
 
 
 def log_champion_answers(settings: Settings, train_pathspec: str) -> int:

@@ -25,7 +25,7 @@ from smallboat.flows.runner import TrainOutcome, run_train, use_metaflow_env
 from smallboat.model.bundle import MODEL_NAME
 from smallboat.serve.server import ServeProcess
 from tests.redis_server import RedisServer
-from tests.synthetic_home import synthetic_home
+from tests.synthetic_home import raw_rows, synthetic_home
 
 pytestmark = pytest.mark.slow
 
@@ -42,30 +42,6 @@ class Trained:
     offline: np.ndarray  # the flow's test predictions, same order
     session_rows: dict[int, list[dict[str, Any]]]  # whole test sessions, by index
     examples: list[tuple[int, int]]  # (session index, prefix length) per test example
-
-
-def raw_rows(events: Any, session: int, session_id: str) -> list[dict[str, Any]]:
-    """A collapsed test session back as raw browsing rows (collapsing them is the identity)."""
-    start, end = events.offsets[session], events.offsets[session + 1]
-    rows = []
-    for action, sku, ts in zip(
-        events.actions[start:end],
-        events.skus[start:end],
-        events.timestamps_ms[start:end],
-        strict=True,
-    ):
-        pageview = action == "pageview"
-        rows.append(
-            {
-                "session_id_hash": session_id,
-                "event_type": "pageview" if pageview else "event_product",
-                "product_action": None if pageview else str(action),
-                "product_sku_hash": None if sku is None else str(sku),
-                "server_timestamp_epoch_ms": int(ts),
-                "hashed_url": None,
-            }
-        )
-    return rows
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -10,17 +11,35 @@ from typer.testing import CliRunner
 from smallboat.cli import app
 from smallboat.config import Settings
 
-VERBS = [
-    [],
-    ["data"],
-    ["data", "synth"],
-    ["data", "load"],
-    ["transform"],
-    ["warehouse"],
-    ["warehouse", "summary"],
-    ["demo"],
-    ["serve"],
-]
+
+def _verbs() -> list[list[str]]:
+    """Every command and group of the CLI, walked from the app itself (a new verb is covered)."""
+    import typer
+
+    found: list[list[str]] = []
+
+    def walk(command: Any, path: list[str]) -> None:
+        found.append(path)
+        for name, sub in sorted(getattr(command, "commands", {}).items()):
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+VERBS = _verbs()
+
+
+def test_the_monitoring_verbs_are_there() -> None:
+    assert {" ".join(v) for v in VERBS} >= {
+        "monitor check",
+        "monitor run",
+        "monitor serve",
+        "retrain",
+        "schedule",
+        "demo",
+        "serve",
+    }
 
 
 @pytest.mark.parametrize("verb", VERBS, ids=lambda v: " ".join(v) or "smallboat")

@@ -25,12 +25,7 @@ UNKNOWN = "unknown"
 """Price or category of a last product event the catalog does not describe (or no product)."""
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
-    "n_events",
-    "n_pageview",
-    "n_detail",
-    "n_add",
-    "n_remove",
-    "duration_s",
+    *COUNT_FEATURES,
     "events_used",
     "oov_skus",
     "sku_events",
