@@ -341,6 +341,9 @@ def replay_cmd(
 
 
 DEMO_GRID = '[{"name": "gru32"}]'
+DEMO_NEXT_ITEM = '{"max_seconds": 60}'
+"""The demo bounds the next-item model's training (it stops after the epoch that passes 60 s),
+so the whole path stays within its 10 minutes on two cores."""
 """The demo's one-entry sweep: IntentConfig's defaults, the best in bench/train_quality.py."""
 
 
@@ -352,6 +355,12 @@ def train_cmd(
         typer.Option(help="JSON list of IntentConfig overrides, one training branch each."),
     ] = None,
     max_events: Annotated[int, typer.Option(min=1, help="L: events of the prefix seen.")] = 20,
+    next_item: Annotated[
+        str | None,
+        typer.Option(
+            help="JSON NextItemConfig overrides of the next-item model, e.g. max_seconds."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
     oracle: Annotated[
         Path | None,
@@ -406,6 +415,8 @@ def train_cmd(
         }
         if grid is not None:
             params["grid"] = grid
+        if next_item is not None:
+            params["next_item"] = next_item
         if oracle is not None:
             params["oracle"] = str(oracle.resolve())
         outcome = run_train(settings, max_workers=max_workers, show_output=not quiet, **params)
@@ -530,6 +541,7 @@ def demo_cmd(
         settings,
         show_output=False,
         grid=DEMO_GRID,
+        next_item=DEMO_NEXT_ITEM,
         skip_transform=True,
         oracle=str(held.history.resolve()),
         seed=seed,
@@ -549,7 +561,7 @@ def demo_cmd(
         settings,
         console,
         held,
-        train_params={"grid": DEMO_GRID, "seed": seed},
+        train_params={"grid": DEMO_GRID, "next_item": DEMO_NEXT_ITEM, "seed": seed},
         do_retrain=retrain,
     )
     console.rule("[bold]11. where to look")

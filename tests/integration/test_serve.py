@@ -347,6 +347,7 @@ def test_defined_answers_for_empty_unknown_and_long_sessions(
         "events_in_session": 0,
         "oov_skus": 0,
         "note": "the session has no events: nothing to predict from",
+        "next_items": None,
     }
     bought_first = post(service, "/v1/predict", {"events": [event("purchase", "a", 5)]}).json()
     assert bought_first["purchase_probability"] is None

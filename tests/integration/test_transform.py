@@ -145,11 +145,13 @@ def test_build_passes_and_records_every_node(built: tuple[Settings, TransformRes
         "stg_landing__browsing_events",
         "stg_landing__search_events",
         "stg_landing__catalog",
+        "stg_landing__predictions",
         "session_events",
         "sessions",
         "intent_examples",
         "next_item_examples",
         "sku_features",
+        "prediction_labels",
     }
     assert all(m.status == "success" for m in result.models)
     recorded = json.loads((settings.quality_dir / "latest.json").read_text())
@@ -180,14 +182,14 @@ def test_empty_landing_folder_gets_a_canonical_empty_file(warehouse: Settings) -
     ]
 
 
-@pytest.mark.parametrize("table", sorted(schema.TABLES))
+@pytest.mark.parametrize("table", sorted(schema.LANDING_TABLES))
 def test_staging_columns_are_the_canonical_columns(warehouse: Settings, table: str) -> None:
     rows = _query(
         warehouse,
         "select column_name from information_schema.columns "
         f"where table_name = 'stg_landing__{table}' order by ordinal_position",
     )
-    assert [r["column_name"] for r in rows] == schema.TABLES[table].column_names
+    assert [r["column_name"] for r in rows] == schema.LANDING_TABLES[table].column_names
 
 
 # --- session_events ------------------------------------------------------------------------------

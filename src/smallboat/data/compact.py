@@ -120,7 +120,7 @@ class CompactionReport:
 
     def render(self) -> str:
         live = (
-            " (a collector is running: its active segment lands once it rolls)"
+            " (its writer is running: the active segment lands once it rolls)"
             if self.writer_live
             else ""
         )

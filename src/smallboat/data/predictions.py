@@ -1,10 +1,11 @@
 """The prediction log: every answer of the prediction service, durable, landed like events.
 
 Each serving process (a "replica", named host-port) owns one write-ahead log under
-`<home>/predictions/<replica>/log`. `PredictionLog.record` hands rows to the log's writer thread
-and returns at once: the request never waits for a disk, and a log that is failing, or that is
-behind by more than `max_pending` rows, drops rows and counts them instead of slowing or failing a
-prediction. `compact_predictions` lands every replica's closed segments as
+`<home>/predictions/<replica>/log`. `PredictionLog.record` buffers rows and returns at once; a
+flusher thread writes the buffer to the log (one fsync) ten times a second. The request never
+waits for a disk, and a log that is failing, or that is behind by more than `max_pending` rows,
+drops rows and counts them instead of slowing or failing a prediction. `compact_predictions`
+lands every replica's closed segments as
 `landing/predictions/predictions-<replica>-<segment>.parquet` (the generic protocol of
 `smallboat.data.compact`: exactly once, crash-safe), where dbt reads them.
 """
@@ -13,9 +14,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ from smallboat.schema import PREDICTIONS
 log = logging.getLogger(__name__)
 
 LANDING_PREFIX = "predictions"
+_ENCODE_CHUNK = 16
+"""Rows JSON-encoded per log append by the flusher (about 0.2 ms of GIL each)."""
 _COLUMNS = PREDICTIONS.column_names
 
 
@@ -114,16 +117,40 @@ def _compaction_spec(replica_dir: Path) -> CompactionSpec:
 
 
 class PredictionLog:
-    """The writing end of one replica's prediction log (see the module docstring)."""
+    """The writing end of one replica's prediction log (see the module docstring).
 
-    def __init__(self, wal: WriteAheadLog | None, replica: str, *, max_pending: int) -> None:
+    `record` appends to an in-memory buffer (a lock and a list append: microseconds, on the
+    request's thread); a flusher thread hands the buffer to the write-ahead log every
+    `flush_seconds` and waits for its fsync. The event loop never encodes JSON and never waits
+    for a disk, and the log costs one fsync per flush instead of one per request (measured with
+    bench/serve.py: one fsync per request added 0.34 ms to p50 at 300 requests/s). What a crash
+    can lose is the buffer: at most `flush_seconds` of predictions; `close` flushes.
+    """
+
+    def __init__(
+        self,
+        wal: WriteAheadLog | None,
+        replica: str,
+        *,
+        max_pending: int,
+        flush_seconds: float = 0.1,
+    ) -> None:
         self.wal = wal
         self.replica = replica
         self.max_pending = max_pending
+        self.flush_seconds = flush_seconds
         self.written = 0
         self.dropped = 0
-        self._pending = 0
+        self._buffer: list[Mapping[str, Any]] = []
+        self._in_flight = 0
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+        if wal is not None:
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name=f"prediction-log-{replica}", daemon=True
+            )
+            self._flusher.start()
 
     @classmethod
     def open(
@@ -133,6 +160,7 @@ class PredictionLog:
         *,
         segment_seconds: float = 10.0,
         max_pending: int = 100_000,
+        flush_seconds: float = 0.1,
     ) -> PredictionLog:
         """Open the replica's log; when it cannot be opened (another live process holds it, an
         unwritable home), predictions are served all the same and the log counts them dropped."""
@@ -143,54 +171,66 @@ class PredictionLog:
         except (OSError, SmallboatError) as exc:
             log.error("the prediction log at %s is off: %s", folder, exc)
             return cls(None, replica, max_pending=max_pending)
-        return cls(wal, replica, max_pending=max_pending)
+        return cls(wal, replica, max_pending=max_pending, flush_seconds=flush_seconds)
 
     @property
     def enabled(self) -> bool:
         return self.wal is not None
 
     def record(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Queue rows for the log; never blocks on the disk and never raises."""
+        """Buffer rows for the log; never blocks on the disk and never raises."""
         if not rows:
             return
         with self._lock:
-            if self.wal is None or self._pending + len(rows) > self.max_pending:
+            pending = len(self._buffer) + self._in_flight
+            if self.wal is None or pending + len(rows) > self.max_pending:
                 self.dropped += len(rows)
                 return
-            self._pending += len(rows)
-        try:
-            future = self.wal.append(rows)
-        except Exception:  # a row that is not JSON: a bug, but never the caller's failure
-            log.exception("a prediction log row could not be encoded")
-            self._settle(len(rows), ok=False)
-            return
-        n = len(rows)
+            self._buffer.extend(rows)
 
-        def settle(done: Future[int]) -> None:
-            self._settle(n, ok=_succeeded(done))
-
-        future.add_done_callback(settle)
-
-    def _settle(self, n: int, *, ok: bool) -> None:
+    def flush(self) -> None:
+        """Write what is buffered and wait for it to be on disk (or counted as dropped)."""
         with self._lock:
-            self._pending -= n
+            rows, self._buffer = self._buffer, []
+            self._in_flight += len(rows)
+        if not rows:
+            return
+        ok = False
+        try:
+            assert self.wal is not None
+            # Encoded in small appends with a GIL release between them, so a burst of rows
+            # never holds the event loop for more than ~0.2 ms; the log's writer still commits
+            # the appends pending together with one fsync.
+            pending = []
+            for start in range(0, len(rows), _ENCODE_CHUNK):
+                pending.append(self.wal.append(rows[start : start + _ENCODE_CHUNK]))
+                time.sleep(0)
+            for future in pending:
+                future.result()
+            ok = True
+        except Exception as exc:  # a failed disk or a row that is not JSON: counted, not raised
+            log.error("prediction log write of %d rows failed: %s", len(rows), exc)
+        with self._lock:
+            self._in_flight -= len(rows)
             if ok:
-                self.written += n
+                self.written += len(rows)
             else:
-                self.dropped += n
+                self.dropped += len(rows)
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(self.flush_seconds):
+            self.flush()
 
     def close(self) -> None:
+        """Stop the flusher, write what is left, close the log."""
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join()
+            self._flusher = None
         if self.wal is not None:
+            self.flush()
             self.wal.close()
             self.wal = None
-
-
-def _succeeded(future: Future[int]) -> bool:
-    exc = future.exception()
-    if exc is not None:
-        log.error("prediction log write failed: %s", exc)
-        return False
-    return True
 
 
 def compact_predictions(settings: Settings) -> CompactionReport:
