@@ -56,10 +56,10 @@ def test_prepare_landing_writes_empty_canonical_files_only_where_missing(
 
     written = prepare_landing(settings)
 
-    assert sorted(p.parent.name for p in written) == ["catalog", "search_events"]
+    assert sorted(p.parent.name for p in written) == ["catalog", "predictions", "search_events"]
     for path in written:
         assert path.name == "_empty.parquet"
-        assert pq.read_schema(path).equals(schema.TABLES[path.parent.name].arrow_schema)
+        assert pq.read_schema(path).equals(schema.LANDING_TABLES[path.parent.name].arrow_schema)
     assert not (folder / "_empty.parquet").exists()
     assert prepare_landing(settings) == []  # idempotent
 
