@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -127,26 +128,7 @@ def prepare_intent_data(
                 + ("" if window is None else " inside the data window")
                 + ": load data with add-to-cart sessions and run `smallboat transform`"
             )
-        events = con.sql(
-            f"""
-            with needed as (
-                select session_id_hash, max(prefix_length) as max_prefix_length
-                from intent_examples
-                where {where}
-                group by session_id_hash
-            )
-            select
-                session_events.session_id_hash,
-                session_events.action,
-                session_events.product_sku_hash,
-                session_events.server_timestamp_epoch_ms
-            from session_events
-            inner join needed
-                on needed.session_id_hash = session_events.session_id_hash
-            where session_events.event_index <= needed.max_prefix_length
-            order by session_events.session_id_hash, session_events.event_index
-            """
-        ).to_arrow_table()
+        events = prefix_events(con, "intent_examples", where)
         counts = con.sql(
             f"""
             select session_events.product_sku_hash, count(*) as n
@@ -188,6 +170,31 @@ def prepare_intent_data(
     data.test_events, data.test_examples = _subset(table, data.splits["test"])
     log.info("prepared %s", data.row_counts())
     return data
+
+
+def prefix_events(con: Any, examples: str, where: str) -> pa.Table:
+    """The collapsed events an examples table's prefixes need (each session up to its longest
+    prefix), in session and event order: the rows both tasks tokenise."""
+    return con.sql(
+        f"""
+        with needed as (
+            select session_id_hash, max(prefix_length) as max_prefix_length
+            from {examples}
+            where {where}
+            group by session_id_hash
+        )
+        select
+            session_events.session_id_hash,
+            session_events.action,
+            session_events.product_sku_hash,
+            session_events.server_timestamp_epoch_ms
+        from session_events
+        inner join needed
+            on needed.session_id_hash = session_events.session_id_hash
+        where session_events.event_index <= needed.max_prefix_length
+        order by session_events.session_id_hash, session_events.event_index
+        """
+    ).to_arrow_table()
 
 
 def _subset(table: EventTable, examples: ExampleSet) -> tuple[EventTable, ExampleSet]:

@@ -19,7 +19,7 @@ from smallboat.config import Settings
 from smallboat.errors import DataError
 from smallboat.features import EventTokens, FeatureSpec, ModelInputs, Vocabulary, tokenize, windows
 from smallboat.features.spec import SKU_FIRST
-from smallboat.model.prepare import SPLITS, DataWindow, _event_table
+from smallboat.model.prepare import SPLITS, DataWindow, _event_table, prefix_events
 
 log = logging.getLogger(__name__)
 
@@ -105,26 +105,7 @@ def prepare_next_item_data(
                 + ": sessions need two detail views or more; load data and run "
                 "`smallboat transform`"
             )
-        events = con.sql(
-            f"""
-            with needed as (
-                select session_id_hash, max(prefix_length) as max_prefix_length
-                from next_item_examples
-                where {where}
-                group by session_id_hash
-            )
-            select
-                session_events.session_id_hash,
-                session_events.action,
-                session_events.product_sku_hash,
-                session_events.server_timestamp_epoch_ms
-            from session_events
-            inner join needed
-                on needed.session_id_hash = session_events.session_id_hash
-            where session_events.event_index <= needed.max_prefix_length
-            order by session_events.session_id_hash, session_events.event_index
-            """
-        ).to_arrow_table()
+        events = prefix_events(con, "next_item_examples", where)
         views = con.sql(
             f"""
             select session_events.product_sku_hash, count(*) as n
