@@ -135,11 +135,11 @@ def rees46(args: argparse.Namespace) -> None:
     from smallboat.config import Settings
     from smallboat.data.land import load_path
     from smallboat.features import FeatureSpec, windows
+    from smallboat.metrics.uncertainty import bootstrap_intervals, paired_difference
     from smallboat.model.baselines import fit_count_baseline
     from smallboat.model.intent import IntentConfig, Sizes, predict_proba
     from smallboat.model.prepare import prepare_intent_data
     from smallboat.model.train import train_intent_model
-    from smallboat.model.uncertainty import bootstrap_intervals, paired_difference
     from smallboat.warehouse.transform import run_transform
 
     work = Path(args.work or "/tmp/smallboat-bench/rees46")

@@ -34,7 +34,7 @@ from smallboat.collect.server import CollectorProcess
 from smallboat.config import Settings
 from smallboat.data.holdout import HeldOut, plant_new_product_line, session_starts
 from smallboat.jobs import MonitorCheck, RetrainResult, monitor_check, retrain
-from smallboat.model.metrics import binary_metrics
+from smallboat.metrics.intent import binary_metrics
 from smallboat.monitor.live import labelled_points, read_predictions
 from smallboat.monitor.render import render_check
 from smallboat.serve.server import ServeProcess

@@ -239,9 +239,9 @@ def evaluate(
     extras: dict[str, Any],
 ) -> dict[str, Any]:
     """The TrainingReport: test reports per model, gaps, and what the card shows beside them."""
+    from smallboat.metrics.intent import flat_metrics
     from smallboat.model.evaluate import evaluate_intent
     from smallboat.model.intent import predict_proba
-    from smallboat.model.metrics import flat_metrics
     from smallboat.model.report import MODELS, quality_digest, summary_prefix
 
     x_test, _ = data.inputs("test")
@@ -324,9 +324,9 @@ def register(
     of the gate come from the same test set.
     """
     from smallboat import registry
+    from smallboat.metrics.intent import binary_metrics
     from smallboat.model.bundle import MODEL_NAME, REFERENCE_FILE, IntentPredictor, save_bundle
     from smallboat.model.evaluate import predict_examples, reference_table
-    from smallboat.model.metrics import binary_metrics
 
     s = settings()
     html = card_html(card_task)

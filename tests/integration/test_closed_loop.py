@@ -28,8 +28,8 @@ from smallboat.data.synth import SynthConfig, synthesize
 from smallboat.features.summary import drift_frame
 from smallboat.flows.runner import TrainOutcome, run_train, use_metaflow_env
 from smallboat.loop_demo import LoopResult, closed_loop
+from smallboat.metrics.intent import binary_metrics
 from smallboat.model.bundle import REFERENCE_FILE
-from smallboat.model.metrics import binary_metrics
 from smallboat.monitor.drift import compute_drift
 from smallboat.monitor.live import evaluation_points, read_predictions
 from smallboat.monitor.snapshot import _bundle, drift_thresholds

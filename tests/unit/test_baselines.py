@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from smallboat.errors import SmallboatError
+from smallboat.metrics.intent import binary_metrics
+from smallboat.metrics.uncertainty import paired_difference
 from smallboat.model.baselines import fit_count_baseline, fit_majority_baseline
-from smallboat.model.metrics import binary_metrics
-from smallboat.model.uncertainty import paired_difference
 
 NAMES = ("n_detail", "n_add", "n_remove", "n_pageview")
 

@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from smallboat.data.synth import challenge_score as synth_challenge_score
 from smallboat.errors import SmallboatError
-from smallboat.model.metrics import (
+from smallboat.metrics.intent import (
     LOG_LOSS_EPS,
     binary_metrics,
     calibration,
@@ -22,7 +22,7 @@ from smallboat.model.metrics import (
     flat_metrics,
     intent_report,
 )
-from smallboat.model.uncertainty import (
+from smallboat.metrics.uncertainty import (
     _Ranked,
     bootstrap_intervals,
     delong_auc_difference,

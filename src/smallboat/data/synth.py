@@ -34,7 +34,7 @@ from smallboat.data.catalog_gen import (
 )
 from smallboat.data.simulate import Batch, simulate_batch
 from smallboat.errors import SmallboatError
-from smallboat.model.metrics import challenge_score  # the one definition; tests import it here
+from smallboat.metrics.intent import challenge_score  # the one definition; tests import it here
 from smallboat.schema import COVEO_FILES, ORACLE_FILE, VECTOR_DIM
 
 RELEASE_START_MS = 1_547_510_400_000  # 2019-01-15 00:00 UTC

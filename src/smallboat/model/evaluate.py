@@ -12,11 +12,11 @@ import pandas as pd
 
 from smallboat.errors import DataError
 from smallboat.features import COUNT_FEATURES, EventTable, tokenize, windows
+from smallboat.metrics.intent import intent_report
+from smallboat.metrics.uncertainty import paired_difference
 from smallboat.model.baselines import fit_count_baseline, fit_majority_baseline
 from smallboat.model.bundle import IntentPredictor
-from smallboat.model.metrics import intent_report
 from smallboat.model.prepare import ExampleSet, IntentData
-from smallboat.model.uncertainty import paired_difference
 from smallboat.schema import ORACLE_FILE
 
 log = logging.getLogger(__name__)

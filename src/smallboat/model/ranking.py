@@ -1,7 +1,7 @@
 """Ranking metrics of the next-item task: MRR@k, HR@k, coverage, popularity bias and slices.
 
 Top-k lists in (one row of item ids per example, best first), plain floats and JSON-serialisable
-dicts out, like `model.metrics` for the intent task. An item id is any integer (the SKU token);
+dicts out, like `metrics.intent` for the intent task. An item id is any integer (the SKU token);
 -1 pads a list shorter than k and never matches a target.
 """
 

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from smallboat.config import Settings
-from smallboat.model.metrics import binary_metrics, calibration, challenge_breakdown
-from smallboat.model.uncertainty import bootstrap_intervals
+from smallboat.metrics.intent import binary_metrics, calibration, challenge_breakdown
+from smallboat.metrics.uncertainty import bootstrap_intervals
 from smallboat.warehouse.db import connect
 
 LABELS_TABLE = "prediction_labels"

@@ -243,7 +243,7 @@ def _quality_alert(
     latest = _latest_window(labelled_points(frame), version, window_ms)
     if len(latest) < settings.monitor_min_labelled or latest["label"].nunique() < 2:
         return None
-    from smallboat.model.metrics import binary_metrics
+    from smallboat.metrics.intent import binary_metrics
 
     auc = binary_metrics(latest["purchase_probability"], latest["label"].astype(np.int64))[
         "roc_auc"

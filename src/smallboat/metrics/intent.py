@@ -6,7 +6,7 @@ them to MLflow. A metric that is undefined on its input (a ranking metric over a
 metric over no examples) is `None` with the reason beside it, never an exception and never NaN.
 
 How sure a metric is (bootstrap intervals, paired comparisons, DeLong's test) lives in
-`smallboat.model.uncertainty`; `intent_report` gathers both.
+`smallboat.metrics.uncertainty`; `intent_report` gathers both.
 """
 
 from __future__ import annotations
@@ -269,7 +269,7 @@ def intent_report(
       curves: `curves` (roc {fpr, tpr}, pr {recall, precision}, undefined)
       bootstrap: `bootstrap_intervals`, or None when n_bootstrap is 0
     Pass session ids as groups so the bootstrap resamples sessions (see
-    `smallboat.model.uncertainty`).
+    `smallboat.metrics.uncertainty`).
     """
     p, y = _validate(prob, label)
     kk = _validate_k(k, len(p))
@@ -280,7 +280,7 @@ def intent_report(
     boot = None
     if n_bootstrap:
         # Imported here, not at the top: uncertainty builds on this module's input checks.
-        from smallboat.model.uncertainty import bootstrap_intervals
+        from smallboat.metrics.uncertainty import bootstrap_intervals
 
         boot = bootstrap_intervals(
             p, y, kk, groups=groups, n_bootstrap=n_bootstrap, seed=seed, level=level

@@ -1,6 +1,6 @@
 """How sure the intent metrics are: bootstrap intervals, paired comparisons, DeLong's test.
 
-The metrics themselves are defined in `smallboat.model.metrics`; this module resamples them. Inputs
+The metrics themselves are defined in `smallboat.metrics.intent`; this module resamples them. Inputs
 and outputs follow that module's rules: arrays in, JSON-serialisable dicts out, `None` (never NaN)
 for what is undefined.
 
@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from smallboat.errors import SmallboatError
-from smallboat.model.metrics import THRESHOLD, _as_1d, _validate, _validate_k
+from smallboat.metrics.intent import THRESHOLD, _as_1d, _validate, _validate_k
 from smallboat.schema import INTENT_BUCKET_WEIGHTS
 
 _BOOTSTRAP_CELLS = 4_000_000  # weights per bootstrap chunk (32 MB of float64): bounds memory
