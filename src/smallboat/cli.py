@@ -565,7 +565,7 @@ def demo_cmd(
         do_retrain=retrain,
     )
     console.rule("[bold]11. where to look")
-    console.print(where_to_look(settings, console, result, outcome))
+    console.print(where_to_look(result, outcome))
     for line in pointers(settings, result, outcome):
         console.print(line)
     console.print(f"the demo took {time.perf_counter() - started:,.0f} s")

@@ -166,7 +166,7 @@ def _day(ms: int) -> str:
     return pd.Timestamp(ms, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M UTC")
 
 
-def where_to_look(settings: Settings, console: Console, result: LoopResult, training: Any) -> Table:
+def where_to_look(result: LoopResult, training: Any) -> Table:
     """Step 11: the numbers and where to look."""
     summary = training.summary or {}
     table = Table(title="the closed loop, in numbers")

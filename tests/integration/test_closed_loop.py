@@ -25,14 +25,11 @@ from smallboat.config import Settings
 from smallboat.data.holdout import HeldOut, plant_new_product_line, session_starts, split_release
 from smallboat.data.land import load_path
 from smallboat.data.synth import SynthConfig, synthesize
-from smallboat.features.summary import drift_frame
 from smallboat.flows.runner import TrainOutcome, run_train, use_metaflow_env
 from smallboat.loop_demo import LoopResult, closed_loop
 from smallboat.metrics.intent import binary_metrics
-from smallboat.model.bundle import REFERENCE_FILE
-from smallboat.monitor.drift import compute_drift
 from smallboat.monitor.live import evaluation_points, read_predictions
-from smallboat.monitor.snapshot import _bundle, drift_thresholds
+from smallboat.monitor.snapshot import version_drift
 from smallboat.serve.server import ServeProcess
 from smallboat.warehouse.db import connect
 from smallboat.warehouse.transform import run_transform
@@ -129,17 +126,8 @@ def test_drift_fires_on_the_planted_shift_and_not_on_the_unshifted_half(loop) ->
         & (points["session_id_hash"].map(starts) < result.shift_ms)
     ]
     assert len(before) >= 100
-    bundle = _bundle(settings, version).bundle
-    assert bundle is not None
-    import pandas as pd
-
-    reference = drift_frame(pd.read_parquet(bundle / REFERENCE_FILE))
-    quiet = compute_drift(
-        reference,
-        drift_frame(before.rename(columns={"purchase_probability": "probability"})),
-        thresholds=drift_thresholds(settings),
-    )
-    assert not quiet.detected, quiet.to_dict()
+    quiet = version_drift(settings, version, before)
+    assert quiet is not None and not quiet.detected, quiet and quiet.to_dict()
 
 
 def test_live_auc_agrees_with_the_offline_test_auc(loop) -> None:

@@ -28,6 +28,7 @@ import pandas as pd
 from smallboat.config import Settings
 from smallboat.errors import SmallboatError
 from smallboat.features.summary import drift_frame
+from smallboat.metrics.intent import binary_metrics
 from smallboat.model.bundle import CARD_FILE, META_FILE, MODEL_NAME, REFERENCE_FILE
 from smallboat.monitor.drift import DriftResult, DriftThresholds, NotEnoughData, compute_drift
 from smallboat.monitor.live import (
@@ -107,7 +108,7 @@ def build_snapshot(
             "challenge_score": metrics.get("challenge_score"),
         }
     current = _latest_window(evaluation_points(frame), watched, window_ms)
-    snapshot.drift = _drift(settings, version, current)
+    snapshot.drift = version_drift(settings, version, current)
     if snapshot.drift is not None:
         data["drift"] = {"model_version": watched, **snapshot.drift.to_dict(), "report_path": None}
         if snapshot.drift.detected:
@@ -207,7 +208,13 @@ def _latest_window(points: pd.DataFrame, version: str, window_ms: int) -> pd.Dat
     return mine[mine["event_time_ms"] > end - window_ms]
 
 
-def _drift(settings: Settings, version: _Version, current: pd.DataFrame) -> DriftResult | None:
+def version_drift(
+    settings: Settings, version: _Version | str, current: pd.DataFrame
+) -> DriftResult | None:
+    """Drift of logged predictions (prediction_labels rows) against a version's reference; None
+    when the version has no reference or the window too few rows."""
+    if isinstance(version, str):
+        version = _bundle(settings, version)
     if version.bundle is None or not (version.bundle / REFERENCE_FILE).is_file():
         log.info("v%s has no monitoring reference: drift not checked", version.version)
         return None
@@ -243,8 +250,6 @@ def _quality_alert(
     latest = _latest_window(labelled_points(frame), version, window_ms)
     if len(latest) < settings.monitor_min_labelled or latest["label"].nunique() < 2:
         return None
-    from smallboat.metrics.intent import binary_metrics
-
     auc = binary_metrics(latest["purchase_probability"], latest["label"].astype(np.int64))[
         "roc_auc"
     ]
