@@ -155,7 +155,7 @@ def main() -> None:
     from smallboat.collect.compaction import compact_events
     from smallboat.collect.server import CollectorProcess
     from smallboat.config import Settings
-    from smallboat.data.synth import SynthConfig, synthesize
+    from smallboat.data.synth.generate import SynthConfig, synthesize
 
     console = Console(width=150)
     root = args.workdir or Path(tempfile.mkdtemp(prefix="smallboat-bench-collect-"))

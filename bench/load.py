@@ -1,7 +1,8 @@
 """Benchmark `smallboat data load` on Coveo-format CSVs, against the reference's pandas approach.
 
 1. Gets a folder of Coveo CSVs: --data, or generates one with the synthetic generator
-   (`smallboat.data.synth`; a plain browsing-only generator below stands in if it is missing).
+   (`smallboat.data.synth.generate`; a plain browsing-only generator below stands in if it is
+   missing).
 2. Loads the whole folder with `load_path` in a child process: rows/s and peak RSS (the child's
    own rusage from os.wait4, i.e. getrusage(RUSAGE_CHILDREN) of a parent with that one child).
 3. On the first --compare-rows rows of browsing_train.csv (2,000,000 by default), times the same
@@ -52,7 +53,7 @@ class Run:
 def child_load(data: Path, home: Path) -> dict[str, float]:
     """Load `data` into a fresh smallboat home; the timed part is `load_path` alone."""
     from smallboat.config import Settings
-    from smallboat.data.land import load_path
+    from smallboat.data.land.load import load_path
 
     settings = Settings(home=home)
     start = time.perf_counter()
@@ -103,7 +104,7 @@ def run_child(name: str, args: list[str]) -> Run:
 def generate(out: Path, sessions: int) -> None:
     """Coveo-format CSVs from the synthetic generator, or a browsing file alone without it."""
     try:
-        from smallboat.data.synth import SynthConfig, synthesize
+        from smallboat.data.synth.generate import SynthConfig, synthesize
     except ImportError:
         write_plain_browsing(out / BROWSING, rows=sessions * 7)
         return

@@ -39,8 +39,8 @@ def _home(work: Path) -> None:
 
 def main(args: argparse.Namespace) -> None:
     from smallboat.config import Settings
-    from smallboat.data.land import load_path
-    from smallboat.data.synth import SynthConfig, synthesize
+    from smallboat.data.land.load import load_path
+    from smallboat.data.synth.generate import SynthConfig, synthesize
     from smallboat.features import FeatureSpec
     from smallboat.model.next_item.data import prepare_next_item_data
     from smallboat.model.next_item.evaluate import LABELS, fit_and_compare
@@ -52,7 +52,7 @@ def main(args: argparse.Namespace) -> None:
     from smallboat.model.next_item.sequence import NextItemConfig
     from smallboat.model.next_item.store import from_state
     from smallboat.model.prepare import DataWindow, prepare_intent_data
-    from smallboat.training import fit_sku_vectors
+    from smallboat.pipeline.train_steps import fit_sku_vectors
     from smallboat.warehouse.transform import run_transform
 
     work = Path(args.work or f"/tmp/smallboat-bench/train-{args.sessions}-{args.seed}")

@@ -83,10 +83,10 @@ Requests = Callable[[int], tuple[str, bytes]]
 def trained_home(home: Path, *, sessions: int, seed: int, console: Console) -> Settings:
     """`home` with a champion: reused when its registry has one, else synthesize, load, train."""
     from smallboat import registry
-    from smallboat.data.land import load_path
-    from smallboat.data.synth import SynthConfig, synthesize
-    from smallboat.flows.runner import run_train, use_metaflow_env
-    from smallboat.model.bundle import MODEL_NAME
+    from smallboat.bundle import MODEL_NAME
+    from smallboat.data.land.load import load_path
+    from smallboat.data.synth.generate import SynthConfig, synthesize
+    from smallboat.pipeline.runner import run_train, use_metaflow_env
 
     os.environ["SMALLBOAT_HOME"] = str(home)
     settings = Settings(home=home)

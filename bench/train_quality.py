@@ -38,10 +38,10 @@ def _home(work: Path) -> None:
 
 def synthetic(args: argparse.Namespace) -> None:
     from smallboat.config import Settings
-    from smallboat.data.land import load_path
-    from smallboat.data.synth import SynthConfig, synthesize
-    from smallboat.flows.runner import run_train
+    from smallboat.data.land.load import load_path
+    from smallboat.data.synth.generate import SynthConfig, synthesize
     from smallboat.model.report import LABELS, MODELS, summary_prefix
+    from smallboat.pipeline.runner import run_train
     from smallboat.warehouse.transform import run_transform
 
     work = Path(args.work or f"/tmp/smallboat-bench/train-{args.sessions}-{args.seed}")
@@ -132,14 +132,15 @@ def synthetic(args: argparse.Namespace) -> None:
 
 
 def rees46(args: argparse.Namespace) -> None:
+    from smallboat.model.fit import train_intent_model
+
     from smallboat.config import Settings
-    from smallboat.data.land import load_path
+    from smallboat.data.land.load import load_path
     from smallboat.features import FeatureSpec, windows
     from smallboat.metrics.uncertainty import bootstrap_intervals, paired_difference
     from smallboat.model.baselines import fit_count_baseline
     from smallboat.model.intent import IntentConfig, Sizes, predict_proba
     from smallboat.model.prepare import prepare_intent_data
-    from smallboat.model.train import train_intent_model
     from smallboat.warehouse.transform import run_transform
 
     work = Path(args.work or "/tmp/smallboat-bench/rees46")

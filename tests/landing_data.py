@@ -46,6 +46,25 @@ class SessionSpec:
         return self.start_ms + (position - 1) * self.step_ms
 
 
+def browsing_row(
+    session_id: str,
+    ts: int,
+    action: str | None = None,
+    sku: str | None = None,
+    url: str | None = None,
+) -> dict[str, Any]:
+    """One canonical browsing row: a plain pageview when `action` is None, else an
+    `event_product`."""
+    return {
+        "session_id_hash": session_id,
+        "event_type": "pageview" if action is None else "event_product",
+        "product_action": action,
+        "product_sku_hash": sku,
+        "server_timestamp_epoch_ms": ts,
+        "hashed_url": url,
+    }
+
+
 def browsing_rows(spec: SessionSpec) -> list[dict[str, Any]]:
     """The canonical browsing rows a session logs, in time order."""
     rows: list[dict[str, Any]] = []
@@ -57,27 +76,20 @@ def browsing_rows(spec: SessionSpec) -> list[dict[str, Any]]:
 
 
 def _item_rows(session_id: str, ts: int, item: str) -> list[dict[str, Any]]:
-    def row(event_type: str, action: str | None, sku: str | None, url: str) -> dict[str, Any]:
-        return {
-            "session_id_hash": session_id,
-            "event_type": event_type,
-            "product_action": action,
-            "product_sku_hash": sku,
-            "server_timestamp_epoch_ms": ts,
-            "hashed_url": url,
-        }
-
     if item == "pv":
-        return [row("pageview", None, None, f"url-{session_id}-{ts}")]
+        return [browsing_row(session_id, ts, url=f"url-{session_id}-{ts}")]
     code, _, sku = item.partition(":")
     if not sku:
         raise ValueError(f"item {item!r}: expected pv or <d|v|a|r|p>:<sku>")
     if code == "d":
         url = f"url-product-{sku}"
-        return [row("event_product", "detail", sku, url), row("pageview", None, None, url)]
+        return [
+            browsing_row(session_id, ts, "detail", sku, url),
+            browsing_row(session_id, ts, url=url),
+        ]
     if code not in _ACTIONS:
         raise ValueError(f"item {item!r}: unknown code {code!r}; expected one of pv, d, v, a, r, p")
-    return [row("event_product", _ACTIONS[code], sku, f"url-{code}-{sku}")]
+    return [browsing_row(session_id, ts, _ACTIONS[code], sku, f"url-{code}-{sku}")]
 
 
 def browsing_table(

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from smallboat.config import Settings
-from smallboat.data.land import load_path
-from smallboat.data.synth import SynthConfig, synthesize
+from smallboat.data.land.load import load_path
+from smallboat.data.synth.generate import SynthConfig, synthesize
+from tests.landing_data import browsing_row
 
 
 @contextmanager
@@ -44,15 +45,12 @@ def raw_rows(events: Any, session: int, session_id: str) -> list[dict[str, Any]]
         events.timestamps_ms[start:end],
         strict=True,
     ):
-        pageview = action == "pageview"
         rows.append(
-            {
-                "session_id_hash": session_id,
-                "event_type": "pageview" if pageview else "event_product",
-                "product_action": None if pageview else str(action),
-                "product_sku_hash": None if sku is None else str(sku),
-                "server_timestamp_epoch_ms": int(ts),
-                "hashed_url": None,
-            }
+            browsing_row(
+                session_id,
+                int(ts),
+                None if action == "pageview" else str(action),
+                None if sku is None else str(sku),
+            )
         )
     return rows

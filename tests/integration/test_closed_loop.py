@@ -22,14 +22,19 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from smallboat.config import Settings
-from smallboat.data.holdout import HeldOut, plant_new_product_line, session_starts, split_release
-from smallboat.data.land import load_path
-from smallboat.data.synth import SynthConfig, synthesize
-from smallboat.flows.runner import TrainOutcome, run_train, use_metaflow_env
-from smallboat.loop_demo import LoopResult, closed_loop
+from smallboat.data.land.load import load_path
+from smallboat.data.synth.generate import SynthConfig, synthesize
+from smallboat.data.synth.holdout import (
+    HeldOut,
+    plant_new_product_line,
+    session_starts,
+    split_release,
+)
+from smallboat.demo.loop import LoopResult, closed_loop
 from smallboat.metrics.intent import binary_metrics
 from smallboat.monitor.live import evaluation_points, read_predictions
 from smallboat.monitor.snapshot import version_drift
+from smallboat.pipeline.runner import TrainOutcome, run_train, use_metaflow_env
 from smallboat.serve.server import ServeProcess
 from smallboat.warehouse.db import connect
 from smallboat.warehouse.transform import run_transform

@@ -22,7 +22,7 @@ from smallboat.collect.replay import read_browsing
 from smallboat.collect.server import CollectorProcess
 from smallboat.collect.sessions import session_id_for
 from smallboat.config import Settings
-from smallboat.data.synth import SynthConfig, synthesize
+from smallboat.data.synth.generate import SynthConfig, synthesize
 from smallboat.schema import BROWSING_EVENTS
 
 pytestmark = pytest.mark.slow
@@ -106,7 +106,7 @@ def test_segments_python_library_works_unchanged(
     analytics.track(anonymous_id=shopper, event="Newsletter Signed Up")
     analytics.flush()
     assert segment_client == []
-    assert httpx.get(f"{collector.url}/health").json()["records"] == 6
+    assert httpx.get(f"{collector.url}/readyz").json()["records"] == 6
 
     ms = int(t0.timestamp() * 1000)
     first, second = session_id_for(shopper, ms), session_id_for(shopper, ms + 45 * 60_000)
@@ -140,7 +140,7 @@ def test_segments_library_sees_a_401_for_a_wrong_write_key(
     analytics.track(anonymous_id="a", event="Product Added", properties={"product_id": "P"})
     analytics.flush()
     assert [getattr(e, "status", None) for e in segment_client] == [401]
-    assert httpx.get(f"{collector.url}/health").json()["records"] == 0
+    assert httpx.get(f"{collector.url}/readyz").json()["records"] == 0
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ import pytest
 
 from smallboat import schema
 from smallboat.config import Settings
-from smallboat.data.synth import RELEASE_START_MS
+from smallboat.data.synth.generate import RELEASE_START_MS
 from smallboat.features import (
     FeatureSpec,
     ModelInputs,
@@ -45,7 +45,7 @@ from smallboat.features.spec import SKU_OOV
 from smallboat.model.prepare import SPLITS, prepare_intent_data
 from smallboat.warehouse.db import connect
 from smallboat.warehouse.transform import run_transform
-from tests.landing_data import SessionSpec, browsing_rows, write_landing
+from tests.landing_data import SessionSpec, browsing_row, browsing_rows, write_landing
 from tests.synthetic_home import synthetic_home
 
 pytestmark = pytest.mark.slow
@@ -106,30 +106,17 @@ def fuzz_rows(skus: list[str], n: int = FUZZ_SESSIONS) -> list[Row]:
             ts += rng.choice([0, 0, 1, 500, 3_000, 60_000])
             url = rng.choice([None, "u-a", "u-b", f"u-{rng.randrange(100)}"])
             if rng.random() < 0.35:
-                session.append(_row(session_id, ts, "pageview", None, None, url))
+                session.append(browsing_row(session_id, ts, url=url))
                 continue
             action = rng.choices(["detail", "add", "remove", "purchase"], [10, 4, 3, 1])[0]
             sku = rng.choice([*skus, None, f"fuzz-sku-{rng.randrange(50)}"])
-            session.append(_row(session_id, ts, "event_product", action, sku, url))
+            session.append(browsing_row(session_id, ts, action, sku, url))
             if action == "detail" and rng.random() < 0.8:
-                session.append(_row(session_id, ts, "pageview", None, None, url))
+                session.append(browsing_row(session_id, ts, url=url))
         session += [dict(r) for r in rng.sample(session, k=rng.randint(0, min(3, len(session))))]
         rows += session
     rng.shuffle(rows)
     return rows
-
-
-def _row(
-    session_id: str, ts: int, event_type: str, action: str | None, sku: str | None, url: str | None
-) -> Row:
-    return {
-        "session_id_hash": session_id,
-        "event_type": event_type,
-        "product_action": action,
-        "product_sku_hash": sku,
-        "server_timestamp_epoch_ms": ts,
-        "hashed_url": url,
-    }
 
 
 @pytest.fixture(scope="module")

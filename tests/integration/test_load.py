@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 from smallboat import schema
 from smallboat.cli import app
 from smallboat.config import Settings
-from smallboat.data.atomic import land_batches
-from smallboat.data.land import load_path, read_manifest
+from smallboat.data.land.atomic import land_batches
+from smallboat.data.land.load import load_path
+from smallboat.data.land.manifest import read_manifest
 from smallboat.errors import DataError
 from tests.source_files import (
     BROWSING_HEADER,

@@ -18,16 +18,16 @@ import numpy as np
 import pytest
 
 from smallboat.config import Settings
-from smallboat.data.predictions import PredictionLog, prediction_row
+from smallboat.data.log.predictions import PredictionLog, prediction_row
 from smallboat.errors import SmallboatError
-from smallboat.flows.runner import (
+from smallboat.monitor.card import EVIDENTLY_FRAME_ID
+from smallboat.pipeline.runner import (
     MonitorOutcome,
     metaflow_env,
     run_monitor,
     run_train,
     use_metaflow_env,
 )
-from smallboat.monitor.card import EVIDENTLY_FRAME_ID
 from smallboat.serve.scoring import load_model, score_batch
 from tests.browser import chromium, requested_urls, save_screenshot
 from tests.synthetic_home import raw_rows, synthetic_home
@@ -71,8 +71,8 @@ def log_champion_answers(settings: Settings, train_pathspec: str) -> int:
             replica="test-replica",
             session_id=sid,
             predicted_at_ms=int(rows[-1]["server_timestamp_epoch_ms"]) + 20,
-            model_version=outcome.model_version,
-            probability=outcome.probability,
+            model_version=outcome.prediction.model_version,
+            probability=outcome.prediction.purchase_probability,
             latency_ms=1.0 + (i % 7) * 0.25,
             summary=outcome.summary,
         )

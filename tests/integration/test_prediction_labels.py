@@ -10,7 +10,7 @@ import pytest
 
 from smallboat import schema
 from smallboat.config import Settings
-from smallboat.data.predictions import prediction_row
+from smallboat.data.log.predictions import prediction_row
 from smallboat.warehouse.db import connect
 from smallboat.warehouse.transform import run_transform
 from tests.landing_data import BASE_MS, STEP_MS, SessionSpec, browsing_table, write_landing

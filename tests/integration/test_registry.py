@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from smallboat import registry
+from smallboat.bundle import BUNDLE_FORMAT, CARD_FILE, META_FILE, VOCAB_DIR, WEIGHTS_FILE
 from smallboat.config import Settings
 from smallboat.registry import RegistryError
 
@@ -54,17 +55,17 @@ def write_bundle(folder: Path, *, seed: int) -> Path:
     """A small bundle laid out like a real one: bundle.json, weights, a vocabulary, a card."""
     folder.mkdir(parents=True)
     meta = {
-        "format": 1,
+        "format": BUNDLE_FORMAT,
         "model_name": MODEL,
         "feature_spec": {"max_events": 20, "seed": seed},
         "model_config": {"hidden": 8},
         "metrics": {"auc": 0.5 + seed / 100},
     }
-    (folder / "bundle.json").write_text(json.dumps(meta), encoding="utf-8")
-    (folder / "weights.pt").write_bytes(os.urandom(4096) + bytes([seed]))
-    (folder / "vocab").mkdir()
-    (folder / "vocab" / "sku.json").write_text(json.dumps([f"sku{i}" for i in range(seed + 3)]))
-    (folder / "card.html").write_text(f"<html><body>bundle {seed}</body></html>")
+    (folder / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
+    (folder / WEIGHTS_FILE).write_bytes(os.urandom(4096) + bytes([seed]))
+    (folder / VOCAB_DIR).mkdir()
+    (folder / VOCAB_DIR / "sku.json").write_text(json.dumps([f"sku{i}" for i in range(seed + 3)]))
+    (folder / CARD_FILE).write_text(f"<html><body>bundle {seed}</body></html>")
     return folder
 
 

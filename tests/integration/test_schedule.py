@@ -22,15 +22,15 @@ from typer.testing import CliRunner
 from smallboat.cli import app
 from smallboat.config import Settings
 from smallboat.errors import SmallboatError
-from smallboat.flows.runner import TrainOutcome
-from smallboat.flows.schedule import (
+from smallboat.pipeline.runner import TrainOutcome
+from smallboat.pipeline.schedule import (
     Watched,
     parse_duration,
     prefect_home,
     schedule,
     watch_flow,
 )
-from smallboat.jobs import MonitorCheck
+from smallboat.pipeline.jobs import MonitorCheck
 from smallboat.monitor.snapshot import Snapshot
 from tests.synthetic_home import synthetic_home
 

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from smallboat import registry
+from smallboat.bundle import MODEL_NAME
 from smallboat.config import Settings
-from smallboat.flows.runner import TrainOutcome, run_train, use_metaflow_env
-from smallboat.model.bundle import MODEL_NAME
+from smallboat.pipeline.runner import TrainOutcome, run_train, use_metaflow_env
 from smallboat.serve.server import ServeProcess
 from tests.redis_server import RedisServer
 from tests.synthetic_home import raw_rows, synthetic_home
@@ -110,7 +110,7 @@ def test_served_predictions_equal_the_flows_offline_predictions(
 def test_served_next_items_are_the_bundles_offline_top_k(trained: Trained, service: str) -> None:
     """The champion's next-item head over HTTP: each session's top-k is what the bundle's
     recommender ranks offline for the same events, sorted by descending score."""
-    from smallboat.model.bundle import IntentPredictor
+    from smallboat.model.predictor import IntentPredictor
 
     registration = trained.outcome.registration
     assert registration is not None

@@ -23,6 +23,7 @@ from smallboat.serve.sessions import (
     SessionStore,
     SessionStoreError,
 )
+from tests.landing_data import browsing_row
 from tests.redis_server import RedisServer
 
 T0 = 1_622_505_600_000  # 2021-06-01, epoch ms: the Coveo data's timestamps are this large
@@ -33,14 +34,7 @@ StoreFactory = Callable[..., SessionStore]
 
 def row(t: int, *, sid: str = "s1", sku: str | None = None, url: str | None = "u") -> dict:
     """A canonical browsing row: a detail when `sku` is given, else a plain pageview."""
-    return {
-        "session_id_hash": sid,
-        "event_type": "event_product" if sku else "pageview",
-        "product_action": "detail" if sku else None,
-        "product_sku_hash": sku,
-        "server_timestamp_epoch_ms": t,
-        "hashed_url": url,
-    }
+    return browsing_row(sid, t, "detail" if sku else None, sku, url)
 
 
 def times(rows: list[dict[str, Any]]) -> list[int]:

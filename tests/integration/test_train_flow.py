@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 
 from smallboat import registry
+from smallboat.bundle import MODEL_NAME
 from smallboat.config import Settings
 from smallboat.errors import SmallboatError
-from smallboat.flows.runner import TrainOutcome, run_train, use_metaflow_env
-from smallboat.model.bundle import MODEL_NAME, IntentPredictor
+from smallboat.model.predictor import IntentPredictor
+from smallboat.pipeline.runner import TrainOutcome, run_train, use_metaflow_env
 from smallboat.schema import ORACLE_FILE
 from tests.synthetic_home import synthetic_home
 
@@ -210,7 +211,7 @@ def test_resume_reruns_only_from_the_failed_step(
     oracle.parent.mkdir(parents=True)
     shutil.copy(data / ORACLE_FILE, oracle)
 
-    from smallboat.flows.runner import resume_train
+    from smallboat.pipeline.runner import resume_train
 
     resumed = resume_train(settings, origin_run_id=run_id, show_output=False)
     assert resumed.successful and resumed.run_id != run_id

@@ -26,6 +26,7 @@ from smallboat.warehouse.transform import DBT_PROJECT_DIR, run_transform
 from tests.landing_data import (
     BASE_MS,
     SessionSpec,
+    browsing_row,
     browsing_table,
     catalog_table,
     write_landing,
@@ -382,14 +383,7 @@ def test_select_and_vars_rebuild_only_the_selection(tmp_path: Path) -> None:
 def test_gate_fails_on_an_unknown_product_action(tmp_path: Path) -> None:
     settings = _home(tmp_path)
     _land(settings)
-    bad = {
-        "session_id_hash": "s_bad",
-        "event_type": "event_product",
-        "product_action": "buy",
-        "product_sku_hash": "A",
-        "server_timestamp_epoch_ms": BASE_MS,
-        "hashed_url": "url-bad",
-    }
+    bad = browsing_row("s_bad", BASE_MS, "buy", "A", "url-bad")
     write_landing(settings, "browsing_events", browsing_table([], extra_rows=[bad]), "part-bad")
     with pytest.raises(QualityGateError) as caught:
         run_transform(settings)

@@ -8,8 +8,8 @@ import pytest
 
 from smallboat import schema
 from smallboat.config import Settings
-from smallboat.data import atomic
-from smallboat.data.atomic import AtomicJsonLines, LandingWriter
+from smallboat.data.land import atomic
+from smallboat.data.land.atomic import AtomicJsonLines, LandingWriter
 
 
 def _catalog_batch(n: int) -> pa.RecordBatch:

@@ -15,7 +15,7 @@ import pytest
 from smallboat.collect.app import create_app
 from smallboat.collect.compaction import compact_events
 from smallboat.collect.events import hash_url, now_ms
-from smallboat.collect.routes import PIXEL_GIF
+from smallboat.collect.routes.pixel import PIXEL_GIF
 from smallboat.collect.sessions import session_id_for
 from smallboat.config import Settings
 from smallboat.schema import BROWSING_EVENTS, SESSION_GAP_MS
@@ -45,7 +45,7 @@ def client(collect_settings: Settings) -> Iterator[TestClient]:
 
 
 def records_logged(client: TestClient) -> int:
-    count: int = client.get("/health").json()["records"]
+    count: int = client.get("/readyz").json()["records"]
     return count
 
 

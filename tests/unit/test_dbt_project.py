@@ -9,7 +9,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML comes with dbt, its stubs do not
 
 from smallboat import schema
-from smallboat.data import release
+from smallboat.data.synth import release
 from smallboat.warehouse.transform import DBT_PROJECT_DIR
 
 MODELS_DIR = DBT_PROJECT_DIR / "models"

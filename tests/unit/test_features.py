@@ -61,6 +61,7 @@ from smallboat.features.spec import (
     SKU_OOV,
     STAGE_BEFORE_ADD,
 )
+from tests.landing_data import browsing_row
 
 Event = tuple[str, str | None, int]
 
@@ -81,25 +82,11 @@ T0 = 1_600_000_000_000
 
 
 def pageview(ts: int, url: str | None = "u-page") -> dict[str, Any]:
-    return {
-        "session_id_hash": "s",
-        "event_type": "pageview",
-        "product_action": None,
-        "product_sku_hash": None,
-        "server_timestamp_epoch_ms": ts,
-        "hashed_url": url,
-    }
+    return browsing_row("s", ts, url=url)
 
 
 def product(ts: int, action: str, sku: str | None, url: str | None = None) -> dict[str, Any]:
-    return {
-        "session_id_hash": "s",
-        "event_type": "event_product",
-        "product_action": action,
-        "product_sku_hash": sku,
-        "server_timestamp_epoch_ms": ts,
-        "hashed_url": f"u-{sku}" if url is None else url,
-    }
+    return browsing_row("s", ts, action, sku, f"u-{sku}" if url is None else url)
 
 
 # --- collapse_session -----------------------------------------------------------------------------

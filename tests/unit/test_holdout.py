@@ -9,12 +9,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from smallboat.data.holdout import new_sku, plant_new_product_line, session_starts, split_release
-from smallboat.data.synth import SynthConfig, synthesize
+from smallboat.data.synth.generate import SynthConfig, synthesize
+from smallboat.data.synth.holdout import (
+    new_sku,
+    plant_new_product_line,
+    session_starts,
+    split_release,
+)
+from smallboat.demo.traffic import drive
 from smallboat.errors import DataError, SmallboatError
 from smallboat.schema import BROWSING_EVENTS
-from smallboat.traffic import drive
 from smallboat.web.process import free_port
+from tests.landing_data import browsing_row
 
 
 @pytest.fixture(scope="module")
@@ -106,17 +112,7 @@ def test_the_new_product_line_replaces_skus_of_later_sessions_only() -> None:
 
 
 def test_traffic_that_cannot_be_delivered_is_reported() -> None:
-    events = pa.table(
-        {
-            "session_id_hash": ["s"],
-            "event_type": ["pageview"],
-            "product_action": [None],
-            "product_sku_hash": [None],
-            "server_timestamp_epoch_ms": [1],
-            "hashed_url": [None],
-        },
-        schema=BROWSING_EVENTS.arrow_schema,
-    )
+    events = pa.Table.from_pylist([browsing_row("s", 1)], schema=BROWSING_EVENTS.arrow_schema)
     nobody = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(SmallboatError, match="1 of 1 clicks were not delivered"):
         drive(events, collector_url=nobody, service_url=nobody, concurrency=1)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from smallboat.data.synth import challenge_score as synth_challenge_score
+from smallboat.data.synth.generate import challenge_score as synth_challenge_score
 from smallboat.errors import SmallboatError
 from smallboat.metrics.intent import (
     LOG_LOSS_EPS,

@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from smallboat.config import Settings
-from smallboat.data.predictions import PredictionLog, compact_predictions, prediction_row
+from smallboat.data.log.predictions import PredictionLog, compact_predictions, prediction_row
 from smallboat.features import collapse_session, encode_collapsed
 from smallboat.features.summary import drift_frame, events_after_first_add, summarize
-from smallboat.model.bundle import IntentPredictor
+from smallboat.model.predictor import IntentPredictor
 from smallboat.schema import PREDICTIONS
 from smallboat.serve.app import create_app
 from tests.unit.test_serve_api import raw, session, tiny_bundle

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from smallboat.errors import SmallboatError
-from smallboat.model.ranking import (
+from smallboat.metrics.ranking import (
     catalog_coverage,
     hit_ranks,
     hr_at_k,

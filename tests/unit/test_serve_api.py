@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 
 from smallboat.config import Settings
 from smallboat.features import FeatureSpec, fit_vocabulary
-from smallboat.model.bundle import IntentPredictor, save_bundle
 from smallboat.model.intent import IntentConfig, IntentEnsemble, Sizes, predict_proba
+from smallboat.model.predictor import IntentPredictor, save_bundle
 from smallboat.serve import scoring
 from smallboat.serve.app import create_app
 from smallboat.serve.scoring import LoadedModel, Scorer
@@ -101,7 +101,7 @@ def test_concurrent_requests_share_forward_passes_and_keep_their_answers(bundle:
             scorer.close()
 
     answers = asyncio.run(run())
-    got = np.array([a[0].probability for a in answers], dtype=float)
+    got = np.array([a[0].prediction.purchase_probability for a in answers], dtype=float)
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert sum(batches) == 60
     assert len(batches) < 60  # requests queued while a pass ran were batched together
@@ -116,8 +116,8 @@ def test_the_fused_network_and_the_ensemble_agree_across_the_switch(bundle: Path
     large = scoring.score_batch(model, [many]).outcomes[0]
     small = [scoring.score_batch(model, [[s]]).outcomes[0][0] for s in many]
     np.testing.assert_allclose(
-        np.array([o.probability for o in large], dtype=float),
-        np.array([o.probability for o in small], dtype=float),
+        np.array([o.prediction.purchase_probability for o in large], dtype=float),
+        np.array([o.prediction.purchase_probability for o in small], dtype=float),
         atol=1e-6,
     )
 
@@ -133,7 +133,7 @@ def test_a_swap_takes_effect_at_the_next_batch(bundle: Path, tmp_path: Path) -> 
             before = await scorer.score([rows])
             assert scorer.swap(second) is first
             after = await scorer.score([rows])
-            return [before[0].model_version, after[0].model_version]
+            return [before[0].prediction.model_version, after[0].prediction.model_version]
         finally:
             scorer.close()
 
@@ -151,7 +151,7 @@ def test_a_failing_batch_fails_its_requests_and_the_next_batch_still_runs(bundle
             failed = await asyncio.gather(scorer.score([broken]), return_exceptions=True)
             ok = await scorer.score([rows])
             error = failed[0] if isinstance(failed[0], BaseException) else None
-            return error, ok[0].probability
+            return error, ok[0].prediction.purchase_probability
         finally:
             scorer.close()
 

@@ -14,11 +14,12 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from smallboat.bundle import NEXT_ITEM_DIR
 from smallboat.config import Settings
-from smallboat.model.bundle import NEXT_ITEM_DIR, IntentPredictor
 from smallboat.model.intent import Sizes
 from smallboat.model.next_item.sequence import NextItemConfig, NextItemModel, SequenceRecommender
 from smallboat.model.next_item.store import save_state, state_of
+from smallboat.model.predictor import IntentPredictor
 from smallboat.serve.app import create_app
 from smallboat.serve.models import DEFAULT_K
 from tests.unit.test_serve_api import raw, session, tiny_bundle

@@ -18,19 +18,13 @@ from smallboat.serve.sessions import (
     open_session_store,
     redact_url,
 )
+from tests.landing_data import browsing_row
 
 MIN = 60_000
 
 
 def row(t: int, tag: str = "") -> dict[str, Any]:
-    return {
-        "session_id_hash": "s",
-        "event_type": "pageview",
-        "product_action": None,
-        "product_sku_hash": None,
-        "server_timestamp_epoch_ms": t,
-        "hashed_url": tag or None,
-    }
+    return browsing_row("s", t, url=tag or None)
 
 
 def times(rows: list[dict[str, Any]]) -> list[int]:

@@ -10,8 +10,14 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from smallboat.data.oracle import posterior_path
-from smallboat.data.synth import TARGETS, SynthConfig, SynthReport, challenge_score, synthesize
+from smallboat.data.synth.generate import (
+    TARGETS,
+    SynthConfig,
+    SynthReport,
+    challenge_score,
+    synthesize,
+)
+from smallboat.data.synth.oracle import posterior_path
 from smallboat.schema import COVEO_FILES, ORACLE_FILE, TABLES
 
 

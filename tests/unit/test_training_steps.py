@@ -8,7 +8,7 @@ from datetime import date
 import pytest
 
 from smallboat.errors import SmallboatError
-from smallboat.training import Branch, check_parameters, pick_best
+from smallboat.pipeline.train_steps import Branch, check_parameters, pick_best
 
 
 def test_grid_entries_are_named_and_checked() -> None:
@@ -65,7 +65,7 @@ def test_the_best_validation_auc_wins_and_nan_never_does() -> None:
 
 
 def test_next_item_overrides_are_checked_at_the_start() -> None:
-    from smallboat.training import next_item_config
+    from smallboat.pipeline.train_steps import next_item_config
 
     config = next_item_config('{"max_epochs": 3, "hidden": 16}', seed=7)
     assert (config.max_epochs, config.hidden, config.seed) == (3, 16, 7)

@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from smallboat.data import wal as wal_module
-from smallboat.data.wal import LogWriteError, WriteAheadLog
-from smallboat.data.wal_segments import (
+from smallboat.data.log import wal as wal_module
+from smallboat.data.log.segments import (
     SEGMENT_MAGIC,
     closed_segments,
     encode_frame,
@@ -22,6 +21,7 @@ from smallboat.data.wal_segments import (
     scan_segment,
     writer_is_live,
 )
+from smallboat.data.log.wal import LogWriteError, WriteAheadLog
 from smallboat.errors import DataError, SmallboatError
 
 

@@ -13,24 +13,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from smallboat.config import Settings
-from smallboat.data.compact import CompactionSpec, compact, open_state
-from smallboat.data.wal import WriteAheadLog
-from smallboat.data.wal_segments import Segment, list_segments
+from smallboat.data.log.compact import CompactionSpec, compact, open_state
+from smallboat.data.log.segments import Segment, list_segments
+from smallboat.data.log.wal import WriteAheadLog
 from smallboat.schema import BROWSING_EVENTS
+from tests.landing_data import browsing_row
 
 STEPS = ("read", "landed", "committed", "deleted")
 
 
 def event(key: str, n: int) -> dict[str, Any]:
-    return {
-        "id": key,
-        "session_id_hash": f"s{n % 3}",
-        "event_type": "event_product",
-        "product_action": "add",
-        "product_sku_hash": f"sku-{key}",
-        "server_timestamp_epoch_ms": 1_700_000_000_000 + n,
-        "hashed_url": None,
-    }
+    return {"id": key} | browsing_row(f"s{n % 3}", 1_700_000_000_000 + n, "add", f"sku-{key}")
 
 
 def remember(con: sqlite3.Connection, records: Sequence[Mapping[str, Any]]) -> None:

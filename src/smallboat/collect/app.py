@@ -17,7 +17,7 @@ from smallboat.collect.events import HitError
 from smallboat.collect.routes import ops, pixel, segment
 from smallboat.collect.store import EventStore
 from smallboat.config import Settings
-from smallboat.data.wal import LogWriteError
+from smallboat.data.log.wal import LogWriteError
 from smallboat.web.body import BodyLimit
 from smallboat.web.errors import install_error_handlers
 
@@ -48,8 +48,8 @@ def create_app(settings: Settings | None = None, *, store: EventStore | None = N
     app.state.body_limit = BodyLimit(
         settings.collect_max_body_bytes, "SMALLBOAT_COLLECT_MAX_BODY_BYTES"
     )
-    app.include_router(pixel)
-    app.include_router(segment)
-    app.include_router(ops)
+    app.include_router(pixel.router)
+    app.include_router(segment.router)
+    app.include_router(ops.router)
     install_error_handlers(app, invalid_status=400, statuses={HitError: 400, LogWriteError: 503})
     return app

@@ -1,8 +1,8 @@
 """The collector's log compacted into `landing/browsing_events/collect-<segment>.parquet`.
 
-The generic protocol is `smallboat.data.compact`; this module supplies the collector's parts: the
-record -> row mapping, the message id as deduplication key, and the client session state written
-in the same transaction (`sessions.record_clients`).
+The generic protocol is `smallboat.data.log.compact`; this module supplies the collector's parts:
+the record -> row mapping, the message id as deduplication key, and the client session state
+written in the same transaction (`sessions.record_clients`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 from smallboat.collect.events import record_key, record_to_row
 from smallboat.collect.sessions import record_clients
 from smallboat.config import Settings
-from smallboat.data.compact import CompactionReport, CompactionSpec, Hook, compact
-from smallboat.data.wal_segments import Segment
+from smallboat.data.log.compact import CompactionReport, CompactionSpec, Hook, compact
+from smallboat.data.log.segments import Segment
 from smallboat.schema import BROWSING_EVENTS
 
 LANDING_PREFIX = "collect"

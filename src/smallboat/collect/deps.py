@@ -1,4 +1,5 @@
-"""Request dependencies of the collection API: the store, the write key."""
+"""Request dependencies of the collection API: the store, the write key (the settings' alias is
+`web.deps.SettingsDep`, shared with the prediction service)."""
 
 from __future__ import annotations
 
@@ -10,21 +11,9 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 
 from smallboat.collect.store import EventStore
-from smallboat.config import Settings
+from smallboat.web.deps import SettingsDep, app_state
 
-
-async def get_store(request: Request) -> EventStore:
-    store: EventStore = request.app.state.store
-    return store
-
-
-async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-StoreDep = Annotated[EventStore, Depends(get_store)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[EventStore, app_state("store")]
 
 
 async def require_write_key(request: Request, settings: SettingsDep) -> str:

@@ -204,8 +204,10 @@ class ErrorBody(BaseModel):
     detail: str = Field(description="What was wrong, naming the parameter or field.")
 
 
-class Health(BaseModel):
-    status: Literal["ok"] = "ok"
+class Ready(BaseModel):
+    """`GET /readyz`: the log is open and writable; its counters since the collector started."""
+
+    status: Literal["ready"] = "ready"
     active_segment: str | None
     closed_segments: int
     appends: int

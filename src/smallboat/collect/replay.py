@@ -41,6 +41,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from smallboat.collect.protocols import SEGMENT_ACTIONS
+from smallboat.data.land.load import DEFAULT_BLOCK_SIZE, SOURCES
 from smallboat.data.sources.base import Problems, ReadStats
 from smallboat.errors import DataError, SmallboatError
 from smallboat.schema import BROWSING_EVENTS
@@ -110,8 +111,6 @@ class ReplaySummary:
 
 def read_browsing(path: Path, *, source: str = "coveo", limit: int | None = None) -> pa.Table:
     """The browsing rows of `path`, sorted by time (ties in file order), at most `limit`."""
-    from smallboat.data.land import DEFAULT_BLOCK_SIZE, SOURCES
-
     if source not in SOURCES:
         raise DataError(f"source format {source!r} is not one of {', '.join(SOURCES)}")
     if not path.is_file():

@@ -45,4 +45,4 @@ class CollectorProcess(ServerProcess):
 
     name = "the collector"
     command = ("collect", "serve")
-    ready_path = "/health"
+    ready_path = "/readyz"

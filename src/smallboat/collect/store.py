@@ -16,12 +16,12 @@ from contextlib import closing
 
 from smallboat.collect.compaction import compact_events, log_dir, state_path
 from smallboat.collect.events import EventRecord, Hit, TimePolicy, now_ms
-from smallboat.collect.models import Health
+from smallboat.collect.models import Ready
 from smallboat.collect.sessions import SessionTracker, load_clients
 from smallboat.config import Settings
-from smallboat.data.compact import open_state
-from smallboat.data.wal import WriteAheadLog
-from smallboat.data.wal_segments import compaction_lock, scan_segment
+from smallboat.data.log.compact import open_state
+from smallboat.data.log.segments import compaction_lock, scan_segment
+from smallboat.data.log.wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +94,13 @@ class EventStore:
         await self.wal.append_async(self.resolve(hits, received_ms))
         return len(hits)
 
-    def health(self) -> Health:
+    def ready(self) -> Ready:
+        """The log's counters; raises LogWriteError when the log can no longer write."""
+        refused = self.wal.refusal()
+        if refused is not None:
+            raise refused
         stats = self.wal.stats
-        return Health(
+        return Ready(
             active_segment=None if stats.active is None else stats.active.name,
             closed_segments=len(self.wal.closed_segments()),
             appends=stats.appends,

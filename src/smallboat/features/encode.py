@@ -307,14 +307,8 @@ def windows(
 
     oov_in_window = (tokens.is_oov[safe] & valid).sum(axis=1)
     return ModelInputs(
-        action=gather(tokens.action),
-        sku=gather(tokens.sku),
-        gap=gather(tokens.gap),
+        **{name: gather(getattr(tokens, name)) for name in TOKEN_COLUMNS},
         log_gap=np.where(valid, tokens.log_gap[safe], 0.0).astype(np.float32),
-        price=gather(tokens.price),
-        category=gather(tokens.category),
-        move=gather(tokens.move),
-        stage=gather(tokens.stage),
         counts=_prefix_counts(tokens, start, end),
         events_used=valid.sum(axis=1),
         oov_skus=oov_in_window,

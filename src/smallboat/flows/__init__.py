@@ -1,1 +1,4 @@
-"""Metaflow flows: thin steps that call the package (TrainFlow; MonitorFlow later)."""
+"""Metaflow flows only: thin steps that call `smallboat.pipeline` (TrainFlow, MonitorFlow).
+
+`pipeline.runner` finds these files by path and runs them through Metaflow's Runner API.
+"""

@@ -17,10 +17,14 @@ import numpy as np
 import numpy.typing as npt
 
 from smallboat.errors import SmallboatError
+from smallboat.metrics.checks import (
+    THRESHOLD,
+    predicted_right,
+    prediction_points,
+    probabilities_and_labels,
+)
+from smallboat.metrics.uncertainty import bootstrap_intervals
 from smallboat.schema import INTENT_BUCKET_WEIGHTS, INTENT_PREDICTION_POINTS
-
-THRESHOLD = 0.5
-"""A probability at or above this predicts a purchase (the Challenge's rule)."""
 
 CHALLENGE_MAX = float(sum(INTENT_BUCKET_WEIGHTS.values()))
 """4.5: the score of a perfect predictor when every prediction point has examples."""
@@ -28,53 +32,6 @@ CHALLENGE_MAX = float(sum(INTENT_BUCKET_WEIGHTS.values()))
 LOG_LOSS_EPS = 1e-7
 """Probabilities are clipped to [eps, 1 - eps] for the log-loss: a confident miss costs ~16.1,
 not infinity (float32 model outputs reach exactly 0 and 1)."""
-
-_Array = npt.NDArray[np.float64]
-
-
-def _as_1d(name: str, values: npt.ArrayLike) -> np.ndarray:
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise SmallboatError(
-            f"intent metrics: {name} must be one value per example, got shape {arr.shape}"
-        )
-    return arr
-
-
-def _validate(prob: npt.ArrayLike, label: npt.ArrayLike) -> tuple[_Array, _Array]:
-    p = _as_1d("prob", prob).astype(np.float64)
-    y = _as_1d("label", label)
-    if len(p) != len(y):
-        raise SmallboatError(
-            f"intent metrics: prob has {len(p)} values but label has {len(y)}; "
-            "pass one probability per labelled example"
-        )
-    bad = ~np.isfinite(p) | (p < 0) | (p > 1)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise SmallboatError(
-            f"intent metrics: prob[{i}] = {p[i].item()!r} is not a probability in [0, 1] "
-            f"({int(bad.sum())} such values); check the model's output"
-        )
-    y = y.astype(np.float64)
-    bad = (y != 0) & (y != 1)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise SmallboatError(f"intent metrics: label[{i}] = {y[i].item()!r} is not 0 or 1")
-    return p, y
-
-
-def _validate_k(k: npt.ArrayLike, n: int) -> np.ndarray:
-    kk = _as_1d("k", k)
-    if len(kk) != n:
-        raise SmallboatError(f"intent metrics: k has {len(kk)} values but there are {n} examples")
-    unknown = sorted(set(np.unique(kk).tolist()) - set(INTENT_PREDICTION_POINTS))
-    if unknown:
-        raise SmallboatError(
-            f"intent metrics: k holds {unknown[:5]}, which are not prediction points "
-            f"{list(INTENT_PREDICTION_POINTS)}"
-        )
-    return kk.astype(np.int64)
 
 
 # ---- the Challenge score -------------------------------------------------------------------
@@ -94,9 +51,9 @@ def challenge_breakdown(
     Keys: score, max_attainable, max (4.5), normalised, buckets -> {"k0": {n, weight, accuracy,
     weighted}} (accuracy and weighted None for an empty point).
     """
-    p, y = _validate(prob, label)
-    kk = _validate_k(k, len(p))
-    correct = (p >= THRESHOLD) == (y == 1)
+    p, y = probabilities_and_labels(prob, label)
+    kk = prediction_points(k, len(p))
+    correct = predicted_right(p, y)
     score, attainable, buckets = 0.0, 0.0, {}
     for point, weight in INTENT_BUCKET_WEIGHTS.items():
         sel = kk == point
@@ -138,32 +95,50 @@ _POINT_METRICS = (
 )
 
 
+def roc_auc(prob: npt.ArrayLike, label: npt.ArrayLike) -> float | None:
+    """ROC-AUC, a tie counting as half a correctly ordered pair; None unless both classes occur."""
+    p, y = probabilities_and_labels(prob, label)
+    if not 0 < y.sum() < len(y):
+        return None
+    # Imported here: sklearn.metrics costs ~0.7 s and data.synth imports this module.
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, p))
+
+
+def log_loss(prob: npt.ArrayLike, label: npt.ArrayLike) -> float | None:
+    """Mean negative log-likelihood, probabilities clipped at LOG_LOSS_EPS; None for no examples."""
+    p, y = probabilities_and_labels(prob, label)
+    if not len(p):
+        return None
+    clipped = np.clip(p, LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
+    return float(-np.mean(y * np.log(clipped) + (1 - y) * np.log(1 - clipped)))
+
+
 def binary_metrics(prob: npt.ArrayLike, label: npt.ArrayLike) -> dict[str, Any]:
     """n, positives and the metrics in `_POINT_METRICS`; `undefined` maps a None metric to why.
 
-    accuracy thresholds at 0.5; roc_auc counts a tie as half a correctly ordered pair; pr_auc is
-    average precision; log_loss clips at LOG_LOSS_EPS; brier is the mean squared error.
+    accuracy thresholds at 0.5; roc_auc is `roc_auc`; pr_auc is average precision; log_loss is
+    `log_loss`; brier is the mean squared error.
     """
-    p, y = _validate(prob, label)
+    p, y = probabilities_and_labels(prob, label)
     n, pos = len(p), int(y.sum())
     out: dict[str, Any] = {"n": n, "positives": pos}
     if n == 0:
         out |= dict.fromkeys(_POINT_METRICS)
         out["undefined"] = dict.fromkeys(_POINT_METRICS, "no examples")
         return out
-    clipped = np.clip(p, LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
-    out["accuracy"] = float(((p >= THRESHOLD) == (y == 1)).mean())
+    out["accuracy"] = float(predicted_right(p, y).mean())
     out["roc_auc"] = out["pr_auc"] = None
-    out["log_loss"] = float(-np.mean(y * np.log(clipped) + (1 - y) * np.log(1 - clipped)))
+    out["log_loss"] = log_loss(p, y)
     out["brier"] = float(np.mean((p - y) ** 2))
     out["positive_rate"] = pos / n
     out["mean_prob"] = float(p.mean())
     out["undefined"] = {}
     if 0 < pos < n:
-        # Imported here: sklearn.metrics costs ~0.7 s and data.synth imports this module.
-        from sklearn.metrics import average_precision_score, roc_auc_score
+        from sklearn.metrics import average_precision_score
 
-        out["roc_auc"] = float(roc_auc_score(y, p))
+        out["roc_auc"] = roc_auc(p, y)
         out["pr_auc"] = float(average_precision_score(y, p))
     else:
         reason = f"only one class among {n} examples (all {int(y[0])}); ranking needs both"
@@ -183,7 +158,7 @@ def calibration(prob: npt.ArrayLike, label: npt.ArrayLike, *, n_bins: int = 10) 
     """
     if n_bins < 1:
         raise SmallboatError(f"calibration: n_bins must be at least 1, got {n_bins}")
-    p, y = _validate(prob, label)
+    p, y = probabilities_and_labels(prob, label)
     idx = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
     count = np.bincount(idx, minlength=n_bins)
     sum_p = np.bincount(idx, weights=p, minlength=n_bins)
@@ -222,7 +197,7 @@ def curves(prob: npt.ArrayLike, label: npt.ArrayLike, *, max_points: int = 200) 
     """
     if max_points < 2:
         raise SmallboatError(f"curves: max_points must be at least 2, got {max_points}")
-    p, y = _validate(prob, label)
+    p, y = probabilities_and_labels(prob, label)
     pos = int(y.sum())
     if not 0 < pos < len(y):
         return {
@@ -271,17 +246,14 @@ def intent_report(
     Pass session ids as groups so the bootstrap resamples sessions (see
     `smallboat.metrics.uncertainty`).
     """
-    p, y = _validate(prob, label)
-    kk = _validate_k(k, len(p))
+    p, y = probabilities_and_labels(prob, label)
+    kk = prediction_points(k, len(p))
     by_bucket = {
         f"k{point}": binary_metrics(p[kk == point], y[kk == point])
         for point in INTENT_PREDICTION_POINTS
     }
     boot = None
     if n_bootstrap:
-        # Imported here, not at the top: uncertainty builds on this module's input checks.
-        from smallboat.metrics.uncertainty import bootstrap_intervals
-
         boot = bootstrap_intervals(
             p, y, kk, groups=groups, n_bootstrap=n_bootstrap, seed=seed, level=level
         )

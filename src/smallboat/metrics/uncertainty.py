@@ -20,11 +20,16 @@ import numpy as np
 import numpy.typing as npt
 
 from smallboat.errors import SmallboatError
-from smallboat.metrics.intent import THRESHOLD, _as_1d, _validate, _validate_k
+from smallboat.metrics.checks import (
+    Array,
+    as_1d,
+    predicted_right,
+    prediction_points,
+    probabilities_and_labels,
+)
 from smallboat.schema import INTENT_BUCKET_WEIGHTS
 
 _BOOTSTRAP_CELLS = 4_000_000  # weights per bootstrap chunk (32 MB of float64): bounds memory
-_Array = npt.NDArray[np.float64]
 
 
 def _float(x: float | np.floating[Any]) -> float | None:
@@ -38,7 +43,7 @@ def _float(x: float | np.floating[Any]) -> float | None:
 
 def _bootstrap_weights(
     n_rows: int, groups: npt.ArrayLike | None, n_bootstrap: int, seed: int
-) -> Iterator[_Array]:
+) -> Iterator[Array]:
     """Chunks of (b, n_rows) row weights: how often each row is drawn in each replicate.
 
     Whole groups (sessions) are drawn with replacement when groups are given, else single rows.
@@ -50,7 +55,7 @@ def _bootstrap_weights(
     if groups is None:
         cluster, n_clusters = None, n_rows
     else:
-        g = _as_1d("groups", groups)
+        g = as_1d("groups", groups)
         if len(g) != n_rows:
             raise SmallboatError(f"bootstrap: groups has {len(g)} values for {n_rows} examples")
         _, cluster = np.unique(g, return_inverse=True)
@@ -68,14 +73,14 @@ def _bootstrap_weights(
 class _Ranked:
     """Rows sorted by probability with ties grouped: the AUC of any row weighting in one pass."""
 
-    def __init__(self, p: _Array, y: _Array) -> None:
+    def __init__(self, p: Array, y: Array) -> None:
         self.order = np.argsort(p, kind="stable")
         s = p[self.order]
         self.starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # first row of each tie group
         self.tied = len(self.starts) < len(s)
         self.y = y[self.order]
 
-    def auc(self, w: _Array) -> _Array:
+    def auc(self, w: Array) -> Array:
         """ROC-AUC per row of weights w (b, N); NaN where a replicate holds a single class."""
         if len(self.y) == 0:
             return np.full(len(w), np.nan)
@@ -96,20 +101,20 @@ class _Ranked:
 class _Bucketed:
     """Per-point correctness: the Challenge score of any row weighting as two matrix products."""
 
-    def __init__(self, p: _Array, y: _Array, k: np.ndarray) -> None:
+    def __init__(self, p: Array, y: Array, k: np.ndarray) -> None:
         points = np.array(list(INTENT_BUCKET_WEIGHTS))
         self.onehot = (k[:, None] == points[None, :]).astype(np.float64)  # (N, P)
-        correct = ((p >= THRESHOLD) == (y == 1)).astype(np.float64)
+        correct = predicted_right(p, y).astype(np.float64)
         self.hits = self.onehot * correct[:, None]  # (N, P)
         self.weights = np.array(list(INTENT_BUCKET_WEIGHTS.values()))  # (P,)
 
-    def score(self, w: _Array) -> _Array:
+    def score(self, w: Array) -> Array:
         n = w @ self.onehot  # (b, P)
         acc = np.divide(w @ self.hits, n, out=np.zeros_like(n), where=n > 0)
         return acc @ self.weights  # (b,)
 
 
-def _interval(stats: _Array, level: float) -> dict[str, Any]:
+def _interval(stats: Array, level: float) -> dict[str, Any]:
     valid = stats[~np.isnan(stats)]
     if len(valid) == 0:
         return {"low": None, "high": None, "n_valid": 0}
@@ -122,6 +127,14 @@ def _check_level(level: float, n_bootstrap: int) -> None:
         raise SmallboatError(f"bootstrap: level must be in (0, 1), got {level}")
     if n_bootstrap < 1:
         raise SmallboatError(f"bootstrap: n_bootstrap must be at least 1, got {n_bootstrap}")
+
+
+def _settings(
+    groups: npt.ArrayLike | None, n_bootstrap: int, seed: int, level: float
+) -> dict[str, Any]:
+    """How a bootstrap result was drawn: n_bootstrap, seed, level and unit ("group" or "row")."""
+    unit = "row" if groups is None else "group"
+    return {"n_bootstrap": n_bootstrap, "seed": seed, "level": level, "unit": unit}
 
 
 def bootstrap_intervals(
@@ -140,8 +153,8 @@ def bootstrap_intervals(
     metric was defined)}, and n_bootstrap, seed, level, unit ("group" or "row").
     """
     _check_level(level, n_bootstrap)
-    p, y = _validate(prob, label)
-    kk = _validate_k(k, len(p))
+    p, y = probabilities_and_labels(prob, label)
+    kk = prediction_points(k, len(p))
     ranked, bucketed = _Ranked(p, y), _Bucketed(p, y, kk)
     ones = np.ones((1, len(p)))
     aucs, scores = [], []
@@ -157,10 +170,7 @@ def bootstrap_intervals(
             "estimate": float(bucketed.score(ones)[0]) if len(p) else None,
             **_interval(np.concatenate(scores), level),
         },
-        "n_bootstrap": n_bootstrap,
-        "seed": seed,
-        "level": level,
-        "unit": "row" if groups is None else "group",
+        **_settings(groups, n_bootstrap, seed, level),
     }
 
 
@@ -183,9 +193,9 @@ def paired_difference(
     confidence `level` when low > 0.
     """
     _check_level(level, n_bootstrap)
-    pa, y = _validate(prob_a, label)
-    pb, _ = _validate(prob_b, label)
-    kk = _validate_k(k, len(y))
+    pa, y = probabilities_and_labels(prob_a, label)
+    pb, _ = probabilities_and_labels(prob_b, label)
+    kk = prediction_points(k, len(y))
     ranked = (_Ranked(pa, y), _Ranked(pb, y))
     bucketed = (_Bucketed(pa, y, kk), _Bucketed(pb, y, kk))
     d_auc, d_score = [], []
@@ -207,18 +217,13 @@ def paired_difference(
             **_interval(diffs, level),
             "p_a_better": float((valid > 0).mean()) if len(valid) else None,
         }
-    return out | {
-        "n_bootstrap": n_bootstrap,
-        "seed": seed,
-        "level": level,
-        "unit": "row" if groups is None else "group",
-    }
+    return out | _settings(groups, n_bootstrap, seed, level)
 
 
 # ---- DeLong --------------------------------------------------------------------------------
 
 
-def _midranks(x: _Array) -> _Array:
+def _midranks(x: Array) -> Array:
     """1-based ranks, ties sharing their mean rank."""
     _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
     ends = np.cumsum(counts)
@@ -236,8 +241,8 @@ def delong_auc_difference(
     """
     if not 0 < level < 1:
         raise SmallboatError(f"DeLong: level must be in (0, 1), got {level}")
-    pa, y = _validate(prob_a, label)
-    pb, _ = _validate(prob_b, label)
+    pa, y = probabilities_and_labels(prob_a, label)
+    pb, _ = probabilities_and_labels(prob_b, label)
     pos = y == 1
     m, n = int(pos.sum()), int((~pos).sum())
     if m < 2 or n < 2:

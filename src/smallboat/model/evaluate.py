@@ -15,7 +15,7 @@ from smallboat.features import COUNT_FEATURES, EventTable, tokenize, windows
 from smallboat.metrics.intent import intent_report
 from smallboat.metrics.uncertainty import paired_difference
 from smallboat.model.baselines import fit_count_baseline, fit_majority_baseline
-from smallboat.model.bundle import IntentPredictor
+from smallboat.model.predictor import IntentPredictor
 from smallboat.model.prepare import ExampleSet, IntentData
 from smallboat.schema import ORACLE_FILE
 

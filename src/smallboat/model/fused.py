@@ -47,9 +47,7 @@ from torch import nn
 
 from smallboat.features import ModelInputs
 from smallboat.features.encode import TOKEN_COLUMNS
-from smallboat.model.intent import IntentEnsemble, IntentModel
-
-PROB_CLAMP = 1e-7  # IntentEnsemble clamps its mean probability to [1e-7, 1 - 1e-7]
+from smallboat.model.intent import PROB_CLAMP, IntentEnsemble, IntentModel, to_tensors
 
 
 class FusedIntent(nn.Module):
@@ -86,10 +84,8 @@ class FusedIntent(nn.Module):
         """The ensemble's weights copied into one fused model (the ensemble is left as it was)."""
         members = _checked_members(ensemble)
         first = members[0]
-        tokens = {
-            name: (getattr(first, name).num_embeddings, getattr(first, name).embedding_dim)
-            for name in TOKEN_COLUMNS
-        }
+        tables = {name: first.embeddings[name] for name in TOKEN_COLUMNS}
+        tokens = {name: (t.num_embeddings, t.embedding_dim) for name, t in tables.items()}
         fused = cls(
             members=len(members),
             hidden=first.encoder.hidden_size,
@@ -98,7 +94,7 @@ class FusedIntent(nn.Module):
         )
         with torch.no_grad():
             for name in TOKEN_COLUMNS:
-                fused.tables[name].copy_(torch.cat([getattr(m, name).weight for m in members], 1))
+                fused.tables[name].copy_(torch.cat([m.embeddings[name].weight for m in members], 1))
             for k, member in enumerate(members):
                 fused._copy_member(k, member)
         return fused
@@ -134,20 +130,8 @@ class FusedIntent(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """P(purchase), (B,) float32: what `predict_proba` gives for the ensemble."""
-        t = self.tables
-        x = torch.cat(
-            [
-                F.embedding(batch["action"], t["action"]),  # (B, L, M*action_dim)
-                F.embedding(batch["sku"], t["sku"]),  # (B, L, M*sku_dim)
-                F.embedding(batch["gap"], t["gap"]),
-                F.embedding(batch["price"], t["price"]),
-                F.embedding(batch["category"], t["category"]),
-                F.embedding(batch["move"], t["move"]),
-                F.embedding(batch["stage"], t["stage"]),
-                batch["log_gap"].unsqueeze(-1),  # (B, L, 1)
-            ],
-            dim=-1,
-        )  # (B, L, D)
+        embedded = [F.embedding(batch[c], self.tables[c]) for c in TOKEN_COLUMNS]  # (B, L, M*d_c)
+        x = torch.cat([*embedded, batch["log_gap"].unsqueeze(-1)], dim=-1)  # (B, L, D)
         enc = self.encoder
         h0 = x.new_zeros(1, x.shape[0], enc.hidden_size)  # (1, B, M*H)
         # torch.gru is what nn.GRU.forward ends in, without its per-call Python checks (~0.045
@@ -172,14 +156,7 @@ class FusedIntent(nn.Module):
         """P(purchase) for every row of `inputs`, (N,) float64, in one batch."""
         with torch.inference_mode():
             # No copies when the arrays already have these dtypes (encode_sessions' output).
-            batch = {
-                name: torch.from_numpy(np.ascontiguousarray(getattr(inputs, name), dtype=np.int64))
-                for name in TOKEN_COLUMNS
-            }
-            for name in ("log_gap", "counts"):
-                array = np.ascontiguousarray(getattr(inputs, name), dtype=np.float32)
-                batch[name] = torch.from_numpy(array)
-            prob: np.ndarray = self(batch).numpy().astype(np.float64)
+            prob: np.ndarray = self(to_tensors(inputs)).numpy().astype(np.float64)
         return prob
 
 
@@ -203,7 +180,7 @@ def _checked_members(ensemble: IntentEnsemble) -> list[IntentModel]:
         raise ValueError(
             f"FusedIntent fuses a 1-layer, one-way, biased, batch_first GRU; member 0 has {gru}"
         )
-    d_in = sum(getattr(first, name).embedding_dim for name in TOKEN_COLUMNS) + 1
+    d_in = sum(first.embeddings[name].embedding_dim for name in TOKEN_COLUMNS) + 1
     if gru.input_size != d_in:
         raise ValueError(
             f"member 0's GRU reads {gru.input_size} inputs; its embeddings + log_gap give {d_in}"

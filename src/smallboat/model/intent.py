@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -80,6 +80,23 @@ class Sizes:
         )
 
 
+def token_tables(config: IntentConfig, sizes: Sizes) -> dict[str, tuple[int, int]]:
+    """Each per-event token column's embedding table, (vocabulary size, dimension), in
+    TOKEN_COLUMNS order: the one place the model lists the columns it embeds."""
+    c = config
+    tables = {
+        "action": (len(ACTIONS) + 1, c.action_dim),
+        "sku": (sizes.n_sku, c.sku_dim),
+        "gap": (sizes.n_gap, c.gap_dim),
+        "price": (PRICE_NONE + 11, c.price_dim),
+        "category": (sizes.n_category, c.category_dim),
+        "move": (MOVE_OTHER + 1, c.move_dim),
+        "stage": (N_STAGE_TOKENS, c.stage_dim),
+    }
+    assert tuple(tables) == TOKEN_COLUMNS, f"tables {list(tables)} vs columns {TOKEN_COLUMNS}"
+    return tables
+
+
 class IntentModel(nn.Module):
     def __init__(
         self, config: IntentConfig, sizes: Sizes, sku_vectors: np.ndarray | None = None
@@ -88,23 +105,24 @@ class IntentModel(nn.Module):
         self.config = config
         self.sizes = sizes
         c = config
-        self.action = nn.Embedding(len(ACTIONS) + 1, c.action_dim, padding_idx=0)
-        self.sku = nn.Embedding(sizes.n_sku, c.sku_dim, padding_idx=0)
-        self.gap = nn.Embedding(sizes.n_gap, c.gap_dim, padding_idx=0)
-        self.price = nn.Embedding(PRICE_NONE + 11, c.price_dim, padding_idx=0)
-        self.category = nn.Embedding(sizes.n_category, c.category_dim, padding_idx=0)
-        self.move = nn.Embedding(MOVE_OTHER + 1, c.move_dim, padding_idx=0)
-        self.stage = nn.Embedding(N_STAGE_TOKENS, c.stage_dim, padding_idx=0)
+        tables = token_tables(c, sizes)
+        # One nn.Embedding per column, registered under the column's name (`self.sku`, ...: the
+        # state_dict keys bundles are saved with) in column order (the order their weights are
+        # drawn in); `embeddings` reaches them by name.
+        self.embeddings: dict[str, nn.Embedding] = {}
+        for name, (n, dim) in tables.items():
+            self.embeddings[name] = nn.Embedding(n, dim, padding_idx=0)
+            self.add_module(name, self.embeddings[name])
+        sku = self.embeddings["sku"]
         if sku_vectors is not None:
             assert sku_vectors.shape == (sizes.n_sku, c.sku_dim), (
                 f"prod2vec vectors {sku_vectors.shape} do not fit ({sizes.n_sku}, {c.sku_dim})"
             )
             with torch.no_grad():
-                self.sku.weight.copy_(torch.from_numpy(sku_vectors.astype(np.float32)))
-                self.sku.weight[0].zero_()
-        self.sku.weight.requires_grad_(not c.freeze_sku)
-        d_in = c.action_dim + c.sku_dim + c.gap_dim + c.price_dim + c.category_dim + c.move_dim
-        d_in += c.stage_dim
+                sku.weight.copy_(torch.from_numpy(sku_vectors.astype(np.float32)))
+                sku.weight[0].zero_()
+        sku.weight.requires_grad_(not c.freeze_sku)
+        d_in = sum(dim for _, dim in tables.values())
         d_in += 1  # the exact log gap, beside its bucket's embedding
         self.encoder = nn.GRU(d_in, c.hidden, batch_first=True)
         self.counts = nn.Linear(len(COUNT_FEATURES), c.hidden)
@@ -117,26 +135,24 @@ class IntentModel(nn.Module):
         """Logits of purchase, (B,)."""
         return self.head(self.encode(batch)).squeeze(-1)  # (B,)
 
+    def probability(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """P(purchase), (B,)."""
+        return torch.sigmoid(self(batch))
+
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The prefix as one vector, (B, 2H): the GRU's state after the last event beside the
         embedded prefix counts. What the heads read (the next-item model reuses it)."""
-        x = torch.cat(
-            [
-                self.action(batch["action"]),  # (B, L, action_dim)
-                self.sku(batch["sku"]),  # (B, L, sku_dim)
-                self.gap(batch["gap"]),
-                self.price(batch["price"]),
-                self.category(batch["category"]),
-                self.move(batch["move"]),
-                self.stage(batch["stage"]),
-                batch["log_gap"].unsqueeze(-1),  # (B, L, 1)
-            ],
-            dim=-1,
-        )  # (B, L, d_in)
+        embedded = [self.embeddings[name](batch[name]) for name in TOKEN_COLUMNS]  # (B, L, d_c)
+        x = torch.cat([*embedded, batch["log_gap"].unsqueeze(-1)], dim=-1)  # (B, L, d_in)
         out, _ = self.encoder(x)  # (B, L, H)
         last = self.dropout(out[:, -1])  # (B, H): windows are left-padded, the last event is last
         counts = torch.relu(self.counts(torch.log1p(batch["counts"])))  # (B, H)
         return torch.cat([last, counts], dim=-1)  # (B, 2H)
+
+
+PROB_CLAMP = 1e-7
+"""An ensemble of two members or more clamps its mean probability to [PROB_CLAMP, 1 - PROB_CLAMP],
+so it never states certainty; FusedIntent clamps the same way."""
 
 
 class IntentEnsemble(nn.Module):
@@ -161,13 +177,18 @@ class IntentEnsemble(nn.Module):
         return ensemble
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Logits of the mean purchase probability, (B,)."""
-        if len(self.members) == 1:
-            logits: torch.Tensor = self.members[0](batch)
-            return logits
-        prob = torch.stack([torch.sigmoid(m(batch)) for m in self.members]).mean(dim=0)  # (B,)
-        prob = prob.clamp(1e-7, 1 - 1e-7)
-        return torch.log(prob) - torch.log1p(-prob)
+        """P(purchase), (B,): the mean of the members' probabilities. Unlike a member's, the
+        output is a probability, since the members are averaged in probability space."""
+        members = cast(list[IntentModel], list(self.members))
+        if len(members) == 1:
+            return members[0].probability(batch)
+        prob = torch.stack([m.probability(batch) for m in members]).mean(dim=0)  # (B,)
+        return prob.clamp(PROB_CLAMP, 1 - PROB_CLAMP)
+
+    def probability(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """P(purchase), (B,): what `forward` gives."""
+        prob: torch.Tensor = self(batch)
+        return prob
 
 
 def to_tensors(
@@ -188,10 +209,12 @@ def to_tensors(
 
 @torch.no_grad()
 def predict_proba(model: nn.Module, inputs: ModelInputs, *, batch_size: int = 4096) -> np.ndarray:
-    """P(purchase) for every prefix, in input order, (N,) float64."""
+    """P(purchase) for every prefix, in input order, (N,) float64, of an IntentModel or an
+    IntentEnsemble."""
+    assert isinstance(model, IntentModel | IntentEnsemble), f"not an intent model: {model!r:.80}"
     model.eval()
     out = np.empty(len(inputs), dtype=np.float64)
     for start in range(0, len(inputs), batch_size):
         rows = slice(start, start + batch_size)
-        out[rows] = torch.sigmoid(model(to_tensors(inputs, rows))).numpy()
+        out[rows] = model.probability(to_tensors(inputs, rows)).numpy()
     return out

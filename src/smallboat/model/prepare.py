@@ -10,6 +10,7 @@ a local path another step wrote.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -112,30 +113,16 @@ def prepare_intent_data(
     """Read the warehouse and build the tokenised training data (vocabulary fit on train)."""
     from smallboat.warehouse.db import connect
 
-    where = (window or DataWindow()).sql("session_started_at_ms")
     with connect(settings, read_only=True) as con:
-        examples = con.sql(
-            f"""
-            select session_id_hash, k, prefix_length, label, split
-            from intent_examples
-            where {where}
-            order by session_id_hash, k
-            """
-        ).to_arrow_table()
-        if examples.num_rows == 0:
-            raise DataError(
-                "no intent examples in the warehouse"
-                + ("" if window is None else " inside the data window")
-                + ": load data with add-to-cart sessions and run `smallboat transform`"
-            )
-        events = prefix_events(con, "intent_examples", where)
-        counts = con.sql(
-            f"""
-            select session_events.product_sku_hash, count(*) as n
-            {_train_product_events(window)}
-            group by session_events.product_sku_hash
-            """
-        ).to_df()
+        examples, table, session_ids = read_examples(
+            con,
+            "intent_examples",
+            "k, prefix_length, label",
+            order_by="k",
+            window=window,
+            missing="load data with add-to-cart sessions and run `smallboat transform`",
+        )
+        counts = train_sku_counts(con, window)
         attributes = con.sql(
             "select product_sku_hash, category_hash, price_bucket from sku_features"
         ).to_df()
@@ -143,19 +130,12 @@ def prepare_intent_data(
     vocab = fit_vocabulary(
         dict(zip(counts.product_sku_hash, counts.n, strict=True)), attributes, spec
     )
-    table, session_ids = _event_table(events)
     tokens = tokenize(table, vocab, spec)
     data = IntentData(spec=spec, vocab=vocab, tokens=tokens)
-    position = pd.Index(session_ids)
-    split_col = examples.column("split").to_numpy(zero_copy_only=False)
-    ids = examples.column("session_id_hash").to_numpy(zero_copy_only=False)
-    for name in SPLITS:
-        sel = split_col == name
-        session = position.get_indexer(ids[sel])
-        assert (session >= 0).all(), "every example's session must have events"
+    for name, sel, session, ids in split_rows(examples, session_ids):
         data.splits[name] = ExampleSet(
-            session=session.astype(np.int64),
-            session_id=ids[sel],
+            session=session,
+            session_id=ids,
             k=examples.column("k").to_numpy()[sel].astype(np.int8),
             prefix_length=examples.column("prefix_length").to_numpy()[sel].astype(np.int32),
             label=examples.column("label").to_numpy()[sel].astype(np.int8),
@@ -170,6 +150,47 @@ def prepare_intent_data(
     data.test_events, data.test_examples = _subset(table, data.splits["test"])
     log.info("prepared %s", data.row_counts())
     return data
+
+
+def read_examples(
+    con: Any, table: str, columns: str, *, order_by: str, window: DataWindow | None, missing: str
+) -> tuple[pa.Table, EventTable, np.ndarray]:
+    """An examples table's rows inside the window (session_id_hash, `columns`, split; ordered by
+    session, then `order_by`), the collapsed events their prefixes need (`prefix_events`) and
+    those events' session ids in order. No rows is a DataError whose fix is `missing`."""
+    where = (window or DataWindow()).sql("session_started_at_ms")
+    examples = con.sql(
+        f"""
+        select session_id_hash, {columns}, split
+        from {table}
+        where {where}
+        order by session_id_hash, {order_by}
+        """
+    ).to_arrow_table()
+    if examples.num_rows == 0:
+        task = table.removesuffix("_examples").replace("_", "-")
+        raise DataError(
+            f"no {task} examples in the warehouse"
+            + ("" if window is None else " inside the data window")
+            + f": {missing}"
+        )
+    events, session_ids = _event_table(prefix_events(con, table, where))
+    return examples, events, session_ids
+
+
+def split_rows(
+    examples: pa.Table, session_ids: np.ndarray
+) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per split (train, valid, test): which rows of `examples` it holds (a boolean mask), their
+    sessions as int64 positions in `session_ids` (the event table's order) and their session ids."""
+    position = pd.Index(session_ids)
+    split_col = examples.column("split").to_numpy(zero_copy_only=False)
+    ids = examples.column("session_id_hash").to_numpy(zero_copy_only=False)
+    for name in SPLITS:
+        sel = split_col == name
+        session = position.get_indexer(ids[sel])
+        assert (session >= 0).all(), f"every {name} example's session must have events"
+        yield name, sel, session.astype(np.int64), ids[sel]
 
 
 def prefix_events(con: Any, examples: str, where: str) -> pa.Table:
@@ -216,14 +237,28 @@ def _subset(table: EventTable, examples: ExampleSet) -> tuple[EventTable, Exampl
     return sub, replace(examples, session=remap.astype(np.int64))
 
 
-def _train_product_events(window: DataWindow | None) -> str:
-    """FROM/WHERE of the training split's product events inside the window: what the SKU
-    vocabulary is counted on and prod2vec is trained on."""
+def train_sku_counts(con: Any, window: DataWindow | None, *, action: str | None = None) -> Any:
+    """Training-split product events per SKU inside the window (of one action, or all), a
+    DataFrame (product_sku_hash, n): the SKU vocabulary is fit on all, next-item popularity
+    counts details."""
+    return con.sql(
+        f"""
+        select session_events.product_sku_hash, count(*) as n
+        {_train_product_events(window, action=action)}
+        group by session_events.product_sku_hash
+        """
+    ).to_df()
+
+
+def _train_product_events(window: DataWindow | None, *, action: str | None = None) -> str:
+    """FROM/WHERE of the training split's product events inside the window (of one action, or
+    all): what SKUs are counted on and prod2vec is trained on."""
+    only = "" if action is None else f"\n                and session_events.action = '{action}'"
     return f"""
             from session_events
             inner join sessions
                 on sessions.session_id_hash = session_events.session_id_hash
-            where sessions.split = 'train'
+            where sessions.split = 'train'{only}
                 and session_events.product_sku_hash is not null
                 and {(window or DataWindow()).sql("sessions.started_at_ms")}"""
 

@@ -155,29 +155,8 @@ def sweep_rows(sweep: list[dict[str, Any]]) -> list[list[Any]]:
     return rows
 
 
-def quality_digest(results: dict[str, Any] | None) -> dict[str, Any]:
-    """The card's view of a transform's results (`TransformResult.to_dict()` or latest.json)."""
-    if not results:
-        return {"summary": "no transform results recorded", "tests": []}
-    counts = results.get("summary", {})
-    inv = results.get("invocation", {})
-    tests = [
-        {
-            "name": n["name"],
-            "status": n["status"],
-            "severity": n.get("severity") or "",
-            "failures": n.get("failures"),
-        }
-        for n in results.get("nodes", [])
-        if n.get("resource_type") in ("test", "unit_test")
-    ]
-    text = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items())
-    when = inv.get("started_at", "?")
-    state = "passed" if inv.get("success") else "FAILED"
-    return {"summary": f"dbt build at {when}: gate {state}; {text}.", "tests": tests}
-
-
 def quality_rows(quality: dict[str, Any]) -> list[list[Any]]:
+    """One row per dbt test of the run's `warehouse.quality.transform_digest`."""
     rows = []
     for test in quality.get("tests", []):
         rows.append(
@@ -353,7 +332,7 @@ def card_components(report: dict[str, Any], *, dag: Any = None) -> list[Any]:
             headers=["config", "valid AUC", "best epoch", "epochs", "sequences/s", "seconds"],
         ),
         Markdown("## Data quality (dbt tests of this run's transform)"),
-        Markdown(report["quality"].get("summary", "no transform results recorded")),
+        Markdown(report["quality"].get("headline", "no transform results recorded")),
     ]
     rows = quality_rows(report["quality"])
     if rows:

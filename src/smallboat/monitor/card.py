@@ -91,7 +91,8 @@ def card_components(
     landed: str | None = None,
     transformed: dict[str, Any] | None = None,
 ) -> list[Any]:
-    """Metaflow card components for a monitoring snapshot (`monitor.snapshot.build_snapshot`)."""
+    """Metaflow card components for a monitoring snapshot (`monitor.snapshot.build_snapshot`);
+    `transformed` is this run's `warehouse.quality.transform_digest`, None when it did not build."""
     from metaflow.cards import Markdown, Table
 
     parts: list[Any] = [
@@ -227,15 +228,3 @@ def _run_parts(
     if drift.get("report_path"):
         lines.append(f"- Evidently report as a page: `{drift['report_path']}`")
     return [Markdown("\n".join(lines))]
-
-
-def transform_digest(result: Any) -> dict[str, Any]:
-    """What the card says about a `warehouse.quality.TransformResult`: success, seconds, counts
-    per kind and status, and the warned tests' names (the full record is in the quality dir)."""
-    return {
-        "success": bool(result.success),
-        "elapsed_seconds": float(result.elapsed_seconds),
-        "summary": dict(result.summary()),
-        "warnings": [n.name for n in result.warnings],
-        "results_path": None if result.results_path is None else str(result.results_path),
-    }

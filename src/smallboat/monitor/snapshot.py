@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from smallboat import registry
+from smallboat.bundle import CARD_FILE, MODEL_NAME, REFERENCE_FILE, read_meta
 from smallboat.config import Settings
 from smallboat.errors import SmallboatError
 from smallboat.features.summary import drift_frame
 from smallboat.metrics.intent import binary_metrics
-from smallboat.model.bundle import CARD_FILE, META_FILE, MODEL_NAME, REFERENCE_FILE
 from smallboat.monitor.drift import DriftResult, DriftThresholds, NotEnoughData, compute_drift
 from smallboat.monitor.live import (
     evaluation_points,
@@ -150,8 +151,6 @@ def _json_default(value: Any) -> Any:
 
 
 def _versions(settings: Settings) -> list[dict[str, Any]]:
-    from smallboat import registry
-
     try:
         infos = registry.model_versions(settings, model_name=MODEL_NAME)
     except SmallboatError as exc:  # no model registered yet
@@ -175,8 +174,6 @@ def _versions(settings: Settings) -> list[dict[str, Any]]:
 def _bundle(settings: Settings, version: str) -> _Version:
     """A registered version's bundle folder and test metrics (None/empty when not registered,
     e.g. a bundle served by path)."""
-    from smallboat import registry
-
     if not version.isdigit():
         return _Version(version, None, {})
     try:
@@ -184,8 +181,7 @@ def _bundle(settings: Settings, version: str) -> _Version:
     except SmallboatError as exc:
         log.warning("version %s: no bundle (%s)", version, exc)
         return _Version(version, None, {})
-    meta = json.loads((folder / META_FILE).read_text())
-    return _Version(version, folder, dict(meta.get("metrics") or {}))
+    return _Version(version, folder, dict(read_meta(folder).metrics))
 
 
 def _watched_version(frame: pd.DataFrame, versions: list[dict[str, Any]]) -> str | None:

@@ -18,8 +18,6 @@ CHAMPION = "champion"
 """The registered-model alias of the version that serves."""
 BUNDLE_ARTIFACT = "bundle"
 """Artifact folder of a run holding the model bundle; model versions point at it."""
-BUNDLE_META = "bundle.json"
-CARD_ARTIFACT = "card.html"
 GATE_PREFIX = "gate."
 """Tags the challenger gate writes on the model version and on its run."""
 

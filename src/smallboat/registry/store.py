@@ -1,4 +1,4 @@
-"""Talking to the MLflow store: the client, its errors as RegistryError, and the lookups.
+"""Talking to the MLflow store: the client, its errors as RegistryError, the lookups and names.
 
 Every call builds its own `MlflowClient` from the settings (MLflow caches the store per URI, so this
 is cheap); nothing sets MLflow's global tracking URI, and importing this module does not import
@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from smallboat.bundle import CARD_FILE
 from smallboat.config import Settings
 from smallboat.errors import SmallboatError
-from smallboat.registry.records import CARD_ARTIFACT, ModelVersionInfo, RegistryError
+from smallboat.registry.records import ModelVersionInfo, RegistryError
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion, RegisteredModel
@@ -31,6 +32,17 @@ SERVER_SCHEMES = frozenset({"http", "https", "databricks"})
 REACHABLE_TIMEOUT_S = 5.0
 """How long to wait for a tracking server's /health: MLflow's own client retries a dead server
 for minutes before it gives up."""
+
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_model_name(model_name: str) -> None:
+    """A registered model's name as the registry accepts it, or a RegistryError saying the rule."""
+    if not _MODEL_NAME.fullmatch(model_name):
+        raise RegistryError(
+            f"model name {model_name!r} must be 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
 
 
 def client(settings: Settings) -> MlflowClient:
@@ -206,11 +218,11 @@ def version_info(found: ModelVersion, *, aliases: tuple[str, ...]) -> ModelVersi
 
 def log_card(client: MlflowClient, run_id: str, card_path: Path) -> None:
     """Log the card as `card.html` at the run's artifact root, whatever the file is called."""
-    if card_path.name == CARD_ARTIFACT:
+    if card_path.name == CARD_FILE:
         client.log_artifact(run_id, str(card_path))
         return
     with tempfile.TemporaryDirectory(prefix="smallboat-card-") as folder:
-        copy = Path(folder) / CARD_ARTIFACT
+        copy = Path(folder) / CARD_FILE
         shutil.copyfile(card_path, copy)
         client.log_artifact(run_id, str(copy))
 

@@ -22,7 +22,7 @@ import torch
 from fastapi import APIRouter, FastAPI
 
 from smallboat.config import Settings
-from smallboat.data.predictions import PredictionLog
+from smallboat.data.log.predictions import PredictionLog
 from smallboat.serve.metrics import MetricsMiddleware, ServeMetrics
 from smallboat.serve.routes import admin, ops, predict, sagemaker
 from smallboat.serve.scoring import LoadedModel, Scorer, load_model
@@ -96,10 +96,10 @@ def create_app(
     app.state.body_limit = BodyLimit(
         settings.serve_max_body_bytes, "SMALLBOAT_SERVE_MAX_BODY_BYTES"
     )
-    app.include_router(predict)
-    app.include_router(sagemaker)
-    app.include_router(ops)
-    app.include_router(admin)
+    app.include_router(predict.router)
+    app.include_router(sagemaker.router)
+    app.include_router(ops.router)
+    app.include_router(admin.router)
     for router in routers:
         app.include_router(router)
     install_error_handlers(app, invalid_status=422, statuses={SessionStoreError: 503})

@@ -1,4 +1,5 @@
-"""Request dependencies of the prediction API: the scorer, the session store, the admin token."""
+"""Request dependencies of the prediction API: the scorer, the session store, the metrics, the
+admin token (the settings' alias is `web.deps.SettingsDep`, shared with the collector)."""
 
 from __future__ import annotations
 
@@ -7,36 +8,14 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
-from smallboat.config import Settings
 from smallboat.serve.metrics import ServeMetrics
 from smallboat.serve.scoring import Scorer
 from smallboat.serve.sessions import SessionStore
+from smallboat.web.deps import SettingsDep, app_state
 
-
-async def get_scorer(request: Request) -> Scorer:
-    scorer: Scorer = request.app.state.scorer
-    return scorer
-
-
-async def get_sessions(request: Request) -> SessionStore:
-    store: SessionStore = request.app.state.sessions
-    return store
-
-
-async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-async def get_metrics(request: Request) -> ServeMetrics:
-    metrics: ServeMetrics = request.app.state.metrics
-    return metrics
-
-
-ScorerDep = Annotated[Scorer, Depends(get_scorer)]
-SessionsDep = Annotated[SessionStore, Depends(get_sessions)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-MetricsDep = Annotated[ServeMetrics, Depends(get_metrics)]
+ScorerDep = Annotated[Scorer, app_state("scorer")]
+SessionsDep = Annotated[SessionStore, app_state("sessions")]
+MetricsDep = Annotated[ServeMetrics, app_state("metrics")]
 
 
 async def require_admin(request: Request, settings: SettingsDep) -> None:

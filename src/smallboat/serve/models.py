@@ -194,10 +194,6 @@ class ErrorBody(BaseModel):
     detail: str
 
 
-class Health(BaseModel):
-    status: Literal["ok"] = "ok"
-
-
 class Ready(BaseModel):
     status: Literal["ready"] = "ready"
     model_version: str

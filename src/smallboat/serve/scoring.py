@@ -28,13 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from smallboat.bundle import MODEL_NAME
 from smallboat.config import Settings
 from smallboat.errors import SmallboatError
 from smallboat.features import collapse_session, encode_collapsed
 from smallboat.features.summary import events_after_first_add, summarize
-from smallboat.model.bundle import MODEL_NAME, IntentPredictor
 from smallboat.model.fused import FusedIntent
-from smallboat.serve.models import DEFAULT_K
+from smallboat.model.predictor import IntentPredictor
+from smallboat.serve.models import DEFAULT_K, NextItem, Prediction
 
 log = logging.getLogger(__name__)
 
@@ -81,18 +82,16 @@ def load_model(settings: Settings, bundle: Path | None = None) -> LoadedModel:
 
 @dataclass(frozen=True)
 class Outcome:
-    """The model's answer for one session (probability None: nothing before a purchase)."""
+    """The model's answer for one session: the API's `Prediction` as it goes on the wire (its
+    `session_id` is the route's to fill in), and what only the prediction log keeps."""
 
-    probability: float | None
-    events_used: int
-    events_in_session: int
-    oov_skus: int
-    model_version: str
-    note: str | None = None  # why there is no probability
+    prediction: Prediction
     summary: dict[str, Any] | None = None
     """The prefix's summary for the prediction log (`features.summary`); None when unscored."""
-    next_items: list[tuple[str, float]] | None = None
-    """(SKU, score) by descending score; None when unscored or the bundle has no recommender."""
+
+    def answer(self, session_id: str | None) -> Prediction:
+        """The prediction as the API answers it, echoing the request's session id."""
+        return self.prediction.model_copy(update={"session_id": session_id})
 
 
 @dataclass(frozen=True)
@@ -251,14 +250,16 @@ def score_batch(
         oov[scored] = inputs.oov_skus
     outcomes = [
         Outcome(
-            probability=None if np.isnan(probability[i]) else float(probability[i]),
-            events_used=int(used[i]),
-            events_in_session=len(collapsed[i]),
-            oov_skus=int(oov[i]),
-            model_version=model.version,
-            note=_why_unscored(flat[i]) if np.isnan(probability[i]) else None,
+            Prediction(
+                purchase_probability=None if np.isnan(probability[i]) else float(probability[i]),
+                model_version=model.version,
+                events_used=int(used[i]),
+                events_in_session=len(collapsed[i]),
+                oov_skus=int(oov[i]),
+                note=_why_unscored(flat[i]) if np.isnan(probability[i]) else None,
+                next_items=_next_items(next_items.get(i)),
+            ),
             summary=summaries.get(i),
-            next_items=next_items.get(i),
         )
         for i in range(len(flat))
     ]
@@ -268,6 +269,10 @@ def score_batch(
         out.append(outcomes[start : start + len(sessions)])
         start += len(sessions)
     return Batch(out, len(flat), elapsed)
+
+
+def _next_items(pairs: list[tuple[str, float]] | None) -> list[NextItem] | None:
+    return None if pairs is None else [NextItem(sku=sku, score=score) for sku, score in pairs]
 
 
 def _plain(value: Any) -> Any:

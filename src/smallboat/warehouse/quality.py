@@ -209,3 +209,52 @@ class TransformResult:
 def _format_row(row: dict[str, Any]) -> str:
     """`a=1, b=x`, with floats shortened, so a failing row fits on the gate's one line."""
     return ", ".join(f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in row.items())
+
+
+def transform_digest(result: TransformResult | dict[str, Any] | None) -> dict[str, Any]:
+    """What a card says about a dbt build: the TrainFlow card (its headline and tests) and the
+    MonitorFlow card (success, seconds, counts) both show this.
+
+    `result` is a `TransformResult` or its recorded form (`to_dict()`, `latest.json`); empty or
+    None means no build was recorded. Keys: `headline` (one line), `success`, `elapsed_seconds`,
+    `summary` (counts per kind and status, as in the record), `tests` (name, status, severity,
+    failures of each test), `warnings` (the warned tests' names) and `results_path` (the full
+    record, known only from a TransformResult).
+    """
+    results_path, elapsed = None, None
+    if isinstance(result, TransformResult):
+        results_path = None if result.results_path is None else str(result.results_path)
+        elapsed = result.elapsed_seconds  # the record rounds it to milliseconds
+        result = result.to_dict()
+    if not result:
+        return {
+            "headline": "no transform results recorded",
+            "success": None,
+            "elapsed_seconds": None,
+            "summary": {},
+            "tests": [],
+            "warnings": [],
+            "results_path": None,
+        }
+    counts = dict(result.get("summary", {}))
+    inv = result.get("invocation", {})
+    tests = [n for n in result.get("nodes", []) if n.get("resource_type") in TEST_TYPES]
+    text = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items())
+    state = "passed" if inv.get("success") else "FAILED"
+    return {
+        "headline": f"dbt build at {inv.get('started_at', '?')}: gate {state}; {text}.",
+        "success": bool(inv.get("success")),
+        "elapsed_seconds": float(inv.get("elapsed_seconds", 0.0) if elapsed is None else elapsed),
+        "summary": counts,
+        "tests": [
+            {
+                "name": n["name"],
+                "status": n["status"],
+                "severity": n.get("severity") or "",
+                "failures": n.get("failures"),
+            }
+            for n in tests
+        ],
+        "warnings": [n["name"] for n in tests if n["status"] == "warn"],
+        "results_path": results_path,
+    }

@@ -1,2 +1,3 @@
 """HTTP pieces the collector and the prediction service share: JSON error bodies, bounded request
-bodies, running a server in a child process, and a lean HTTP/1.1 client for load generators."""
+bodies, app-state dependencies, the liveness probe, running a server in a child process, and a
+lean HTTP/1.1 client for load generators."""

@@ -13,13 +13,16 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
 from smallboat.config import Settings
-from smallboat.errors import DataError
 from smallboat.features import EventTokens, FeatureSpec, ModelInputs, Vocabulary, tokenize, windows
 from smallboat.features.spec import SKU_FIRST
-from smallboat.model.prepare import SPLITS, DataWindow, _event_table, prefix_events
+from smallboat.model.prepare import (
+    DataWindow,
+    read_examples,
+    split_rows,
+    train_sku_counts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,56 +91,29 @@ def prepare_next_item_data(
     """Read the next-item examples and tokenise their sessions with the intent vocabulary."""
     from smallboat.warehouse.db import connect
 
-    where = (window or DataWindow()).sql("session_started_at_ms")
     with connect(settings, read_only=True) as con:
-        examples = con.sql(
-            f"""
-            select session_id_hash, prefix_length, n_prior_details, target_sku_hash, split
-            from next_item_examples
-            where {where}
-            order by session_id_hash, detail_position
-            """
-        ).to_arrow_table()
-        if examples.num_rows == 0:
-            raise DataError(
-                "no next-item examples in the warehouse"
-                + ("" if window is None else " inside the data window")
-                + ": sessions need two detail views or more; load data and run "
-                "`smallboat transform`"
-            )
-        events = prefix_events(con, "next_item_examples", where)
-        views = con.sql(
-            f"""
-            select session_events.product_sku_hash, count(*) as n
-            from session_events
-            inner join sessions
-                on sessions.session_id_hash = session_events.session_id_hash
-            where sessions.split = 'train'
-                and session_events.action = 'detail'
-                and session_events.product_sku_hash is not null
-                and {(window or DataWindow()).sql("sessions.started_at_ms")}
-            group by session_events.product_sku_hash
-            """
-        ).to_df()
+        examples, table, session_ids = read_examples(
+            con,
+            "next_item_examples",
+            "prefix_length, n_prior_details, target_sku_hash",
+            order_by="detail_position",
+            window=window,
+            missing="sessions need two detail views or more; load data and run "
+            "`smallboat transform`",
+        )
+        views = train_sku_counts(con, window, action="detail")
 
-    table, session_ids = _event_table(events)
     data = NextItemData(
         spec=spec,
         vocab=vocab,
         tokens=tokenize(table, vocab, spec),
         popularity=sku_popularity(vocab, views.product_sku_hash.to_numpy(), views.n.to_numpy()),
     )
-    position = pd.Index(session_ids)
-    split_col = examples.column("split").to_numpy(zero_copy_only=False)
-    ids = examples.column("session_id_hash").to_numpy(zero_copy_only=False)
     targets = sku_tokens(vocab, examples.column("target_sku_hash").to_numpy(zero_copy_only=False))
-    for name in SPLITS:
-        sel = split_col == name
-        session = position.get_indexer(ids[sel])
-        assert (session >= 0).all(), "every next-item example's session must have events"
+    for name, sel, session, ids in split_rows(examples, session_ids):
         data.splits[name] = NextItemExamples(
-            session=session.astype(np.int64),
-            session_id=ids[sel],
+            session=session,
+            session_id=ids,
             prefix_length=examples.column("prefix_length").to_numpy()[sel].astype(np.int32),
             n_prior=examples.column("n_prior_details").to_numpy()[sel].astype(np.int32),
             target=targets[sel],

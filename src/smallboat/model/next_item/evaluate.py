@@ -22,7 +22,7 @@ from smallboat.model.next_item.recommenders import (
 )
 from smallboat.model.next_item.sequence import NextItemConfig, train_sequence_model
 from smallboat.model.next_item.store import RecommenderState, state_of
-from smallboat.model.ranking import K, hr_at_k, mrr_at_k, ranking_report
+from smallboat.metrics.ranking import K, hr_at_k, mrr_at_k, ranking_report
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,9 @@ bias: a full softmax over the vocabulary, computed only at the prefix's last pos
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +20,10 @@ from torch import nn
 
 from smallboat.features import ModelInputs
 from smallboat.features.spec import SKU_FIRST
+from smallboat.metrics.ranking import K, mrr_at_k
 from smallboat.model.intent import IntentConfig, IntentModel, Sizes, to_tensors
+from smallboat.model.loop import Batch, Epoch, LoopConfig, train_loop
 from smallboat.model.next_item.recommenders import top_k
-from smallboat.model.ranking import K, mrr_at_k
 
 if TYPE_CHECKING:
     from smallboat.model.next_item.data import NextItemData
@@ -140,19 +140,9 @@ def train_sequence_model(
 ) -> SequenceTraining:
     """Train on the train split's examples whose target has a token; stop when validation
     MRR@20 (on up to `valid_examples` examples) has not improved for `patience` epochs."""
-    from smallboat.model.train import set_seed  # imports scikit-learn: not on serving's path
-
     torch.set_num_threads(threads)
-    set_seed(config.seed)
     t_start = time.perf_counter()
     sizes = Sizes.of(data.vocab, data.spec)
-    model = NextItemModel(config, sizes, sku_vectors)
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-    )
-    loss_fn = nn.CrossEntropyLoss()
     train = data.splits["train"]
     trainable = np.flatnonzero(train.target >= SKU_FIRST)
     rng = np.random.default_rng(config.seed)
@@ -163,13 +153,7 @@ def train_sequence_model(
     valid_inputs = data.inputs("valid", valid_rows)
     valid_target = valid.target[valid_rows]
 
-    best_state, best_mrr, best_epoch, since_best = copy.deepcopy(model.state_dict()), -1.0, 0, 0
-    history: list[dict[str, float]] = []
-    seen, t_train = 0, 0.0
-    for epoch in range(1, config.max_epochs + 1):
-        t0 = time.perf_counter()
-        model.train()
-        total, batches = 0.0, 0
+    def batches() -> Iterator[Batch]:
         order = rng.permutation(trainable)
         # Windows are built a chunk of batches at a time: building them costs a pass over every
         # token (the prefix counts), which one batch alone would pay ~2,000 times an epoch.
@@ -179,49 +163,50 @@ def train_sequence_model(
             inputs = data.inputs("train", rows)
             for start in range(0, len(rows), config.batch_size):
                 take = np.arange(start, min(start + config.batch_size, len(rows)))
-                batch = to_tensors(inputs, take)
-                target = torch.from_numpy(train.target[rows[take]])  # (B,)
-                loss = loss_fn(model(batch), target)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                total += float(loss.item())
-                batches += 1
-        seen += len(trainable)
-        t_train += time.perf_counter() - t0
-        recommender = SequenceRecommender(model)
-        mrr = _valid_mrr(recommender, valid_inputs, valid_target)
-        entry = {
-            "epoch": float(epoch),
-            "train_loss": total / max(batches, 1),
-            "valid_mrr": mrr,
-            "seconds": time.perf_counter() - t0,
-        }
-        history.append(entry)
+                yield to_tensors(inputs, take), torch.from_numpy(train.target[rows[take]])  # (B,)
+
+    def evaluate(model: NextItemModel) -> dict[str, float]:
+        return {"valid_mrr": _valid_mrr(SequenceRecommender(model), valid_inputs, valid_target)}
+
+    def report(epoch: Epoch) -> None:
         if on_epoch is not None:
-            on_epoch(entry)
-        if mrr > best_mrr:
-            best_state, best_mrr, best_epoch, since_best = (
-                copy.deepcopy(model.state_dict()),
-                mrr,
-                epoch,
-                0,
-            )
-        else:
-            since_best += 1
-        if since_best >= config.patience or time.perf_counter() - t_start > config.max_seconds:
-            break
-    model.load_state_dict(best_state)
-    model.eval()
+            on_epoch(_history_entry(epoch))
+
+    result = train_loop(
+        LoopConfig(
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            grad_clip=config.grad_clip,
+            max_epochs=config.max_epochs,
+            patience=config.patience,
+            seed=config.seed,
+            deadline=t_start + config.max_seconds,
+        ),
+        lambda: NextItemModel(config, sizes, sku_vectors),
+        batches,
+        nn.CrossEntropyLoss(),
+        evaluate,
+        score="valid_mrr",
+        name="sequence model",
+        on_epoch=report,
+    )
     return SequenceTraining(
-        recommender=SequenceRecommender(model),
-        best_epoch=best_epoch,
-        best_valid_mrr=best_mrr,
-        history=history,
-        examples_per_s=seen / t_train if t_train else 0.0,
+        recommender=SequenceRecommender(result.model),
+        best_epoch=result.best_epoch,
+        best_valid_mrr=result.best_score,
+        history=[_history_entry(e) for e in result.history],
+        examples_per_s=result.examples_seen / result.train_seconds if result.train_seconds else 0.0,
         seconds=time.perf_counter() - t_start,
     )
+
+
+def _history_entry(epoch: Epoch) -> dict[str, float]:
+    return {
+        "epoch": float(epoch.epoch),
+        "train_loss": epoch.train_loss,
+        "valid_mrr": epoch.metrics["valid_mrr"],
+        "seconds": epoch.seconds,
+    }
 
 
 def _valid_mrr(recommender: SequenceRecommender, inputs: ModelInputs, target: np.ndarray) -> float:

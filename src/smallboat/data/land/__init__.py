@@ -1,0 +1,1 @@
+"""Landing canonical rows as Parquet: atomic writers, source loads, the manifest, load reports."""

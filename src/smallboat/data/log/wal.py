@@ -1,0 +1,457 @@
+"""A durable append-only log of JSON records: segmented files, CRC-framed, group-committed.
+
+The write-ahead log sits in front of the landing folder for anything that arrives one record at a
+time and must not be lost once acknowledged: the event collector's hits and, later, the serving
+layer's prediction log. `smallboat.data.log.compact` turns its closed segments into landing Parquet.
+
+The segments' format, listing and locks live in `smallboat.data.log.segments`; this module is
+the writer.
+
+Durability: `append` hands its records to one writer thread, which takes every append pending at
+that moment, writes them in one call, calls fsync ONCE, and only then resolves each append's
+future (group commit): a caller that waits for its future knows its records are on disk, and many
+concurrent callers share one fsync. An fsync that fails poisons the log: every pending and later
+append fails, since the page cache can no longer be trusted (restart to recover).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from smallboat.data.log.segments import (
+    SEGMENT_MAGIC,
+    SEGMENT_SUFFIX,
+    WRITER_LOCK,
+    Segment,
+    encode_frame,
+    list_segments,
+    scan_segment,
+)
+from smallboat.errors import SmallboatError
+
+log = logging.getLogger(__name__)
+
+_GROUP_MAX_BYTES = 8 << 20
+"""Most bytes one group commit writes: bounds the writer's memory under a burst."""
+
+
+class LogWriteError(SmallboatError):
+    """The log could not make records durable (a failed write or fsync); the log is unusable."""
+
+
+@dataclass(frozen=True)
+class LogStats:
+    """Counters of one open log since it was opened."""
+
+    appends: int
+    records: int
+    groups: int
+    bytes: int
+    active: Segment | None
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _Append:
+    data: bytes
+    records: int
+    future: Future[int]
+
+
+class WriteAheadLog:
+    """The writing end of a log folder; open it with `WriteAheadLog.open(folder)`.
+
+    `append(records)` returns a future that resolves, once the records are fsync'd, to the id of
+    the segment holding them; `append_async` awaits the same from a coroutine and `write` blocks.
+    Segments roll when the active one holds more than `segment_bytes`, or holds records older
+    than `segment_seconds`, or on `roll()`.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        segment_bytes: int = 16 << 20,
+        segment_seconds: float = 30.0,
+        durable: bool = True,
+    ) -> None:
+        self.folder = folder
+        self.segment_bytes = segment_bytes
+        self.segment_seconds = segment_seconds
+        self.recovered_bytes = 0
+        """Torn-tail bytes truncated from the previous writer's last segment on open."""
+        self._durable = durable
+        self._queue: queue.Queue[_Append | Future[Segment | None] | None] = queue.Queue()
+        self._lock_fd: int | None = None
+        self._fd: int | None = None
+        self._active: Segment | None = None
+        self._active_bytes = 0
+        self._active_first_write: float | None = None
+        self._failed: BaseException | None = None
+        self._closing = False
+        self._state_lock = threading.Lock()
+        self._put_lock = threading.Lock()
+        self._appends = self._records = self._groups = self._bytes = 0
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def open(
+        cls,
+        folder: Path,
+        *,
+        segment_bytes: int = 16 << 20,
+        segment_seconds: float = 30.0,
+        durable: bool = True,
+    ) -> WriteAheadLog:
+        """Take the writer lock, truncate a torn tail, start a new segment and the writer thread.
+
+        Raises SmallboatError when another process holds the folder's writer lock.
+        """
+        wal = cls(
+            folder, segment_bytes=segment_bytes, segment_seconds=segment_seconds, durable=durable
+        )
+        wal._open()
+        return wal
+
+    def _open(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / WRITER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise SmallboatError(
+                f"the log at {self.folder} is already open for writing by process {holder}; "
+                "stop that collector first (one writer per log folder)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+        try:
+            segments = list_segments(self.folder)
+            if segments:
+                self.recovered_bytes = self._truncate_torn_tail(segments[-1])
+            self._start_segment(segments[-1].id if segments else 0)
+        except BaseException:
+            self._release_lock()
+            raise
+        self._thread = threading.Thread(target=self._run, name="wal-writer", daemon=True)
+        self._thread.start()
+
+    def _truncate_torn_tail(self, segment: Segment) -> int:
+        # Outside the compaction lock: a concurrent `collect compact` may delete the segment
+        # (compacting its intact records) at any point here; then there is nothing to truncate.
+        try:
+            scan = scan_segment(segment.path)
+            if scan.torn_bytes == 0:
+                return 0
+            log.warning(
+                "%s: truncating a torn tail of %d bytes after %d intact records",
+                segment.path,
+                scan.torn_bytes,
+                len(scan.records),
+            )
+            with segment.path.open("r+b") as f:
+                f.truncate(scan.valid_bytes)
+                os.fsync(f.fileno())
+        except FileNotFoundError:
+            return 0
+        return scan.torn_bytes
+
+    def _start_segment(self, previous_id: int) -> Segment:
+        """Create the next segment (durably) and make it the active one."""
+        segment_id = max(previous_id + 1, time.time_ns() // 1000)
+        name = f"{segment_id:020d}-{secrets.token_hex(4)}"
+        path = self.folder / f"{name}{SEGMENT_SUFFIX}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, SEGMENT_MAGIC)
+            if self._durable:
+                os.fsync(fd)
+                _fsync_dir(self.folder)
+        except BaseException:
+            os.close(fd)
+            raise
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = fd
+        segment = Segment(segment_id, name, path)
+        with self._state_lock:
+            self._active = segment
+        self._active_bytes = len(SEGMENT_MAGIC)
+        self._active_first_write = None
+        return segment
+
+    # -- the caller's side ------------------------------------------------------------------
+
+    def append(self, records: Sequence[Mapping[str, Any]]) -> Future[int]:
+        """Queue records for the next group commit; the future resolves once they are on disk.
+
+        Encoding happens here, on the caller's thread; a record that is not JSON-serialisable
+        raises TypeError/ValueError at once and nothing of this call is queued.
+        """
+        data = b"".join(encode_frame(r) for r in records)
+        future: Future[int] = Future()
+        if self._failed is not None:
+            future.set_exception(self._failure())
+            return future
+        with self._put_lock:  # nothing is queued behind close()'s sentinel
+            refused = self._refusal()
+            if refused is not None:
+                future.set_exception(refused)
+                return future
+            self._queue.put(_Append(data, len(records), future))
+        return future
+
+    def write(self, records: Sequence[Mapping[str, Any]], timeout: float | None = None) -> int:
+        """Append and wait until durable; returns the segment id holding the records."""
+        return self.append(records).result(timeout)
+
+    async def append_async(self, records: Sequence[Mapping[str, Any]]) -> int:
+        """Append from a coroutine; returns once the records are durable.
+
+        Cancelling the awaiting task drops the records if the writer has not taken them yet;
+        once it has, they are written all the same (either way the caller got no answer).
+        """
+        return await asyncio.wrap_future(self.append(records))
+
+    def roll(self) -> Future[Segment | None]:
+        """Close the active segment if it holds records; resolves to it (None when empty)."""
+        future: Future[Segment | None] = Future()
+        if self._failed is not None:
+            future.set_exception(self._failure())
+        else:
+            with self._put_lock:
+                refused = self._refusal()
+                if refused is not None:
+                    future.set_exception(refused)
+                else:
+                    self._queue.put(future)
+        return future
+
+    @property
+    def active(self) -> Segment | None:
+        with self._state_lock:
+            return self._active
+
+    def closed_segments(self) -> list[Segment]:
+        """The segments older than the active one: complete and immutable."""
+        active = self.active
+        return [s for s in list_segments(self.folder) if active is None or s.id < active.id]
+
+    @property
+    def stats(self) -> LogStats:
+        with self._state_lock:
+            return LogStats(self._appends, self._records, self._groups, self._bytes, self._active)
+
+    def refusal(self) -> LogWriteError | None:
+        """Why an append would be refused now; None when the log is open and writable."""
+        with self._put_lock:
+            return self._refusal()
+
+    def close(self) -> None:
+        """Write what is queued, stop the writer thread, release the writer lock."""
+        if self._thread is None:
+            return
+        with self._put_lock:
+            self._closing = True
+            self._queue.put(None)
+        self._thread.join()
+        self._thread = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._release_lock()
+
+    def __enter__(self) -> WriteAheadLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _refusal(self) -> LogWriteError | None:
+        """Why nothing can be queued now (None when it can); call under _put_lock."""
+        if self._closing or self._thread is None:
+            return LogWriteError(f"the log at {self.folder} is closed")
+        if self._failed is not None:
+            return self._failure()
+        if not self._thread.is_alive():
+            return LogWriteError(
+                f"the log at {self.folder} has no running writer thread; nothing is accepted "
+                "until the process restarts"
+            )
+        return None
+
+    def _failure(self) -> LogWriteError:
+        return LogWriteError(
+            f"the log at {self.folder} failed to write ({self._failed}); nothing is accepted "
+            "until the process restarts"
+        )
+
+    # -- the writer thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        taken: list[Future[Any]] = []  # the futures of the group being handled
+        try:
+            self._loop(taken)
+        except BaseException as exc:
+            # A bug, not an I/O error (those poison the log in _commit): fail what was taken
+            # and queued, and everything after, rather than leave callers waiting forever.
+            log.exception("the writer thread of the log at %s died", self.folder)
+            with self._put_lock:
+                if self._failed is None:
+                    self._failed = exc
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    taken.append(item.future if isinstance(item, _Append) else item)
+            for future in taken:
+                # Only this thread moves a future to running or done; a waiter may cancel one
+                # still pending, which set_running_or_notify_cancel then reports.
+                if future.done():
+                    continue
+                if future.running() or future.set_running_or_notify_cancel():
+                    future.set_exception(self._failure())
+
+    def _loop(self, taken: list[Future[Any]]) -> None:
+        while True:
+            taken.clear()
+            try:
+                item = self._queue.get(timeout=self._wait_seconds())
+            except queue.Empty:
+                if self._due_for_age_roll():
+                    self._roll_now(None)
+                continue
+            group, rolls, stop = self._drain(item)
+            taken.extend(a.future for a in group)
+            taken.extend(rolls)
+            self._commit(group)
+            for future in rolls:
+                self._roll_now(future)
+            if self._due_for_age_roll():
+                self._roll_now(None)
+            if stop:
+                return
+
+    def _drain(
+        self, item: _Append | Future[Segment | None] | None
+    ) -> tuple[list[_Append], list[Future[Segment | None]], bool]:
+        """`item` and everything queued behind it (up to _GROUP_MAX_BYTES): one group."""
+        group: list[_Append] = []
+        rolls: list[Future[Segment | None]] = []
+        stop = False
+        size = 0
+        while True:
+            if item is None:
+                stop = True
+            elif isinstance(item, _Append):
+                group.append(item)
+                size += len(item.data)
+            else:
+                rolls.append(item)
+            if size >= _GROUP_MAX_BYTES:
+                break
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+        return group, rolls, stop
+
+    def _wait_seconds(self) -> float | None:
+        if self._active_first_write is None:
+            return None
+        return max(0.0, self._active_first_write + self.segment_seconds - time.monotonic())
+
+    def _due_for_age_roll(self) -> bool:
+        first = self._active_first_write
+        return first is not None and time.monotonic() - first >= self.segment_seconds
+
+    def _commit(self, group: list[_Append]) -> None:
+        """Write a group with one fsync, then resolve its futures (or fail them all).
+
+        An append whose future was cancelled (its waiter gave up) is dropped unwritten; the
+        others' futures can no longer be cancelled, so resolving them cannot fail.
+        """
+        group = [a for a in group if a.future.set_running_or_notify_cancel()]
+        if not group:
+            return
+        if self._failed is not None:
+            for append in group:
+                append.future.set_exception(self._failure())
+            return
+        data = b"".join(a.data for a in group)
+        if (
+            self._active_bytes + len(data) > self.segment_bytes
+            and self._active_first_write is not None
+        ):
+            self._roll_now(None)
+        try:
+            if self._failed is not None:
+                raise self._failed
+            assert self._fd is not None and self._active is not None
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            if self._durable:
+                os.fdatasync(self._fd)
+        except BaseException as exc:
+            if self._failed is None:
+                log.exception("the log at %s failed to write; failing every append", self.folder)
+                self._failed = exc
+            for append in group:
+                append.future.set_exception(self._failure())
+            return
+        segment_id = self._active.id
+        self._active_bytes += len(data)
+        if self._active_first_write is None:
+            self._active_first_write = time.monotonic()
+        with self._state_lock:
+            self._appends += len(group)
+            self._records += sum(a.records for a in group)
+            self._groups += 1
+            self._bytes += len(data)
+        for append in group:
+            append.future.set_result(segment_id)
+
+    def _roll_now(self, future: Future[Segment | None] | None) -> None:
+        closed = self._active if self._active_first_write is not None else None
+        try:
+            if closed is not None and self._failed is None:
+                self._start_segment(closed.id)
+        except BaseException as exc:
+            log.exception("the log at %s failed to start a new segment", self.folder)
+            self._failed = exc
+        if future is None or not future.set_running_or_notify_cancel():
+            return
+        if self._failed is not None:
+            future.set_exception(self._failure())
+        else:
+            future.set_result(closed)

@@ -1,0 +1,81 @@
+"""Recompute the synthetic oracle from observed events alone.
+
+`simulate` records P(purchase | prefix) while it generates; this module computes the same posterior
+from what a warehouse sees (collapsed actions, timestamps, each product's category path and observed
+price bucket). That they agree is the proof that the oracle uses nothing but the observed prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from smallboat.data.synth import dynamics as dy
+from smallboat.data.synth.simulate import CART_SLOTS
+
+ACTION_CODES = {"pageview": dy.PAGEVIEW, "detail": dy.DETAIL, "add": dy.ADD, "remove": dy.REMOVE}
+
+
+def posterior_path(
+    actions: Sequence[str],
+    timestamps_ms: Sequence[int],
+    categories: Sequence[str | None],
+    price_buckets: Sequence[float | None],
+    dyn: dy.Dynamics | None = None,
+) -> np.ndarray:
+    """P(purchase | first i events) for i = 1..n of a session cut before its first purchase.
+
+    Defined from the first add on (NaN before it): that is where the intent task predicts.
+    `categories` and `price_buckets` describe the product of each event (None for a plain
+    pageview, and None for a price the catalog does not show).
+    """
+    dyn = dyn or dy.Dynamics()
+    shoppers = dy.SHOPPERS[None, :]
+    log_prior = np.log(dyn.prior[dy.SHOPPERS] / dyn.prior[dy.SHOPPERS].sum())
+    buyers = dyn.is_buyer[dy.SHOPPERS]
+    loglik = np.zeros(len(dy.SHOPPERS))
+    cur_category: str | None = None
+    cur_price = 0.0
+    viewed = False
+    last_action = -1
+    cart_n = 0
+    first_add = 0
+    out = np.full(len(actions), np.nan)
+    for i, (name, ts, category, price) in enumerate(
+        zip(actions, timestamps_ms, categories, price_buckets, strict=True)
+    ):
+        action = ACTION_CODES[name]
+        after = first_add > 0
+        late = min(i - first_add, 8) / 8.0 if after else 0.0
+        obs = dy.Observed(
+            n=np.array([[i]]),
+            viewed=np.array([[viewed]]),
+            last_detail=np.array([[last_action == dy.DETAIL]]),
+            in_cart=np.array([[cart_n > 0]]),
+            after_add=np.array([[after]]),
+            late=np.array([[late]]),
+            price=np.array([[cur_price]]),
+        )
+        loglik += dy.action_logprobs(dyn, obs, shoppers)[0, :, action]
+        if i >= 1:
+            gap = np.array([ts - timestamps_ms[i - 1]], dtype=np.int64)
+            loglik += dy.gap_loglik(dyn, obs, shoppers, gap)[0]
+        if action == dy.DETAIL:
+            if viewed:
+                log_stay, log_leave = dy.stay_logprob(dyn, obs, shoppers)
+                loglik += (log_stay if category == cur_category else log_leave)[0]
+            viewed = True
+            cur_category = category
+            cur_price = 0.0 if price is None or np.isnan(price) else (float(price) - 5.5) / 4.5
+        elif action == dy.ADD:
+            cart_n = min(cart_n + 1, CART_SLOTS)
+            first_add = first_add or i + 1
+        elif action == dy.REMOVE:
+            cart_n = max(cart_n - 1, 0)
+        last_action = action
+        if first_add:  # before the first add, browser classes (not scored here) are still possible
+            log_post = loglik + log_prior
+            post = np.exp(log_post - log_post.max())
+            out[i] = post[buyers].sum() / post.sum()
+    return out

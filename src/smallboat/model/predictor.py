@@ -1,0 +1,172 @@
+"""A model bundle's torch side: write one (`save_bundle`), load one to predict (`IntentPredictor`).
+
+The bundle's layout and its bundle.json are the contract in `smallboat.bundle`; this module adds
+the weights, vocabularies and next-item recommender. Serving loads a bundle with
+`IntentPredictor.load` and needs only `features` and `model`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from smallboat.bundle import (
+    BUNDLE_FORMAT,
+    CARD_FILE,
+    META_FILE,
+    MODEL_NAME,
+    NEXT_ITEM_DIR,
+    VOCAB_DIR,
+    WEIGHTS_FILE,
+    BundleError,
+    BundleMeta,
+    read_current_meta,
+    write_meta,
+)
+from smallboat.features import FeatureSpec, ModelInputs, Vocabulary, encode_sessions
+from smallboat.features.spec import SKU_FIRST
+from smallboat.model.intent import IntentConfig, IntentEnsemble, Sizes, predict_proba
+from smallboat.model.next_item.data import sku_tokens
+from smallboat.model.next_item.recommenders import Recommender, top_k
+from smallboat.model.next_item.store import RecommenderState, from_state, load_state, save_state
+
+
+def save_bundle(
+    folder: Path,
+    *,
+    model: IntentEnsemble,
+    spec: FeatureSpec,
+    vocab: Vocabulary,
+    metrics: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+    card_html: str | None = None,
+    next_item: RecommenderState | None = None,
+) -> Path:
+    """Write a bundle into `folder` (replacing what is there); returns the folder.
+
+    `extra` adds keys to bundle.json (`BundleMeta`'s run_pathspec and best, or any other)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    torch.save(model.state_dict(), folder / WEIGHTS_FILE)
+    vocab.save(folder / VOCAB_DIR)
+    meta = {
+        "format": BUNDLE_FORMAT,
+        "model_name": MODEL_NAME,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "feature_spec": spec.to_dict(),
+        "model_config": model.config.to_dict(),
+        "sizes": {
+            "n_sku": model.sizes.n_sku,
+            "n_category": model.sizes.n_category,
+            "n_gap": model.sizes.n_gap,
+        },
+        "metrics": metrics,
+        **(extra or {}),
+    }
+    write_meta(folder, BundleMeta.from_dict(meta))
+    if card_html is not None:
+        (folder / CARD_FILE).write_text(card_html)
+    if next_item is not None:
+        save_state(folder / NEXT_ITEM_DIR, next_item)
+    return folder
+
+
+@dataclass
+class IntentPredictor:
+    """A loaded bundle: predicts P(purchase) from raw browsing events or encoded inputs."""
+
+    model: IntentEnsemble
+    spec: FeatureSpec
+    vocab: Vocabulary
+    meta: BundleMeta
+    next_item: Recommender | None = None  # None for bundles written before the next-item task
+
+    @property
+    def version(self) -> str:
+        """The registered version when the bundle knows it, else the run that trained it."""
+        return self.meta.version
+
+    @classmethod
+    def load(cls, folder: Path) -> IntentPredictor:
+        meta = read_current_meta(folder)
+        spec = FeatureSpec.from_dict(meta.require("feature_spec", folder))
+        model = IntentEnsemble(
+            IntentConfig.from_dict(meta.require("model_config", folder)),
+            Sizes(**meta.require("sizes", folder)),
+        )
+        state = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise BundleError(
+                f"{folder}: the weights do not fit the model its {META_FILE} describes ({first}); "
+                "the bundle is damaged or was written by an incompatible smallboat version"
+            ) from None
+        model.eval()
+        next_item = None
+        if (folder / NEXT_ITEM_DIR).is_dir():
+            next_item = from_state(load_state(folder / NEXT_ITEM_DIR))
+        return cls(
+            model=model,
+            spec=spec,
+            vocab=Vocabulary.load(folder / VOCAB_DIR),
+            meta=meta,
+            next_item=next_item,
+        )
+
+    @cached_property
+    def sku_names(self) -> np.ndarray:
+        """SKU hash of each SKU token (empty for the special tokens), (n_sku_tokens,) object."""
+        names = np.full(self.vocab.n_sku_tokens, "", dtype=object)
+        names[SKU_FIRST:] = self.vocab.trained_skus()
+        return names
+
+    def recommend(
+        self,
+        inputs: ModelInputs,
+        ks: Sequence[int],
+        *,
+        exclude: Sequence[Sequence[str | None] | None] | None = None,
+    ) -> list[list[tuple[str, float]]] | None:
+        """The next items of each encoded prefix: (SKU, score) pairs by descending score, at most
+        `ks[i]` for row i; with `exclude[i]` (SKU hashes), none of those. None when the bundle
+        has no next-item recommender (bundles older than the task)."""
+        if self.next_item is None:
+            return None
+        scores = self.next_item.scores(inputs)  # (B, n_sku_tokens)
+        excluded = None
+        if exclude is not None and any(skus for skus in exclude):
+            width = max(len(skus or ()) for skus in exclude)
+            excluded = np.zeros((len(inputs), width), dtype=np.int64)  # 0 pads: never a SKU
+            for row, skus in enumerate(exclude):
+                if skus:
+                    found = [s for s in skus if s is not None]
+                    excluded[row, : len(found)] = sku_tokens(
+                        self.vocab, np.array(found, dtype=object)
+                    )
+        tokens, values = top_k(scores, max(ks, default=0), exclude=excluded)
+        names = self.sku_names
+        return [
+            [
+                (str(names[t]), float(v))
+                for t, v in zip(tokens[row, :k], values[row, :k], strict=True)
+                if np.isfinite(v)
+            ]
+            for row, k in enumerate(ks)
+        ]
+
+    def predict_inputs(self, inputs: ModelInputs) -> np.ndarray:
+        return predict_proba(self.model, inputs)
+
+    def encode(self, sessions: list[list[dict[str, Any]]]) -> ModelInputs:
+        return encode_sessions(sessions, self.vocab, self.spec)
