@@ -132,13 +132,12 @@ def synthetic(args: argparse.Namespace) -> None:
 
 
 def rees46(args: argparse.Namespace) -> None:
-    from smallboat.model.fit import train_intent_model
-
     from smallboat.config import Settings
     from smallboat.data.land.load import load_path
     from smallboat.features import FeatureSpec, windows
     from smallboat.metrics.uncertainty import bootstrap_intervals, paired_difference
     from smallboat.model.baselines import fit_count_baseline
+    from smallboat.model.fit import train_intent_model
     from smallboat.model.intent import IntentConfig, Sizes, predict_proba
     from smallboat.model.prepare import prepare_intent_data
     from smallboat.warehouse.transform import run_transform

@@ -22,6 +22,8 @@ from typer.testing import CliRunner
 from smallboat.cli import app
 from smallboat.config import Settings
 from smallboat.errors import SmallboatError
+from smallboat.monitor.snapshot import Snapshot
+from smallboat.pipeline.jobs import MonitorCheck
 from smallboat.pipeline.runner import TrainOutcome
 from smallboat.pipeline.schedule import (
     Watched,
@@ -30,8 +32,6 @@ from smallboat.pipeline.schedule import (
     schedule,
     watch_flow,
 )
-from smallboat.pipeline.jobs import MonitorCheck
-from smallboat.monitor.snapshot import Snapshot
 from tests.synthetic_home import synthetic_home
 
 pytestmark = pytest.mark.slow

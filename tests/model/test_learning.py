@@ -9,8 +9,8 @@ from sklearn.metrics import roc_auc_score
 
 from smallboat.features import COUNT_FEATURES, FeatureSpec, ModelInputs
 from smallboat.features.spec import MOVE_NA, MOVE_OTHER, MOVE_SAME, N_STAGE_TOKENS
-from smallboat.model.intent import IntentConfig, Sizes, predict_proba
 from smallboat.model.fit import train_intent_model
+from smallboat.model.intent import IntentConfig, Sizes, predict_proba
 
 L = 10
 SPEC = FeatureSpec(max_events=L)

@@ -276,6 +276,24 @@ def test_unknown_paths_answer_json_errors(client: TestClient) -> None:
     assert answer.json()["error"] == "method_not_allowed"
 
 
+def test_probes_name_liveness_and_readiness_like_the_prediction_service(
+    client: TestClient,
+) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    assert client.get("/health").status_code == 404
+    store = client.app.state.store  # type: ignore[attr-defined]
+    store.wal.close()  # a log that can no longer write: not ready, still alive
+    not_ready = client.get("/readyz")
+    assert not_ready.status_code == 503
+    assert not_ready.json() == {
+        "error": "unavailable",
+        "detail": f"the log at {store.wal.folder} is closed",
+    }
+    assert client.get("/healthz").status_code == 200
+
+
 def test_retries_with_the_same_message_id_land_once(collect_settings: Settings) -> None:
     hit = {"v": "1", "t": "event", "cid": "c", "z": "77", "pa": "add", "pr1id": "A"}
     event = {"session_id_hash": "s", "event_type": "pageview", "message_id": "j1"}

@@ -138,15 +138,7 @@ def _train_member(
             on_epoch(_epoch_log(member, epoch))
 
     return train_loop(
-        LoopConfig(
-            lr=config.lr,
-            weight_decay=config.weight_decay,
-            grad_clip=config.grad_clip,
-            max_epochs=config.max_epochs,
-            patience=config.patience,
-            seed=config.seed,
-            lr_decay=config.lr_decay,
-        ),
+        LoopConfig.of(config, lr_decay=config.lr_decay),
         lambda: IntentModel(config, sizes, sku_vectors),
         batches,
         nn.BCEWithLogitsLoss(),

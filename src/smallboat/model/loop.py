@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -38,6 +38,23 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class Knobs(Protocol):
+    """What a model's config gives the loop (IntentConfig and NextItemConfig say why each value)."""
+
+    @property
+    def lr(self) -> float: ...
+    @property
+    def weight_decay(self) -> float: ...
+    @property
+    def grad_clip(self) -> float: ...
+    @property
+    def max_epochs(self) -> int: ...
+    @property
+    def patience(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class LoopConfig:
     """The optimisation knobs the loop reads (each model's config says why its values)."""
@@ -52,6 +69,22 @@ class LoopConfig:
     lr_decay: float | None = None
     # Stop after the epoch that ends past this time.perf_counter() value.
     deadline: float = math.inf
+
+    @classmethod
+    def of(
+        cls, knobs: Knobs, *, lr_decay: float | None = None, deadline: float = math.inf
+    ) -> LoopConfig:
+        """The loop's knobs read from a model's config."""
+        return cls(
+            lr=knobs.lr,
+            weight_decay=knobs.weight_decay,
+            grad_clip=knobs.grad_clip,
+            max_epochs=knobs.max_epochs,
+            patience=knobs.patience,
+            seed=knobs.seed,
+            lr_decay=lr_decay,
+            deadline=deadline,
+        )
 
 
 @dataclass
@@ -105,29 +138,21 @@ def train_loop(
             optimizer, mode="max", factor=config.lr_decay, patience=0
         )
 
+    # The scores (ROC-AUC, MRR) are at least 0, so the first defined one beats the start.
     best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
     history: list[Epoch] = []
     seen, t_train = 0, 0.0
     for epoch in range(1, config.max_epochs + 1):
         t0 = time.perf_counter()
-        model.train()
-        total, n_batches = 0.0, 0
-        for inputs, target in batches():
-            loss = loss_fn(model(inputs), target)  # scalar
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            total += float(loss.detach())
-            n_batches += 1
-            seen += len(target)
+        train_loss, n_examples = _train_epoch(model, batches(), loss_fn, optimizer, config)
+        seen += n_examples
         t_train += time.perf_counter() - t0
         model.eval()
         with torch.no_grad():
             metrics = evaluate(model)
         entry = Epoch(
             epoch=epoch,
-            train_loss=total / max(n_batches, 1),
+            train_loss=train_loss,
             metrics=metrics,
             seconds=time.perf_counter() - t0,
         )
@@ -162,3 +187,25 @@ def train_loop(
         examples_seen=seen,
         train_seconds=t_train,
     )
+
+
+def _train_epoch(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: LoopConfig,
+) -> tuple[float, int]:
+    """One pass over the batches; returns the mean batch loss and the examples seen."""
+    model.train()
+    total, n_batches, n_examples = 0.0, 0, 0
+    for inputs, target in batches:
+        loss = loss_fn(model(inputs), target)  # scalar
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        total += float(loss.detach())
+        n_batches += 1
+        n_examples += len(target)
+    return total / max(n_batches, 1), n_examples

@@ -263,7 +263,7 @@ def next_item_components(next_item: dict[str, Any]) -> list[Any]:
 
 
 def card_components(report: dict[str, Any], *, dag: Any = None) -> list[Any]:
-    """Metaflow card components for a TrainingReport (see flows.train evaluate/card steps)."""
+    """Metaflow card components for a TrainingReport (TrainFlow's evaluate and card steps)."""
     from metaflow.cards import Markdown, Table, VegaChart
 
     reports = report["test"]

@@ -51,14 +51,13 @@ def temp_name(folder: Path, stem: str) -> Path:
     return folder / f".{stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable (a no-op where directories cannot be opened, e.g. Windows)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+def fsync_dir(folder: Path) -> None:
+    """Make a rename, creation or deletion in `folder` durable by fsyncing the folder itself."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _dictionary_columns(table: Table) -> list[str]:
@@ -134,10 +133,7 @@ class LandingWriter:
 
     def close(self) -> None:
         """Finish the temp file (still invisible); raises what went wrong on the writer thread."""
-        if not self._finished:
-            self._finished = True
-            self._queue.put(None)
-            self._thread.join()
+        self._end_thread()
         if self._error is not None:
             raise self._error
 
@@ -147,18 +143,24 @@ class LandingWriter:
         path = self.folder / f"{name}.parquet"
         os.replace(self.temp, path)
         if self._durable:
-            _fsync_dir(self.folder)
+            # best effort: a no-op where directories cannot be opened (e.g. Windows)
+            with contextlib.suppress(OSError):
+                fsync_dir(self.folder)
         log.info("landed %s rows in %s", f"{self.rows:,}", path)
         return path
 
     def abort(self) -> None:
         """Stop writing and delete the temp file."""
         self._aborted.set()
+        self._end_thread()
+        self.temp.unlink(missing_ok=True)
+
+    def _end_thread(self) -> None:
+        """Send the end marker once and wait for the writer thread to finish."""
         if not self._finished:
             self._finished = True
             self._queue.put(None)
             self._thread.join()
-        self.temp.unlink(missing_ok=True)
 
     def _run(self) -> None:
         writer: pq.ParquetWriter | None = None

@@ -23,7 +23,6 @@ that lands again.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -35,7 +34,7 @@ from typing import Any
 import pyarrow as pa
 
 from smallboat.config import Settings
-from smallboat.data.land.atomic import land_batches
+from smallboat.data.land.atomic import fsync_dir, land_batches
 from smallboat.data.log.segments import (
     Segment,
     closed_segments,
@@ -282,11 +281,7 @@ def _prune(con: sqlite3.Connection, before_ms: int) -> None:
 
 def _delete(segment: Segment, hook: Hook | None) -> None:
     segment.path.unlink(missing_ok=True)
-    fd = os.open(segment.path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(segment.path.parent)
     _step(hook, "deleted", segment)
 
 

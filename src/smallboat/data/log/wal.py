@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from smallboat.data.land.atomic import fsync_dir
 from smallboat.data.log.segments import (
     SEGMENT_MAGIC,
     SEGMENT_SUFFIX,
@@ -60,14 +61,6 @@ class LogStats:
     groups: int
     bytes: int
     active: Segment | None
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -188,7 +181,7 @@ class WriteAheadLog:
             os.write(fd, SEGMENT_MAGIC)
             if self._durable:
                 os.fsync(fd)
-                _fsync_dir(self.folder)
+                fsync_dir(self.folder)
         except BaseException:
             os.close(fd)
             raise

@@ -135,18 +135,23 @@ class OttoSource:
             yield schema.BROWSING_EVENTS, batch
 
 
+def _read_json(data: bytes) -> pa.Table:
+    """Parse JSON lines against JSON_SCHEMA in one block (unknown keys are ignored)."""
+    return pajson.read_json(
+        pa.BufferReader(data),
+        read_options=pajson.ReadOptions(use_threads=False, block_size=len(data) + 1),
+        parse_options=pajson.ParseOptions(
+            explicit_schema=JSON_SCHEMA, unexpected_field_behavior="ignore"
+        ),
+    )
+
+
 def _parse_fast(chunk: bytes, n_lines: int) -> pa.Table | None:
     """Parse a block with pyarrow.json; None when any line breaks the JSON or the schema."""
     if not chunk.strip():
         return None
     try:
-        table = pajson.read_json(
-            pa.BufferReader(chunk),
-            read_options=pajson.ReadOptions(use_threads=False, block_size=len(chunk) + 1),
-            parse_options=pajson.ParseOptions(
-                explicit_schema=JSON_SCHEMA, unexpected_field_behavior="ignore"
-            ),
-        )
+        table = _read_json(chunk)
         table.validate(full=True)  # the JSON reader lets invalid UTF-8 through in strings
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
@@ -181,13 +186,7 @@ def _parse_slow(
             found.append(Problem(file, number, problem[0], problem[1], problem[2], raw=text))
     if good:
         joined = b"\n".join(good) + b"\n"
-        table = pajson.read_json(
-            pa.BufferReader(joined),
-            read_options=pajson.ReadOptions(use_threads=False, block_size=len(joined) + 1),
-            parse_options=pajson.ParseOptions(
-                explicit_schema=JSON_SCHEMA, unexpected_field_behavior="ignore"
-            ),
-        )
+        table = _read_json(joined)
     else:
         table = JSON_SCHEMA.empty_table()
     return table, np.asarray(numbers, dtype=np.int64), found

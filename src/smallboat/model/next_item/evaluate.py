@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from smallboat.metrics.ranking import K, hr_at_k, mrr_at_k, ranking_report
 from smallboat.model.next_item.data import NextItemData
 from smallboat.model.next_item.recommenders import (
     KnnRecommender,
@@ -22,7 +23,6 @@ from smallboat.model.next_item.recommenders import (
 )
 from smallboat.model.next_item.sequence import NextItemConfig, train_sequence_model
 from smallboat.model.next_item.store import RecommenderState, state_of
-from smallboat.metrics.ranking import K, hr_at_k, mrr_at_k, ranking_report
 
 log = logging.getLogger(__name__)
 

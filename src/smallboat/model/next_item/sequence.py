@@ -173,15 +173,7 @@ def train_sequence_model(
             on_epoch(_history_entry(epoch))
 
     result = train_loop(
-        LoopConfig(
-            lr=config.lr,
-            weight_decay=config.weight_decay,
-            grad_clip=config.grad_clip,
-            max_epochs=config.max_epochs,
-            patience=config.patience,
-            seed=config.seed,
-            deadline=t_start + config.max_seconds,
-        ),
+        LoopConfig.of(config, deadline=t_start + config.max_seconds),
         lambda: NextItemModel(config, sizes, sku_vectors),
         batches,
         nn.CrossEntropyLoss(),
