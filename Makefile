@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test system-deps lint typecheck pytest lock clean bench
+.PHONY: demo test system-deps js-deps lint typecheck pytest lock clean bench
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP) system-deps
 	$(BIN)/smallboat demo
 
-test: $(STAMP) system-deps lint typecheck pytest
+test: $(STAMP) system-deps js-deps lint typecheck pytest
 
 # Programs the tests and the demo run for real, installed only when missing (one apt-get update,
 # then the missing packages): Debian's redis-server (the session-store tests start their own on a
@@ -34,6 +34,14 @@ system-deps:
 	if [ "$$(id -u)" = 0 ]; then bash -c "$$install"; \
 	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo -n bash -c "$$install"; \
 	else echo "missing Debian packages:$$missing; installing them needs root: run 'sudo apt-get install$$missing' (Debian/Ubuntu), or put redis-server, chromium and chromedriver on PATH" >&2; exit 1; fi
+
+# The trackers' own JavaScript libraries the collector tests run unchanged (tests/js/package.json,
+# locked in tests/js/package-lock.json), installed with the machine's npm when the lock changed.
+JS_STAMP := tests/js/node_modules/.installed-stamp
+js-deps: $(JS_STAMP)
+$(JS_STAMP): tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
