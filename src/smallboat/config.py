@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     threads: int = Field(default=2, description="Threads DuckDB and PyTorch may use.")
     memory_limit: str = Field(default="3GB", description="DuckDB memory limit for large jobs.")
     dbt_target: str = Field(default="duckdb", description="profiles.yml target used by transform.")
+    load_max_unzipped_bytes: int = Field(
+        default=32 << 30,
+        description="Most bytes `smallboat data load` unpacks from one zip (the Coveo release "
+        "unpacks to about 7.4 GB).",
+    )
     mlflow_uri: str | None = Field(
         default=None,
         description="MLflow tracking and registry URI (a tracking server's http(s) address or a "
@@ -33,6 +38,11 @@ class Settings(BaseSettings):
         default="",
         description="Comma-separated Segment write keys the collector accepts (none: Segment "
         "endpoints answer 401).",
+    )
+    ga4_api_secrets: str = Field(
+        default="",
+        description="Comma-separated GA4 Measurement Protocol API secrets the collector accepts "
+        "(none: /mp/collect answers 401).",
     )
     collect_host: str = Field(default="127.0.0.1", description="Address the collector binds.")
     collect_port: int = Field(default=8081, description="Port the collector listens on.")
@@ -55,6 +65,17 @@ class Settings(BaseSettings):
         description="How often the running collector compacts closed segments (0: never; use "
         "`smallboat collect compact`).",
     )
+    collect_cors_origins: str = Field(
+        default="",
+        description="Comma-separated origins (`https://shop.example`) whose pages may send to the "
+        "collector from the browser (CORS), with credentials (cookies); none: no cross-origin "
+        "calls. `*` allows any origin, but then without credentials.",
+    )
+    collect_rejects_max_bytes: int = Field(
+        default=32 << 20,
+        description="Most bytes the log of refused events (`smallboat collect rejects`) keeps; "
+        "the oldest half is dropped past it.",
+    )
 
     serve_host: str = Field(
         default="127.0.0.1", description="Address the prediction service binds."
@@ -73,7 +94,13 @@ class Settings(BaseSettings):
     serve_endpoint_name: str = Field(
         default="smallboat-intent",
         description="The endpoint name the SageMaker runtime route answers to "
-        "(`POST /endpoints/<name>/invocations`).",
+        "(`POST /endpoints/<name>/invocations`), and the model name of the KServe v1 and v2 "
+        "routes (`/v1/models/<name>`, `/v2/models/<name>`).",
+    )
+    serve_endpoint_names: str = Field(
+        default="",
+        description="More names those routes answer to, comma-separated; each may be a "
+        "shell-style pattern, e.g. `intent-*-endpoint` (the reference project's names).",
     )
     admin_token: str = Field(
         default="",
@@ -190,8 +217,16 @@ class Settings(BaseSettings):
         return self.home_dir / "collect"
 
     @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.collect_cors_origins.split(",") if o.strip()]
+
+    @property
     def write_key_set(self) -> frozenset[str]:
         return frozenset(k.strip() for k in self.write_keys.split(",") if k.strip())
+
+    @property
+    def ga4_api_secret_set(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.ga4_api_secrets.split(",") if k.strip())
 
     def table_landing_dir(self, table: str) -> Path:
         return self.landing_dir / table

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -21,6 +22,8 @@ from rich.console import Console
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from smallboat import registry
+from smallboat.bundle import MODEL_NAME
 from smallboat.config import Settings
 from smallboat.data.land.load import load_path
 from smallboat.data.synth.generate import SynthConfig, synthesize
@@ -32,9 +35,12 @@ from smallboat.data.synth.holdout import (
 )
 from smallboat.demo.loop import LoopResult, closed_loop
 from smallboat.metrics.intent import binary_metrics
+from smallboat.model.evaluate import predict_examples
+from smallboat.model.predictor import IntentPredictor
 from smallboat.monitor.live import evaluation_points, read_predictions
 from smallboat.monitor.snapshot import version_drift
 from smallboat.pipeline.runner import TrainOutcome, run_train, use_metaflow_env
+from smallboat.registry import paired_auc_test
 from smallboat.serve.server import ServeProcess
 from smallboat.warehouse.db import connect
 from smallboat.warehouse.transform import run_transform
@@ -152,12 +158,43 @@ def test_live_auc_agrees_with_the_offline_test_auc(loop) -> None:
 
 
 def test_retrain_registers_a_challenger_and_the_service_follows_the_gate(loop) -> None:
-    _, _, _, result = loop
+    settings, _, _, result = loop
     retrained = result.retrained
     assert retrained is not None
-    registration = retrained.registration
-    assert registration["version"] == 2
-    if retrained.promoted:
+    reg = retrained.registration
+    assert reg["version"] == 2
+    # The decision is the stated rule applied to the recorded scores and p-value.
+    p_value, alpha = reg["p_value"], reg["alpha"]
+    assert alpha == 0.05  # TrainFlow's default level
+    if reg["champion_invalid"] is not None:
+        expected = True  # the champion no longer fits the data: replaced without a test
+        assert p_value is None and reg["champion_score"] is None
+    else:
+        assert p_value is not None and 0 <= p_value <= 1, reg
+        gain = reg["challenger_score"] - reg["champion_score"]
+        expected = gain > reg["min_improvement"] and p_value < alpha
+        # The p-value is DeLong's one-sided test of the two bundles on the retrain's own test
+        # split, each tokenising with its own vocabulary.
+        from metaflow import Run, namespace
+
+        namespace(None)
+        prepared = Run(retrained.train.pathspec)["prepare"].task
+        assert prepared is not None
+        data = prepared.data.data
+        champion_dir = registry.download_bundle(settings, model_name=MODEL_NAME, version=1)
+        probs = [
+            predict_examples(IntentPredictor.load(folder), data.test_events, data.test_examples)
+            for folder in (Path(reg["bundle_dir"]), champion_dir)
+        ]
+        test = paired_auc_test(probs[0], probs[1], data.test_examples.label)
+        assert test["p_value"] == pytest.approx(p_value, abs=1e-9)
+        assert test["challenger_roc_auc"] == pytest.approx(reg["challenger_score"])
+        assert test["champion_roc_auc"] == pytest.approx(reg["champion_score"])
+    assert retrained.promoted is expected, reg["summary"]
+    recorded = {v.version: v for v in registry.model_versions(settings, model_name=MODEL_NAME)}
+    assert recorded[2].gate_decision == reg["decision"]
+    assert recorded[2].p_value == p_value and recorded[2].tags["gate.alpha"] == "0.05"
+    if expected:
         assert result.served_after == "2" and "reloaded" in retrained.reload
     else:
         assert result.served_after == "1" and "not reloaded" in retrained.reload

@@ -158,7 +158,7 @@ def expected_rows(path: Path, *, rehash_url: bool) -> Counter[tuple[Any, ...]]:
     return Counter(tuple(r[c] for c in BROWSING_EVENTS.column_names) for r in rows)
 
 
-@pytest.mark.parametrize("protocol", ["ga", "segment", "json"])
+@pytest.mark.parametrize("protocol", ["ga", "segment", "json", "snowplow"])
 def test_replay_lands_the_file_with_its_sessions_and_times(
     collector: CollectorProcess, browsing_file: Path, protocol: str
 ) -> None:

@@ -1,8 +1,13 @@
 """SIGKILL the collector while clients send, and the compactor while it lands: every
-acknowledged event reaches the warehouse exactly once, with its content intact."""
+acknowledged event reaches the warehouse exactly once, with its content intact.
+
+The clients of the first test speak every protocol at once (one per client thread, each request
+encoded as `smallboat replay --as <protocol>` sends it): canonical JSON, Segment batches,
+Snowplow tp2 batches, Universal Analytics and GA4 hits."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -16,10 +21,14 @@ from typing import Any
 
 import duckdb
 import httpx
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from smallboat.collect.compaction import compact_events
+from smallboat.collect.events import hash_url
+from smallboat.collect.ga import ga4_session_id
+from smallboat.collect.replay_requests import Protocol, Request, requests_of
 from smallboat.collect.server import CollectorProcess
 from smallboat.config import Settings
 from smallboat.schema import BROWSING_EVENTS
@@ -30,7 +39,23 @@ pytestmark = pytest.mark.slow
 BASE_MS = 1_600_000_000_000
 BATCH = 10
 ACTIONS = ("detail", "add", "remove", "purchase")
-ENV = {"SMALLBOAT_COLLECT_MAX_EVENT_AGE_DAYS": "36500", "SMALLBOAT_COLLECT_COMPACT_SECONDS": "0"}
+ENV = {
+    "SMALLBOAT_COLLECT_MAX_EVENT_AGE_DAYS": "36500",
+    "SMALLBOAT_COLLECT_COMPACT_SECONDS": "0",
+    "SMALLBOAT_WRITE_KEYS": "crash-key",
+}
+MIX: tuple[Protocol, ...] = ("json", "segment", "snowplow", "ga", "ga4")
+"""The protocols of the clients (client k speaks MIX[k])."""
+HEADERS = {
+    "json": {"Content-Type": "application/json"},
+    "segment": {
+        "Content-Type": "application/json",
+        "Authorization": "Basic " + base64.b64encode(b"crash-key:").decode(),
+    },
+    "snowplow": {"Content-Type": "application/json"},
+    "ga": {},
+    "ga4": {},
+}
 
 
 def make_event(i: int) -> dict[str, Any]:
@@ -55,14 +80,33 @@ def canonical(event: dict[str, Any]) -> dict[str, Any]:
     return {c: event.get(c) for c in BROWSING_EVENTS.column_names}
 
 
+def expected_row(i: int, protocol: str) -> dict[str, Any]:
+    """Event i as it lands when sent in `protocol`: URLs other than JSON's are hashed, and a
+    GA4 session id is derived from the client and session ids."""
+    row = canonical(make_event(i))
+    if protocol != "json":
+        row["hashed_url"] = hash_url(row["hashed_url"])
+    if protocol == "ga4":
+        session = row["session_id_hash"]
+        row["session_id_hash"] = ga4_session_id(session, session)
+    return row
+
+
+def row_key(row: dict[str, Any]) -> str:
+    return str(row["product_sku_hash"] or row["hashed_url"])
+
+
 @dataclass
 class Sender:
-    """A client thread posting batches of JSON events until the collector stops answering."""
+    """A client thread sending events in one protocol until the collector stops answering."""
 
     url: str
+    protocol: Protocol
     numbers: list[int]
     acked: list[int] = field(default_factory=list)
     in_flight: list[int] = field(default_factory=list)
+    retry: list[tuple[Request, list[int]]] = field(default_factory=list)
+    """The cut request and one acknowledged one: what a client sends again after a restart."""
     thread: threading.Thread | None = None
 
     def start(self) -> Sender:
@@ -70,17 +114,39 @@ class Sender:
         self.thread.start()
         return self
 
+    def requests(self) -> list[tuple[Request, list[int]]]:
+        """The protocol's requests (as `smallboat replay` encodes them) and their events."""
+        table = pa.Table.from_pylist(
+            [canonical(make_event(i)) for i in self.numbers], schema=BROWSING_EVENTS.arrow_schema
+        )
+        out, start = [], 0
+        for request in requests_of(
+            table, protocol=self.protocol, run=self.protocol, batch_size=BATCH
+        ):
+            out.append((request, self.numbers[start : start + request.events]))
+            start += request.events
+        assert start == len(self.numbers)
+        return out
+
     def _run(self) -> None:
         with httpx.Client(timeout=10) as client:
-            for start in range(0, len(self.numbers), BATCH):
-                batch = self.numbers[start : start + BATCH]
+            for request, numbers in self.requests():
                 try:
-                    answer = client.post(f"{self.url}/collect", json=[make_event(i) for i in batch])
+                    answer = exchange(client, self.url, self.protocol, request)
                 except httpx.TransportError:
-                    self.in_flight = batch  # unknown: maybe logged, never acknowledged
+                    self.in_flight = numbers  # unknown: maybe logged, never acknowledged
+                    self.retry.insert(0, (request, numbers))
                     return
-                assert answer.status_code == 200, answer.text
-                self.acked.extend(batch)
+                assert answer.status_code in (200, 204), answer.text
+                if not self.acked:
+                    self.retry.append((request, numbers))
+                self.acked.extend(numbers)
+
+
+def exchange(client: httpx.Client, url: str, protocol: str, request: Request) -> httpx.Response:
+    return client.request(
+        request.method, f"{url}{request.path}", content=request.body, headers=HEADERS[protocol]
+    )
 
 
 def send(url: str, numbers: list[int]) -> None:
@@ -94,7 +160,7 @@ def send(url: str, numbers: list[int]) -> None:
 def landed_by_key(settings: Settings) -> Counter[str]:
     folder = settings.table_landing_dir(BROWSING_EVENTS.name)
     rows = [r for p in folder.glob("collect-*.parquet") for r in pq.read_table(p).to_pylist()]
-    return Counter(r["product_sku_hash"] or r["hashed_url"] for r in rows)
+    return Counter(row_key(r) for r in rows)
 
 
 def key_of(i: int) -> str:
@@ -107,26 +173,36 @@ def test_sigkill_while_clients_send_loses_no_acknowledged_event(tmp_path: Path) 
     settings = Settings(home=home)
     numbers = list(range(40_000))
     collector = CollectorProcess(home, env=ENV, log_path=tmp_path / "collector.log").start()
-    senders = [Sender(collector.url, numbers[k::4]).start() for k in range(4)]
-    time.sleep(1.0)
+    senders = [
+        Sender(collector.url, protocol, numbers[k :: len(MIX)]).start()
+        for k, protocol in enumerate(MIX)
+    ]
+    deadline = time.monotonic() + 30
+    while not all(s.acked for s in senders) and time.monotonic() < deadline:
+        time.sleep(0.05)  # every protocol flowing, then kill mid-traffic
+    time.sleep(0.5)
     collector.kill()
     for s in senders:
         assert s.thread is not None
         s.thread.join(15)
-    acked = [i for s in senders for i in s.acked]
-    in_flight = [i for s in senders for i in s.in_flight]
-    assert len(acked) > 500, "the clients barely sent anything before the kill"
-    assert in_flight, "no request was cut by the kill"
+    for s in senders:
+        assert s.acked, f"the {s.protocol} client sent nothing before the kill"
+    assert any(s.in_flight for s in senders), "no request was cut by the kill"
 
-    # The clients retry what was in flight (same message ids), plus one acknowledged batch.
-    with CollectorProcess(home, env=ENV, log_path=tmp_path / "collector.log") as again:
-        send(again.url, in_flight + acked[:BATCH])
+    # The clients retry what was in flight (same message ids), plus one acknowledged request.
+    restarted = CollectorProcess(home, env=ENV, log_path=tmp_path / "collector.log")
+    with restarted as again, httpx.Client(timeout=10) as client:
+        for s in senders:
+            for request, _ in s.retry:
+                answer = exchange(client, again.url, s.protocol, request)
+                assert answer.status_code in (200, 204), answer.text
     report = compact_events(settings)
-    assert report.duplicates >= BATCH
+    assert report.duplicates >= sum(len(s.retry[-1][1]) for s in senders)
 
+    expected_rows = [expected_row(i, s.protocol) for s in senders for i in s.acked + s.in_flight]
     landed = landed_by_key(settings)
     assert max(landed.values()) == 1, "an event landed twice"
-    expected = {key_of(i) for i in acked + in_flight}
+    expected = {row_key(r) for r in expected_rows}
     assert set(landed) == expected, "an acknowledged event is missing, or a stranger landed"
 
     # Content, as the warehouse sees it: dbt's staging view over the landing files.
@@ -134,9 +210,7 @@ def test_sigkill_while_clients_send_loses_no_acknowledged_event(tmp_path: Path) 
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         columns = ", ".join(BROWSING_EVENTS.column_names)
         rows = con.sql(f"select {columns} from stg_landing__browsing_events").fetchall()
-    assert sorted(rows, key=str) == sorted(
-        (tuple(canonical(make_event(i)).values()) for i in acked + in_flight), key=str
-    )
+    assert sorted(rows, key=str) == sorted((tuple(r.values()) for r in expected_rows), key=str)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -86,6 +87,7 @@ def publish(
     champion_score: float | None,
     champion_version: int | None = None,
     min_improvement: float = 0.0,
+    **gate: Any,
 ) -> registry.Publication:
     bundle = write_bundle(tmp_path / f"bundle{seed}", seed=seed)
     card = tmp_path / f"card{seed}.html"
@@ -104,6 +106,7 @@ def publish(
         champion_score=champion_score,
         champion_version=champion_version,
         min_improvement=min_improvement,
+        **gate,
     )
 
 
@@ -112,6 +115,49 @@ def run_of(settings: Settings, run_id: str):  # an mlflow Run
 
     uri = settings.mlflow_tracking_uri
     return MlflowClient(tracking_uri=uri, registry_uri=uri).get_run(run_id)
+
+
+def test_with_a_level_only_a_significant_gain_or_an_invalid_champion_promotes(
+    store: Settings, tmp_path: Path
+) -> None:
+    level: dict[str, Any] = {"alpha": 0.05, "test": "DeLong one-sided"}
+    publish(store, tmp_path, seed=1, auc=0.80, champion_score=None, **level)
+    noise = publish(store, tmp_path, seed=2, auc=0.81, champion_score=0.80, p_value=0.3, **level)
+    assert not noise.decision.promoted
+    assert "but not significantly (DeLong one-sided p = 0.3 >= alpha 0.05)" in (
+        noise.decision.summary
+    )
+    undefined = publish(store, tmp_path, seed=3, auc=0.9, champion_score=0.8, **level)
+    assert not undefined.decision.promoted  # no p-value: no evidence
+    with pytest.raises(RegistryError, match="has champion v1 but no champion_score"):
+        publish(store, tmp_path, seed=9, auc=0.9, champion_score=None, **level)
+    real = publish(store, tmp_path, seed=4, auc=0.83, champion_score=0.80, p_value=0.01, **level)
+    assert real.decision.promoted and real.decision.previous_version == 1
+    invalid = publish(
+        store,
+        tmp_path,
+        seed=5,
+        auc=0.70,
+        champion_score=None,
+        champion_invalid="its vocabulary does not know 80.0% of the test set's SKU events",
+        **level,
+    )
+    assert invalid.decision.promoted and invalid.decision.previous_version == 4
+    champ = registry.champion(store, model_name=MODEL)
+    assert champ is not None and champ.version == 5
+
+    history = {v.version: v for v in registry.model_versions(store, model_name=MODEL)}
+    assert {n: (v.gate_decision, v.p_value) for n, v in history.items()} == {
+        5: ("promoted", None),
+        4: ("promoted", 0.01),
+        3: ("rejected", None),
+        2: ("rejected", 0.3),
+        1: ("promoted", None),
+    }
+    assert history[4].tags["gate.alpha"] == "0.05"
+    assert history[5].tags["gate.champion_invalid"].startswith("its vocabulary")
+    run = run_of(store, noise.run.run_id)
+    assert (run.data.tags["gate.p_value"], run.data.tags["gate.champion"]) == ("0.3", "0.8")
 
 
 def test_first_version_becomes_champion_and_its_bundle_round_trips(

@@ -11,7 +11,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,58 +20,13 @@ import pytest
 
 from smallboat import registry
 from smallboat.bundle import MODEL_NAME
-from smallboat.config import Settings
-from smallboat.pipeline.runner import TrainOutcome, run_train, use_metaflow_env
 from smallboat.serve.server import ServeProcess
 from tests.redis_server import RedisServer
-from tests.synthetic_home import raw_rows, synthetic_home
+from tests.trained_service import Trained
 
 pytestmark = pytest.mark.slow
 
 TOKEN = "s3cret-admin"
-GRID = json.dumps([{"name": "pair", "hidden": 16, "batch_size": 64, "max_epochs": 6, "members": 2}])
-NEXT_ITEM = json.dumps({"max_epochs": 4})  # the next-item sequence model, kept short here
-
-
-@dataclass
-class Trained:
-    settings: Settings
-    outcome: TrainOutcome
-    sessions: list[list[dict[str, Any]]]  # raw rows of each test example's prefix
-    offline: np.ndarray  # the flow's test predictions, same order
-    session_rows: dict[int, list[dict[str, Any]]]  # whole test sessions, by index
-    examples: list[tuple[int, int]]  # (session index, prefix length) per test example
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
-    with synthetic_home(tmp_path_factory.mktemp("serve"), sessions=8_000, seed=5) as (settings, _):
-        use_metaflow_env(settings)
-        yield trained_on(settings)
-
-
-def trained_on(settings: Settings) -> Trained:
-    """TrainFlow run once on the home; the test examples as raw rows beside its predictions."""
-    outcome = run_train(
-        settings, show_output=False, grid=GRID, bootstrap=0, threads=1, next_item=NEXT_ITEM
-    )
-    from metaflow import Run, namespace
-
-    namespace(None)
-    run = Run(outcome.pathspec)
-    prepare, evaluate = run["prepare"].task, run["evaluate"].task
-    assert prepare is not None and evaluate is not None
-    prepared = prepare.data.data
-    offline = np.asarray(evaluate.data.report["test_predictions"])
-    events, examples = prepared.test_events, prepared.test_examples
-    session_rows = {
-        int(s): raw_rows(events, int(s), f"test-{int(s)}") for s in np.unique(examples.session)
-    }
-    pairs = [
-        (int(s), int(k)) for s, k in zip(examples.session, examples.prefix_length, strict=True)
-    ]
-    sessions = [session_rows[s][:k] for s, k in pairs]
-    return Trained(settings, outcome, sessions, offline, session_rows, pairs)
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +198,8 @@ def test_the_reference_lambdas_action_only_form(service: str) -> None:
     assert bad.status_code == 422
     assert bad.json() == {
         "error": "invalid_input",
-        "detail": "session[1] 'buy' is not one of pageview, view, detail, add, remove, purchase",
+        "detail": "session[1] 'buy' is not one of pageview, view, detail, add, remove, "
+        "purchase, end, start",
     }
     empty = httpx.get(f"{service}/v1/predict", params={"session": ""}).json()
     assert empty["purchase_probability"] is None and empty["events_used"] == 0

@@ -139,6 +139,8 @@ def test_the_card_shows_what_a_reader_needs(first: TrainOutcome) -> None:
         "Next item",
         "by session length",
         "popularity percentile",
+        "The champion/challenger gate",
+        "No champion yet",
     ):
         assert needle in text, needle
     types = re.findall(r'"type": "(\w+)"', text)
@@ -183,11 +185,16 @@ def test_a_worse_challenger_is_not_promoted(
     assert reg["decision"] == "rejected", reg["summary"]
     assert reg["version"] == 2 and reg["champion_version"] == 1
     assert reg["champion_score"] > reg["challenger_score"]
+    # DeLong's one-sided test finds no evidence that the untrained model is better.
+    assert reg["alpha"] == 0.05 and reg["champion_invalid"] is None
+    assert reg["p_value"] is not None and reg["p_value"] > 0.5, reg["summary"]
+    assert f"p = {reg['p_value']:.3g} >= alpha 0.05" in reg["summary"]
     champ = registry.champion(settings, model_name=MODEL_NAME)
     assert champ is not None and champ.version == 1
     versions = {v.version: v for v in registry.model_versions(settings, model_name=MODEL_NAME)}
     assert versions[2].gate_decision == "rejected"
     assert versions[2].champion_score == pytest.approx(reg["champion_score"])
+    assert versions[2].p_value == reg["p_value"]
 
 
 def test_resume_reruns_only_from_the_failed_step(

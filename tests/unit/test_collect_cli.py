@@ -12,7 +12,9 @@ from smallboat.config import Settings
 
 
 @pytest.mark.parametrize(
-    "verb", [["collect"], ["collect", "serve"], ["collect", "compact"], ["replay"]], ids=" ".join
+    "verb",
+    [["collect"], ["collect", "serve"], ["collect", "compact"], ["collect", "status"], ["replay"]],
+    ids=" ".join,
 )
 def test_collect_verbs_have_help(verb: list[str]) -> None:
     result = CliRunner().invoke(app, [*verb, "--help"], terminal_width=120)
@@ -24,6 +26,18 @@ def test_compact_with_nothing_logged_says_so(settings: Settings) -> None:
     result = CliRunner().invoke(app, ["collect", "compact"])
     assert result.exit_code == 0, result.output
     assert "nothing to compact: no closed log segments" in result.output
+
+
+def test_status_of_a_home_without_a_collector(settings: Settings) -> None:
+    result = CliRunner().invoke(app, ["collect", "status"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "collector: not running",
+        "log: 0 segment(s), 0 bytes; pending compaction: 0 segment(s), 0 bytes",
+        "landed: 0 segment(s) compacted, 0 rows in 0 file(s), 0 duplicate(s) dropped",
+        "ignored hits: none",
+        "refused hits: none",
+    ]
 
 
 def test_replay_to_an_https_url_is_a_one_line_error(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ heavy parts happen inside the commands, so `smallboat --help` stays fast.
 
 from __future__ import annotations
 
-from smallboat.cli import collect, data, demo, monitor, serving, training
+from smallboat.cli import collect, data, demo, deploy, monitor, serving, training
 from smallboat.cli.common import app
 
 app.add_typer(data.data_app, name="data")
@@ -14,4 +14,4 @@ app.add_typer(data.warehouse_app, name="warehouse")
 app.add_typer(collect.collect_app, name="collect")
 app.add_typer(monitor.monitor_app, name="monitor")
 
-__all__ = ["app", "collect", "data", "demo", "monitor", "serving", "training"]
+__all__ = ["app", "collect", "data", "demo", "deploy", "monitor", "serving", "training"]

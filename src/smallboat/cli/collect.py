@@ -1,4 +1,4 @@
-"""`smallboat collect serve|compact` and `smallboat replay`."""
+"""`smallboat collect serve|compact|status` and `smallboat replay`."""
 
 from __future__ import annotations
 
@@ -12,15 +12,18 @@ from smallboat.cli.common import SourceFormat, app, console, friendly_errors
 from smallboat.config import Settings
 
 collect_app = typer.Typer(
-    help="Collect browsing events over HTTP (GA pixel, JSON, Segment) into landing Parquet.",
+    help="Collect browsing events over HTTP (GA4, Universal Analytics, JSON, Segment) into "
+    "landing Parquet.",
     no_args_is_help=True,
 )
 
 
 class ReplayProtocol(StrEnum):
     ga = "ga"
+    ga4 = "ga4"
     segment = "segment"
     json = "json"
+    snowplow = "snowplow"
 
 
 @collect_app.command("serve")
@@ -33,7 +36,8 @@ def collect_serve_cmd(
         int | None, typer.Option(help="Port [default: SMALLBOAT_COLLECT_PORT, 8081].")
     ] = None,
 ) -> None:
-    """Run the collector: GET/POST /collect, Segment's /v1/batch, /v1/track, /v1/page."""
+    """Run the collector: GA4 /g/collect and /mp/collect, Universal Analytics /collect and
+    /batch, JSON POST /collect, Segment's /v1/batch, /v1/track, /v1/page; /metrics."""
     from smallboat.collect.server import serve
 
     settings = Settings()
@@ -43,10 +47,52 @@ def collect_serve_cmd(
 @collect_app.command("compact")
 @friendly_errors
 def collect_compact_cmd() -> None:
-    """Land the collector's closed log segments in landing/browsing_events/, exactly once."""
-    from smallboat.collect.compaction import compact_events
+    """Land every event acknowledged so far in landing/browsing_events/, exactly once (a
+    running collector first closes its active log segment on request)."""
+    from smallboat.collect.control import compact_now
 
-    console.print(compact_events(Settings()).render())
+    console.print(compact_now(Settings()).render())
+
+
+@collect_app.command("status")
+@friendly_errors
+def collect_status_cmd() -> None:
+    """The collector's log segments, what awaits compaction, what landed, and the hits a
+    running collector ignored or refused (per protocol and reason)."""
+    from smallboat.collect.control import collector_status
+
+    for line in collector_status(Settings()).lines():
+        console.print(line, highlight=False, markup=False)
+
+
+@collect_app.command("rejects")
+@friendly_errors
+def collect_rejects_cmd(
+    last: Annotated[int, typer.Option(min=1, help="Show the N most recent.")] = 20,
+    protocol: Annotated[
+        str | None, typer.Option(help="Only this protocol's (segment, snowplow, ...).")
+    ] = None,
+    events: Annotated[bool, typer.Option(help="Also print each event as it was sent.")] = False,
+) -> None:
+    """The events the collector refused, newest last: when, protocol, route, message id and
+    why (kept in <home>/collect/rejects/, bounded by SMALLBOAT_COLLECT_REJECTS_MAX_BYTES)."""
+    from datetime import UTC, datetime
+
+    from smallboat.collect.rejects import RejectsLog
+
+    log = RejectsLog.of(Settings())
+    found = log.read(last=last, protocol=protocol)
+    if not found:
+        console.print(f"no refused events in {log.folder}", highlight=False, markup=False)
+        return
+    for r in found:
+        at = datetime.fromtimestamp(r.at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        where = r.route + ("" if r.index is None else f" [{r.index}]")
+        ident = f" {r.message_id}" if r.message_id else ""
+        line = f"{at} {r.protocol} {where}{ident}: {r.reason}"
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+        if events and r.event is not None:
+            console.print(f"    {r.event}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("replay")
@@ -61,7 +107,8 @@ def replay_cmd(
         float | None, typer.Option(min=0.001, help="Events per second [default: unlimited].")
     ] = None,
     as_: Annotated[
-        ReplayProtocol, typer.Option("--as", help="Protocol: GA hits, Segment batches or JSON.")
+        ReplayProtocol,
+        typer.Option("--as", help="Protocol: UA hits (ga), GA4 hits, Segment batches or JSON."),
     ] = ReplayProtocol.ga,
     limit: Annotated[
         int | None, typer.Option(min=1, help="Send only the first N events (in time order).")

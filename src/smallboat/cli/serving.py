@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from smallboat.cli.common import app, friendly_errors
+from smallboat.cli.common import app, console, friendly_errors
 from smallboat.config import Settings
 
 
@@ -30,8 +30,9 @@ def serve_cmd(
     ] = None,
 ) -> None:
     """Serve purchase-intent predictions: /v1/predict, /v1/sessions/{id}/events, SageMaker's
-    /ping, /invocations and /endpoints/{name}/invocations, /healthz, /readyz, /metrics, and
-    the monitoring dashboard at /dashboard."""
+    /ping, /invocations and /endpoints/{name}/invocations, KServe v1 (/v1/models/{name}) and
+    the Open Inference Protocol (/v2), /healthz, /readyz, /metrics, and the monitoring
+    dashboard at /dashboard."""
     from smallboat.monitor.dashboard import dashboard_router
     from smallboat.serve.server import serve
 
@@ -43,3 +44,28 @@ def serve_cmd(
         bundle=bundle,
         routers=[dashboard_router(settings)],
     )
+
+
+@app.command("export-vocab")
+@friendly_errors
+def export_vocab_cmd(
+    out: Annotated[
+        Path, typer.Option(help="Where to write the token mapping (JSON).", dir_okay=False)
+    ] = Path("token_mapping.json"),
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            help="Export this bundle folder's vocabulary instead of the registry's champion's.",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """Write the served model's next-item vocabulary in the reference project's token mapping
+    shape ({"token2id": ..., "id2token": ...}), for clients that send token ids to
+    /invocations, /endpoints/{name}/invocations or /v1/models/{name}:predict."""
+    from smallboat.serve.vocabulary import export_bundle_vocabulary
+
+    settings = Settings()
+    written = export_bundle_vocabulary(settings, out, bundle=bundle)
+    console.print(f"wrote {written.tokens:,} tokens of model {written.version} to {out}")

@@ -41,6 +41,14 @@ def train_cmd(
     min_improvement: Annotated[
         float, typer.Option(help="Test ROC-AUC margin a challenger must beat the champion by.")
     ] = 0.0,
+    gate_alpha: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Gate level: promote only when DeLong's one-sided p-value is below this.",
+        ),
+    ] = 0.05,
     max_workers: Annotated[
         int, typer.Option(min=1, help="Grid branches trained at the same time.")
     ] = 1,
@@ -76,6 +84,7 @@ def train_cmd(
             "window_end": window_end,
             "bootstrap": bootstrap,
             "min_improvement": min_improvement,
+            "gate_alpha": gate_alpha,
             "threads": max(1, settings.threads // max_workers),
         }
         if grid is not None:
@@ -106,6 +115,14 @@ def retrain_cmd(
     min_improvement: Annotated[
         float, typer.Option(help="Test ROC-AUC margin a challenger must beat the champion by.")
     ] = 0.0,
+    gate_alpha: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Gate level: promote only when DeLong's one-sided p-value is below this.",
+        ),
+    ] = 0.05,
     quiet: Annotated[bool, typer.Option(help="Hide the flow's own log lines.")] = False,
 ) -> None:
     """Land the logs, transform, run TrainFlow (the champion/challenger gate), and hot-reload
@@ -117,6 +134,7 @@ def retrain_cmd(
         "seed": seed,
         "bootstrap": bootstrap,
         "min_improvement": min_improvement,
+        "gate_alpha": gate_alpha,
     }
     if grid is not None:
         params["grid"] = grid

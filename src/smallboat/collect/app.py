@@ -2,7 +2,9 @@
 
 Errors are `{"error": <code>, "detail": <what was wrong>}`: 400 names the parameter or body
 field and the problem, 401 a missing or wrong Segment write key, 413 a body over the limit, 503 a
-log that can no longer write.
+log that can no longer write. On the Segment routes (`/v1/...`) they also carry `code` and
+`message`, the fields Segment's and RudderStack's SDKs read. Browser trackers on the origins of
+SMALLBOAT_COLLECT_CORS_ORIGINS may call with credentials (CORS).
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 
+from smallboat.collect.counters import HitCounters
 from smallboat.collect.events import HitError
-from smallboat.collect.routes import ops, pixel, segment
+from smallboat.collect.rejects import RejectsLog
+from smallboat.collect.routes import admin, ga4, ops, pixel, segment, snowplow
 from smallboat.collect.store import EventStore
 from smallboat.config import Settings
 from smallboat.data.log.wal import LogWriteError
@@ -24,9 +29,15 @@ from smallboat.web.errors import install_error_handlers
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, store: EventStore | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: EventStore | None = None,
+    admin_token: str | None = None,
+) -> FastAPI:
     """The collector app. Without `store`, one opens when the app starts; either way the store
-    closes when the app stops (uvicorn's graceful shutdown)."""
+    closes when the app stops (uvicorn's graceful shutdown). The admin routes take `admin_token`
+    (default: SMALLBOAT_ADMIN_TOKEN; none: they are off)."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -45,11 +56,42 @@ def create_app(settings: Settings | None = None, *, store: EventStore | None = N
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.counters = HitCounters()
+    app.state.rejects = RejectsLog.of(settings)
+    app.state.admin_token = admin_token or settings.admin_token or None
     app.state.body_limit = BodyLimit(
         settings.collect_max_body_bytes, "SMALLBOAT_COLLECT_MAX_BODY_BYTES"
     )
     app.include_router(pixel.router)
     app.include_router(segment.router)
+    app.include_router(snowplow.router)
+    app.include_router(ga4.router)
     app.include_router(ops.router)
-    install_error_handlers(app, invalid_status=400, statuses={HitError: 400, LogWriteError: 503})
+    app.include_router(admin.router)
+    install_error_handlers(
+        app,
+        invalid_status=400,
+        statuses={HitError: 400, LogWriteError: 503},
+        extra=_sdk_fields,
+    )
+    origins = settings.cors_origin_list
+    if origins:
+        # Credentials (the trackers' cookies) only for origins named in the setting: with `*`
+        # any page could read answers made with a visitor's cookies.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_credentials="*" not in origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "SP-Anonymous"],
+            max_age=3600,
+        )
     return app
+
+
+def _sdk_fields(request: Request, code: str, detail: str) -> dict[str, str]:
+    """Segment's and RudderStack's SDKs read an error's `code` and `message` (RudderStack's
+    raises KeyError without them, and retries): the Segment routes' errors carry both."""
+    if request.url.path.startswith("/v1/"):
+        return {"code": code, "message": detail}
+    return {}

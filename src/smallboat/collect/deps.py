@@ -10,10 +10,16 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
+from smallboat.collect.counters import HitCounters
+from smallboat.collect.rejects import RejectsLog
 from smallboat.collect.store import EventStore
 from smallboat.web.deps import SettingsDep, app_state
 
 StoreDep = Annotated[EventStore, app_state("store")]
+CountersDep = Annotated[HitCounters, app_state("counters")]
+"""The app's counters of ignored and refused hits (`app.state.counters`)."""
+RejectsDep = Annotated[RejectsLog, app_state("rejects")]
+"""The log of refused events (`app.state.rejects`)."""
 
 
 async def require_write_key(request: Request, settings: SettingsDep) -> str:

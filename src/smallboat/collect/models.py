@@ -29,6 +29,18 @@ MAX_QUEUE_TIME_MS = 4 * 3_600_000
 
 Action = Literal["detail", "add", "remove", "purchase"]
 assert set(Action.__args__) == set(schema.PRODUCT_ACTIONS)  # type: ignore[attr-defined]
+UaHitType = Literal[
+    "pageview", "event", "timing", "exception", "social", "screenview", "transaction", "item"
+]
+"""Universal Analytics hit types (`t`); only pageview and event carry browsing rows."""
+UaAction = Literal[
+    "detail", "click", "add", "remove", "checkout", "checkout_option", "purchase", "refund",
+    "promo_click",
+]  # fmt: skip
+"""Universal Analytics product actions (`pa`); only those of `Action` map to rows."""
+MAX_GA4_MP_EVENTS = 25
+"""Most events in one Measurement Protocol request (Google's limit)."""
+MAX_GA4_ITEMS = 200
 
 
 def _id_text(value: Any) -> Any:
@@ -49,7 +61,7 @@ Id = Annotated[str, BeforeValidator(_id_text), Field(min_length=1, max_length=MA
 
 
 class GaHit(BaseModel):
-    """A Google-Analytics-style hit (`GET /collect`): only these parameters are read.
+    """A Universal Analytics hit (`/collect`, `/batch`): only these parameters are read.
 
     Products are `pr<N>id` (N = 1..200), one row each. `sid` and `ts_ms` are smallboat
     extensions: the session id (GA4 uses the same name) and the event time in epoch milliseconds.
@@ -58,7 +70,7 @@ class GaHit(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     v: Literal["1"] = Field(description="Protocol version: 1.")
-    t: Literal["pageview", "event"] = Field(description="Hit type.")
+    t: UaHitType = Field(description="Hit type.")
     cid: str = Field(min_length=1, max_length=MAX_ID, description="Client (or session) id.")
     sid: str | None = Field(
         default=None, min_length=1, max_length=MAX_ID, description="Session id."
@@ -69,7 +81,7 @@ class GaHit(BaseModel):
     dl: str | None = Field(
         default=None, max_length=MAX_URL, description="Page URL (stored hashed)."
     )
-    pa: Action | None = Field(default=None, description="Product action.")
+    pa: UaAction | None = Field(default=None, description="Product action.")
     qt: int | None = Field(
         default=None,
         ge=0,
@@ -79,6 +91,72 @@ class GaHit(BaseModel):
     ts_ms: int | None = Field(
         default=None, description="Event time, epoch ms (smallboat extension)."
     )
+
+
+class Ga4WebEvent(BaseModel):
+    """One gtag.js event (`/g/collect`): the query's shared parameters with one body line's.
+
+    Items are `pr<N>` (`id<SKU>~nm<name>~...`), read by `collect.ga`. `ts_ms` is the smallboat
+    extension of `GaHit`: the event time in epoch ms (gtag sends none; the receive time is used).
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    v: Literal["2"] = Field(description="Protocol version: 2.")
+    en: str = Field(min_length=1, max_length=MAX_ID, description="Event name.")
+    cid: str = Field(min_length=1, max_length=MAX_ID, description="Client id.")
+    sid: str | None = Field(
+        default=None, min_length=1, max_length=MAX_ID, description="GA4 session id."
+    )
+    dl: str | None = Field(
+        default=None, max_length=MAX_URL, description="Page URL (stored hashed)."
+    )
+    p: str | None = Field(default=None, alias="_p", max_length=MAX_ID, description="Page load id.")
+    s: str | None = Field(
+        default=None, alias="_s", max_length=MAX_ID, description="Hit sequence number."
+    )
+    ts_ms: int | None = Field(
+        default=None, description="Event time, epoch ms (smallboat extension)."
+    )
+
+
+class Ga4Item(BaseModel):
+    """An item of a GA4 e-commerce event: its SKU is `item_id`, or `item_name` without one."""
+
+    model_config = ConfigDict(extra="allow")
+
+    item_id: Id | None = None
+    item_name: Id | None = None
+
+
+class Ga4Params(BaseModel):
+    """The event parameters the collector reads; others are ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    items: list[Ga4Item] | None = Field(default=None, max_length=MAX_GA4_ITEMS)
+    session_id: Id | None = None
+    page_location: str | None = Field(default=None, max_length=MAX_URL)
+
+
+class Ga4MpEvent(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1, max_length=MAX_ID)
+    params: Ga4Params | None = None
+    timestamp_micros: int | None = None
+
+
+class Ga4MpBody(BaseModel):
+    """The JSON body of `POST /mp/collect` (GA4 Measurement Protocol)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    client_id: Id | None = None
+    app_instance_id: Id | None = None
+    user_id: Id | None = None
+    timestamp_micros: int | None = None
+    events: list[Ga4MpEvent] = Field(min_length=1, max_length=MAX_GA4_MP_EVENTS)
 
 
 class JsonEvent(BaseModel):
@@ -181,12 +259,63 @@ class SegmentMessage(BaseModel):
 
 
 class SegmentBatch(BaseModel):
-    """The body of `POST /v1/batch` (what Segment's libraries send)."""
+    """The body of `POST /v1/batch` (what Segment's libraries send). Each message is validated
+    on its own (as a `SegmentMessage`), so one bad message does not refuse the good ones."""
 
     model_config = ConfigDict(extra="allow")
 
-    batch: list[SegmentMessage] = Field(max_length=MAX_SEGMENT_BATCH)
+    batch: list[Any] = Field(max_length=MAX_SEGMENT_BATCH)
     sentAt: datetime | None = None
+
+
+MAX_SNOWPLOW_EVENTS = 2_500
+"""Most events one Snowplow `payload_data` POST may carry (the body limit usually binds first)."""
+MAX_SNOWPLOW_JSON = 64 * 1024
+"""Longest self-describing JSON (`ue_pr`/`co`, or their base64 `ue_px`/`cx`) read from an event."""
+
+
+def _tp_text(value: Any) -> Any:
+    """Snowplow sends every field as a string; numbers are accepted as their text."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return utf8_text(value)
+
+
+TpText = Annotated[str, BeforeValidator(_tp_text), Field(max_length=MAX_SNOWPLOW_JSON)]
+TpId = Annotated[str, BeforeValidator(_tp_text), Field(min_length=1, max_length=MAX_ID)]
+TpUrl = Annotated[str, BeforeValidator(_tp_text), Field(max_length=MAX_URL)]
+
+
+class SnowplowEvent(BaseModel):
+    """One Snowplow tracker-protocol event (a `payload_data` entry, or the `GET /i` query): only
+    these fields are read; the tracker's many others are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    e: TpId = Field(description="Event type: pv (page view), ue (self-describing), ...")
+    eid: TpId | None = Field(default=None, description="Event id (a UUID): the message id.")
+    url: TpUrl | None = Field(default=None, description="Page URL (stored hashed).")
+    sid: TpId | None = Field(default=None, description="Session id (domain_sessionid).")
+    duid: TpId | None = Field(default=None, description="Domain user id (first-party cookie).")
+    nuid: TpId | None = Field(default=None, description="Network user id (collector cookie).")
+    uid: TpId | None = Field(default=None, description="The shop's user id.")
+    dtm: TpId | None = Field(default=None, description="Device created time, epoch ms.")
+    stm: TpId | None = Field(default=None, description="Device sent time, epoch ms.")
+    ttm: TpId | None = Field(default=None, description="True event time, epoch ms.")
+    ue_pr: TpText | None = Field(default=None, description="Self-describing event, JSON.")
+    ue_px: TpText | None = Field(default=None, description="Self-describing event, base64.")
+    co: TpText | None = Field(default=None, description="Context entities, JSON.")
+    cx: TpText | None = Field(default=None, description="Context entities, base64.")
+
+
+class SnowplowPayload(BaseModel):
+    """The body of `POST /com.snowplowanalytics.snowplow/tp2`: a `payload_data` self-describing
+    JSON whose `data` is the list of events (each validated on its own)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    schema_: str = Field(alias="schema", max_length=MAX_ID)
+    data: list[Any] = Field(max_length=MAX_SNOWPLOW_EVENTS)
 
 
 class Accepted(BaseModel):
@@ -202,6 +331,36 @@ class Accepted(BaseModel):
 class ErrorBody(BaseModel):
     error: str = Field(description="A short code: bad_request, unauthorized, ...")
     detail: str = Field(description="What was wrong, naming the parameter or field.")
+
+
+class SdkErrorBody(ErrorBody):
+    """An error of the Segment routes (`/v1/...`): also `code` and `message`, the fields
+    Segment's and RudderStack's SDKs read from an error answer."""
+
+    code: str = Field(description="The same as `error`.")
+    message: str = Field(description="The same as `detail`.")
+
+
+class Refusal(BaseModel):
+    """One refused event of a request whose other events were accepted."""
+
+    index: int = Field(description="Its position in the request's list.")
+    messageId: str | None = Field(default=None, description="Its id, when it had one.")
+    detail: str = Field(description="Why it was refused, naming the field.")
+
+
+MAX_SHOWN_REFUSALS = 100
+"""Most refusals listed in one answer (`refused` counts them all; the rejects log keeps them)."""
+
+
+class BatchAccepted(Accepted):
+    """A 2xx answer to a batch: its good events are durable; bad ones (`refused`, listed in
+    `refusals`, logged in the rejects log) were not logged. A batch with no good event is a 400."""
+
+    refused: int = Field(default=0, description="Events refused (not logged).")
+    refusals: list[Refusal] = Field(
+        default_factory=list, description=f"Why, for the first {MAX_SHOWN_REFUSALS}."
+    )
 
 
 class Ready(BaseModel):

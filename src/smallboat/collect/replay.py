@@ -6,9 +6,17 @@ each row sent as the chosen protocol speaks it:
 
 - `ga`: one `GET /collect` hit per row: `t=pageview`, or `t=event&pa=<action>&pr1id=<sku>`; the
   session id travels as `cid` and `sid`, the event time as `ts_ms`, the URL as `dl`;
+- `ga4`: one gtag.js-style `GET /g/collect` hit per row: `en=page_view`, or `view_item`,
+  `add_to_cart`, `remove_from_cart`, `purchase` with `pr1=id<sku>`; the session id travels as
+  `cid` and `sid` (so rows land in session `collect.ga.ga4_session_id(session, session)`), the
+  event time as `ts_ms`, the URL as `dl`;
 - `segment`: `POST /v1/batch` of up to `batch_size` messages: `page` for pageviews, the
   e-commerce spec's track events for actions, with `properties.session_id` and `timestamp`;
-- `json`: `POST /collect` with up to `batch_size` canonical events (the URL hash sent as is).
+- `json`: `POST /collect` with up to `batch_size` canonical events (the URL hash sent as is);
+- `snowplow`: `POST /com.snowplowanalytics.snowplow/tp2` of up to `batch_size` tracker-protocol
+  events: `e=pv` for pageviews, the e-commerce plugin's actions (`product_view`, `add_to_cart`,
+  `remove_from_cart`, `transaction`) with a product entity for the others; the session id
+  travels as `sid` (and `duid`), the event time as `ttm`, the URL as `url`.
 
 So a replay preserves sessions and event times (the collector must accept the file's times: see
 SMALLBOAT_COLLECT_MAX_EVENT_AGE_DAYS). GA and Segment carry a URL, which the collector hashes, so
@@ -29,10 +37,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import urlencode
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,7 +45,7 @@ from rich.console import Group, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from smallboat.collect.protocols import SEGMENT_ACTIONS
+from smallboat.collect.replay_requests import PROTOCOLS, Protocol, Request, requests_of
 from smallboat.data.land.load import DEFAULT_BLOCK_SIZE, SOURCES
 from smallboat.data.sources.base import Problems, ReadStats
 from smallboat.errors import DataError, SmallboatError
@@ -49,10 +54,7 @@ from smallboat.web.wire import Connection, Endpoint, WireError
 
 log = logging.getLogger(__name__)
 
-Protocol = Literal["ga", "segment", "json"]
-PROTOCOLS: tuple[str, ...] = ("ga", "segment", "json")
-ACTION_EVENTS: dict[str, str] = {action: name for name, action in SEGMENT_ACTIONS.items()}
-"""Product action -> the Segment e-commerce event name that maps to it."""
+
 RETRIES = 5
 """Attempts after the first for a request that failed on the network or with 5xx/429."""
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -136,88 +138,6 @@ def read_browsing(path: Path, *, source: str = "coveo", limit: int | None = None
     return events if limit is None else events.slice(0, limit)
 
 
-@dataclass(frozen=True)
-class _Request:
-    method: str
-    path: str
-    events: int
-    body: bytes | None = None
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
-
-
-def _rows(events: pa.Table) -> Iterator[dict[str, Any]]:
-    for batch in events.to_batches(max_chunksize=10_000):
-        yield from batch.to_pylist()
-
-
-def _requests(
-    events: pa.Table, *, protocol: Protocol, run: str, batch_size: int
-) -> Iterator[_Request]:
-    """The requests that send `events`, lazily (a large file is never all in memory as JSON)."""
-    if protocol == "ga":
-        for i, row in enumerate(_rows(events)):
-            yield _Request("GET", f"/collect?{urlencode(_ga_params(row, run, i))}", 1)
-        return
-    make = _segment_message if protocol == "segment" else _json_event
-    chunk: list[dict[str, Any]] = []
-    for i, row in enumerate(_rows(events)):
-        chunk.append(make(row, run, i))
-        if len(chunk) == batch_size:
-            yield _request_of(protocol, chunk)
-            chunk = []
-    if chunk:
-        yield _request_of(protocol, chunk)
-
-
-def _request_of(protocol: Protocol, chunk: list[dict[str, Any]]) -> _Request:
-    if protocol == "segment":
-        return _Request("POST", "/v1/batch", len(chunk), json.dumps({"batch": chunk}).encode())
-    return _Request("POST", "/collect", len(chunk), json.dumps(chunk).encode())
-
-
-def _ga_params(row: dict[str, Any], run: str, i: int) -> dict[str, str]:
-    session = row["session_id_hash"]
-    params = {"v": "1", "cid": session, "sid": session, "z": f"replay-{run}-{i}"}
-    if row["event_type"] == "pageview":
-        params["t"] = "pageview"
-    else:
-        params.update(t="event", pa=row["product_action"], pr1id=row["product_sku_hash"])
-    params["ts_ms"] = str(row["server_timestamp_epoch_ms"])
-    if row["hashed_url"] is not None:
-        params["dl"] = row["hashed_url"]
-    return params
-
-
-def _segment_message(row: dict[str, Any], run: str, i: int) -> dict[str, Any]:
-    session = row["session_id_hash"]
-    properties: dict[str, Any] = {"session_id": session}
-    if row["hashed_url"] is not None:
-        properties["url"] = row["hashed_url"]
-    message: dict[str, Any] = {
-        "anonymousId": session,
-        "messageId": f"replay-{run}-{i}",
-        "timestamp": _iso(row["server_timestamp_epoch_ms"]),
-        "properties": properties,
-    }
-    action = row["product_action"]
-    if row["event_type"] == "pageview":
-        message["type"] = "page"
-    else:
-        message.update(type="track", event=ACTION_EVENTS[action])
-        if action == "purchase":
-            properties["products"] = [{"product_id": row["product_sku_hash"]}]
-        else:
-            properties["product_id"] = row["product_sku_hash"]
-    return message
-
-
-def _json_event(row: dict[str, Any], run: str, i: int) -> dict[str, Any]:
-    return {"message_id": f"replay-{run}-{i}", **row}
-
-
 def replay_events(
     events: pa.Table,
     *,
@@ -243,9 +163,10 @@ def replay_events(
         raise DataError(f"rate {rate} must be positive (events per second)")
     endpoint = Endpoint.parse(url)
     run = secrets.token_hex(4)
-    requests = _requests(events, protocol=protocol, run=run, batch_size=batch_size)
+    requests = requests_of(events, protocol=protocol, run=run, batch_size=batch_size)
     summary = ReplaySummary(protocol=protocol, target_rate=rate)
-    headers = {"Content-Type": "application/json"} if protocol != "ga" else {}
+    json_body = protocol in ("segment", "json", "snowplow")
+    headers = {"Content-Type": "application/json"} if json_body else {}
     if protocol == "segment" and write_key:
         token = base64.b64encode(f"{write_key}:".encode()).decode()
         headers["Authorization"] = f"Basic {token}"
@@ -294,7 +215,7 @@ def replay_file(
 
 
 async def _send_all(
-    requests: Iterator[_Request],
+    requests: Iterator[Request],
     summary: ReplaySummary,
     *,
     endpoint: Endpoint,
@@ -304,7 +225,7 @@ async def _send_all(
     progress: bool,
     total: int,
 ) -> None:
-    queue: asyncio.Queue[_Request | None] = asyncio.Queue(maxsize=concurrency * 2)
+    queue: asyncio.Queue[Request | None] = asyncio.Queue(maxsize=concurrency * 2)
     bar = Progress(
         TextColumn("[bold]replay"),
         BarColumn(),
@@ -345,7 +266,7 @@ async def _send_all(
 
 async def _worker(
     connection: Connection,
-    queue: asyncio.Queue[_Request | None],
+    queue: asyncio.Queue[Request | None],
     summary: ReplaySummary,
     headers: dict[str, str],
     advance: Callable[[int], None],
@@ -371,7 +292,7 @@ async def _worker(
 
 
 async def _send(
-    connection: Connection, request: _Request, headers: dict[str, str], summary: ReplaySummary
+    connection: Connection, request: Request, headers: dict[str, str], summary: ReplaySummary
 ) -> tuple[bool, str]:
     """Send with retries; (acknowledged, error detail)."""
     detail = ""

@@ -9,10 +9,13 @@ and the benchmark run a real collector: `python -m smallboat.cli collect serve` 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 
 import uvicorn
 
 from smallboat.collect.app import create_app
+from smallboat.collect.control import Control, remove_control, write_control
 from smallboat.collect.store import EventStore
 from smallboat.config import Settings
 from smallboat.web.process import ServerProcess
@@ -21,11 +24,18 @@ log = logging.getLogger(__name__)
 
 
 def serve(settings: Settings, *, host: str, port: int, log_level: str = "info") -> None:
-    """Run the collector until SIGTERM or Ctrl-C (the app's shutdown closes the store)."""
+    """Run the collector until SIGTERM or Ctrl-C (the app's shutdown closes the store).
+
+    While it runs, `<home>/collect/server.json` says how the CLI reaches its admin routes
+    (`collect.control`: compaction on demand, status)."""
     store = EventStore.open(settings)
+    token = settings.admin_token or secrets.token_urlsafe(24)
+    local = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    url = f"http://[{local}]:{port}" if ":" in local else f"http://{local}:{port}"
     try:
+        write_control(settings, Control(pid=os.getpid(), url=url, token=token))
         uvicorn.run(
-            create_app(settings, store=store),
+            create_app(settings, store=store, admin_token=token),
             host=host,
             port=port,
             log_level=log_level,
@@ -33,6 +43,7 @@ def serve(settings: Settings, *, host: str, port: int, log_level: str = "info") 
             timeout_graceful_shutdown=10,
         )
     finally:
+        remove_control(settings)
         store.close()
 
 

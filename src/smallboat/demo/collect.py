@@ -22,7 +22,8 @@ from rich.console import Console
 from rich.table import Table
 
 from smallboat.collect.compaction import LANDING_PREFIX, compact_events
-from smallboat.collect.replay import Protocol, replay_file
+from smallboat.collect.replay import replay_file
+from smallboat.collect.replay_requests import Protocol
 from smallboat.collect.server import CollectorProcess
 from smallboat.config import Settings
 from smallboat.errors import SmallboatError

@@ -34,9 +34,11 @@ class TrainFlow(FlowSpec):
     6. join: pick the best branch by validation ROC-AUC.
     7. recommend: next-item recommenders (popularity, prod2vec kNN, sequence model) compared on
        the test split; the best by validation MRR@20 goes into the bundle.
-    8. evaluate: the Challenge metrics on the test split, beside baselines and the oracle.
+    8. evaluate: the Challenge metrics on the test split, beside baselines and the oracle; the
+       champion scored on the same split with DeLong's paired test (the gate's evidence).
     9. card: the report a person reads.
-    10. register: MLflow run + model version; the champion/challenger gate.
+    10. register: MLflow run + model version; the champion/challenger gate (promote only when
+        the challenger beats the champion at --gate-alpha, or the champion is invalid).
     11. end: print where the card, the run and the bundle are.
     """
 
@@ -73,6 +75,20 @@ class TrainFlow(FlowSpec):
         type=float,
         help="A challenger must beat the champion's test ROC-AUC by more than this.",
     )
+    gate_alpha = Parameter(
+        "gate-alpha",
+        default=0.05,
+        type=float,
+        help="Level of the gate's paired test: promote only when DeLong's one-sided p-value "
+        "(challenger's test ROC-AUC above the champion's) is below this.",
+    )
+    gate_max_oov = Parameter(
+        "gate-max-oov",
+        default=0.5,
+        type=float,
+        help="The champion is invalid (replaced without a test) when its vocabulary misses more "
+        "than this share of the test set's SKU events.",
+    )
     threads = Parameter("threads", default=2, type=int, help="CPU threads per training branch.")
     next_item = Parameter(
         "next-item",
@@ -84,12 +100,14 @@ class TrainFlow(FlowSpec):
     @step
     def start(self) -> None:
         """Read and check the parameters."""
+        from smallboat.pipeline.challenge import check_gate
         from smallboat.pipeline.train_steps import check_parameters, next_item_config
 
         self.grid_entries, self.window = check_parameters(
             grid=self.grid, window_start=self.window_start, window_end=self.window_end
         )
         self.next_item_config = next_item_config(self.next_item, seed=self.seed)
+        check_gate(alpha=self.gate_alpha, max_oov=self.gate_max_oov)
         self.next(self.transform)
 
     @step
@@ -100,7 +118,7 @@ class TrainFlow(FlowSpec):
         self.quality = transform(skip=self.skip_transform, dbt_vars=self.dbt_vars)
         self.next(self.prepare)
 
-    @remote(cpu=2, memory=8000)
+    @remote("prepare")
     @step
     def prepare(self) -> None:
         """Read the intent examples into compact tokenised arrays."""
@@ -120,7 +138,7 @@ class TrainFlow(FlowSpec):
         )
         self.next(self.train, foreach="grid_entries")
 
-    @remote(cpu=2, memory=8000)
+    @remote("train")
     @step
     def train(self) -> None:
         """Train one grid entry with early stopping."""
@@ -140,7 +158,7 @@ class TrainFlow(FlowSpec):
         self.merge_artifacts(inputs, exclude=["branch"])
         self.next(self.recommend)
 
-    @remote(cpu=2, memory=8000)
+    @remote("recommend")
     @step
     def recommend(self) -> None:
         """Fit and compare the next-item recommenders; keep the best on validation MRR@20."""
@@ -166,6 +184,9 @@ class TrainFlow(FlowSpec):
             oracle=self.oracle,
             n_bootstrap=self.bootstrap,
             seed=self.seed,
+            gate_alpha=self.gate_alpha,
+            gate_max_oov=self.gate_max_oov,
+            min_improvement=self.min_improvement,
             extras={
                 "quality": self.quality,
                 "row_counts": self.row_counts,

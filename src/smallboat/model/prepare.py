@@ -285,7 +285,9 @@ def _event_table(events: pa.Table) -> tuple[EventTable, np.ndarray]:
 def train_sku_sequences(
     settings: Settings, *, window: DataWindow | None = None, min_length: int = 2
 ) -> list[list[str]]:
-    """Each training-split session's SKUs in order (product events only), for prod2vec."""
+    """Each training-split session's SKUs in order (product events only), for prod2vec, sessions
+    in a fixed order: a parallel GROUP BY returns groups in any order, and Word2Vec's vectors
+    depend on the order of its sentences, so two runs on the same data could differ."""
     from smallboat.warehouse.db import connect
 
     with connect(settings, read_only=True) as con:
@@ -295,6 +297,7 @@ def train_sku_sequences(
             {_train_product_events(window)}
             group by session_events.session_id_hash
             having count(*) >= {int(min_length)}
+            order by session_events.session_id_hash
             """
         ).to_arrow_table()
     sequences: list[list[str]] = rows.column("skus").to_pylist()

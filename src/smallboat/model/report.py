@@ -262,6 +262,30 @@ def next_item_components(next_item: dict[str, Any]) -> list[Any]:
     ]
 
 
+def gate_text(gate: dict[str, Any] | None) -> str:
+    """The champion/challenger comparison this run's register step will act on, in words."""
+    if not gate:
+        return "No gate evidence recorded."
+    verdict = "**promotes** this model" if gate["promotes"] else "**keeps** the champion"
+    if gate["champion_version"] is None:
+        auc = _fmt(gate["challenger_roc_auc"])
+        return f"No champion yet: the gate {verdict} (test ROC-AUC {auc})."
+    version = f"v{gate['champion_version']}"
+    if gate["champion_invalid"] is not None:
+        return f"Champion {version} is invalid ({gate['champion_invalid']}): the gate {verdict}."
+    p_value = gate["p_value"]
+    test = f"undefined ({gate['undefined']})" if p_value is None else f"p = {p_value:.3g}"
+    return (
+        f"Champion {version} scored on this test split: ROC-AUC {_fmt(gate['champion_roc_auc'])} "
+        f"against this model's {_fmt(gate['challenger_roc_auc'])} (difference "
+        f"{_fmt(gate['diff'])}, standard error {_fmt(gate['se'])}). {gate['test']} test that this "
+        f"model is better: {test}, level alpha {gate['alpha']:g}, margin "
+        f"{gate['min_improvement']:g}; champion vocabulary misses "
+        f"{_fmt(100 * (gate['champion_oov_share'] or 0.0), 1)}% of the test SKU events. "
+        f"On these numbers the gate {verdict}."
+    )
+
+
 def card_components(report: dict[str, Any], *, dag: Any = None) -> list[Any]:
     """Metaflow card components for a TrainingReport (TrainFlow's evaluate and card steps)."""
     from metaflow.cards import Markdown, Table, VegaChart
@@ -309,6 +333,7 @@ def card_components(report: dict[str, Any], *, dag: Any = None) -> list[Any]:
                 f"{_fmt(auc['diff'])} [{_fmt(auc['low'])}, {_fmt(auc['high'])}]."
             )
         )
+    parts.append(Markdown(f"## The champion/challenger gate\n{gate_text(report.get('gate'))}"))
     parts += [
         VegaChart(bucket_chart(reports)),
         VegaChart(roc_chart(reports)),

@@ -63,12 +63,12 @@ def register(
 ) -> dict[str, Any]:
     """Save the bundle, log it to MLflow, and let the gate decide whether it becomes champion.
 
-    The champion is re-scored on THIS run's test examples with its own vocabulary, so both numbers
-    of the gate come from the same test set.
+    The champion was scored on THIS run's test examples with its own vocabulary by the evaluate
+    step (`report["gate"]`, `pipeline.challenge`), so both numbers of the gate and DeLong's
+    p-value come from the same test set; the gate refuses if the champion changed since.
     """
     from smallboat import registry
     from smallboat.bundle import CARD_FILE, MODEL_NAME, REFERENCE_FILE
-    from smallboat.metrics.intent import binary_metrics
     from smallboat.model.evaluate import predict_examples, reference_table
     from smallboat.model.predictor import IntentPredictor, save_bundle
 
@@ -98,12 +98,7 @@ def register(
         IntentPredictor.load(bundle_dir), data.test_events, test, report["test_predictions"]
     ).to_parquet(bundle_dir / REFERENCE_FILE, index=False)
 
-    current = registry.champion(s, model_name=MODEL_NAME)
-    champion_score = None
-    if current is not None:
-        champion_dir = registry.download_bundle(s, model_name=MODEL_NAME, version=current.version)
-        champion_prob = predict_examples(IntentPredictor.load(champion_dir), data.test_events, test)
-        champion_score = binary_metrics(champion_prob, test.label)["roc_auc"]
+    gate = report["gate"]
     with tempfile.TemporaryDirectory() as tmp:
         card_path = None
         if html is not None:
@@ -120,9 +115,13 @@ def register(
             card_path=card_path,
             tags={"metaflow_run": run_pathspec},
             gate_metric=GATE_METRIC,
-            champion_score=champion_score,
-            champion_version=None if current is None else current.version,
+            champion_score=gate["champion_roc_auc"],
+            champion_version=gate["champion_version"],
             min_improvement=min_improvement,
+            p_value=gate["p_value"],
+            alpha=gate["alpha"],
+            test=gate["test"],
+            champion_invalid=gate["champion_invalid"],
         )
     return {
         "bundle_dir": str(bundle_dir),
@@ -135,6 +134,10 @@ def register(
         "champion_version": published.decision.champion_version,
         "challenger_score": published.decision.challenger_score,
         "champion_score": published.decision.champion_score,
+        "p_value": published.decision.p_value,
+        "alpha": published.decision.alpha,
+        "champion_invalid": published.decision.champion_invalid,
+        "min_improvement": published.decision.min_improvement,
         "card_path": str(bundle_dir / CARD_FILE) if html is not None else None,
     }
 

@@ -240,12 +240,17 @@ def evaluate(
     n_bootstrap: int,
     seed: int,
     extras: dict[str, Any],
+    gate_alpha: float = 0.05,
+    gate_max_oov: float = 0.5,
+    min_improvement: float = 0.0,
 ) -> dict[str, Any]:
-    """The TrainingReport: test reports per model, gaps, and what the card shows beside them."""
+    """The TrainingReport: test reports per model, gaps, and what the card shows beside them,
+    including the gate's evidence (`report["gate"]`: the champion scored on this test set)."""
     from smallboat.metrics.intent import flat_metrics
     from smallboat.model.evaluate import evaluate_intent
     from smallboat.model.intent import predict_proba
     from smallboat.model.report import MODELS, summary_prefix
+    from smallboat.pipeline.challenge import challenge_champion
     from smallboat.warehouse.quality import transform_digest
 
     x_test, _ = data.inputs("test")
@@ -276,6 +281,14 @@ def evaluate(
         summary.update(summary_metrics(report["next_item"]))
     summary.update({f"train_{k}": v for k, v in best.summary.items()})
     report["summary"] = summary
+    report["gate"] = challenge_champion(
+        Settings(),
+        data,
+        prob,
+        alpha=gate_alpha,
+        max_oov=gate_max_oov,
+        min_improvement=min_improvement,
+    )
     return report
 
 

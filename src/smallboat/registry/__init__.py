@@ -21,7 +21,7 @@ This module only gathers the public API (`from smallboat import registry; regist
 
 from __future__ import annotations
 
-from smallboat.registry.gate import gate_and_promote, publish
+from smallboat.registry.gate import gate_and_promote, paired_auc_test, publish
 from smallboat.registry.records import (
     BUNDLE_ARTIFACT,
     CHAMPION,
@@ -32,6 +32,7 @@ from smallboat.registry.records import (
     Publication,
     RegistryError,
     RunInfo,
+    gate_promotes,
 )
 from smallboat.registry.runs import log_training_run
 from smallboat.registry.store import REACHABLE_TIMEOUT_S, SERVER_SCHEMES
@@ -57,8 +58,10 @@ __all__ = [
     "champion",
     "download_bundle",
     "gate_and_promote",
+    "gate_promotes",
     "log_training_run",
     "model_versions",
+    "paired_auc_test",
     "publish",
     "register_version",
 ]

@@ -1,7 +1,8 @@
 """The champion/challenger gate, and `publish`: a training run logged, registered and gated.
 
 A new version takes the `champion` alias only through the gate, which compares two scores measured
-on the same test set and records its decision on the version and the run whichever way it goes.
+on the same test set (with a level, also a paired test: `paired_auc_test`, DeLong one-sided) and
+records its decision on the version and the run whichever way it goes.
 """
 
 from __future__ import annotations
@@ -10,8 +11,13 @@ import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+import numpy.typing as npt
 
 from smallboat.config import Settings
+from smallboat.metrics.uncertainty import delong_auc_difference
 from smallboat.registry import store
 from smallboat.registry.records import (
     CHAMPION,
@@ -19,6 +25,7 @@ from smallboat.registry.records import (
     GateDecision,
     Publication,
     RegistryError,
+    gate_promotes,
 )
 from smallboat.registry.runs import log_training_run
 from smallboat.registry.versions import champion, register_version
@@ -42,12 +49,18 @@ def publish(
     champion_version: int | None = None,
     min_improvement: float = 0.0,
     higher_is_better: bool = True,
+    p_value: float | None = None,
+    alpha: float | None = None,
+    test: str | None = None,
+    champion_invalid: str | None = None,
 ) -> Publication:
     """Log the run, register its bundle, and gate it on `metrics[gate_metric]`.
 
     `champion_score` is the current champion's `gate_metric` on the SAME test set as `metrics`
     (None when `champion()` says there is none): score the champion's bundle before calling,
-    and pass the `champion_version` scored so a champion promoted meanwhile is noticed.
+    and pass the `champion_version` scored so a champion promoted meanwhile is noticed. With
+    `alpha`, pass the paired test's one-sided `p_value` too (`paired_auc_test`); with
+    `champion_invalid` (why the champion's bundle no longer fits), no champion score is needed.
     Both checks run before anything is logged; the gate repeats the champion check after
     registering, so a champion promoted in that window leaves the new version registered
     without gate tags (and not promoted), with a RegistryError saying why.
@@ -62,7 +75,9 @@ def publish(
         current=None if current is None else current.version,
         scored=champion_version,
         champion_score=champion_score,
+        champion_invalid=champion_invalid,
     )
+    _check_test(p_value, alpha)
     run = log_training_run(
         settings,
         experiment=experiment,
@@ -84,6 +99,10 @@ def publish(
         metric=gate_metric,
         min_improvement=min_improvement,
         higher_is_better=higher_is_better,
+        p_value=p_value,
+        alpha=alpha,
+        test=test,
+        champion_invalid=champion_invalid,
     )
     return Publication(run=run, version=version, decision=decision)
 
@@ -99,16 +118,25 @@ def gate_and_promote(
     champion_version: int | None = None,
     min_improvement: float = 0.0,
     higher_is_better: bool = True,
+    p_value: float | None = None,
+    alpha: float | None = None,
+    test: str | None = None,
+    champion_invalid: str | None = None,
 ) -> GateDecision:
     """The challenger gate: make `version` the champion only if it beats the current one.
 
     Both scores must come from the SAME test set: the caller scores the champion's bundle on the
     challenger's test set and passes the number. With no champion yet, the version is promoted;
     otherwise only when it beats `champion_score` by more than `min_improvement` (in the better
-    direction of the metric). With `champion_version` (the version that was scored), a champion
-    that changed meanwhile is an error rather than a comparison against the wrong model. The
-    decision and both scores become `gate.*` tags on the version and its run either way.
+    direction of the metric) AND, when `alpha` is given, the paired test's one-sided `p_value`
+    (challenger better than champion, e.g. `paired_auc_test`) is below `alpha`; an undefined test
+    (p_value None) keeps the champion. A `champion_invalid` reason (the champion's bundle no longer
+    fits the data) promotes without comparing. With `champion_version` (the version that was
+    scored), a champion that changed meanwhile is an error rather than a comparison against the
+    wrong model. The decision, both scores and the p-value become `gate.*` tags on the version and
+    its run either way.
     """
+    _check_test(p_value, alpha)
     store.check_model_name(model_name)
     for label, score in (
         ("challenger_score", challenger_score),
@@ -126,17 +154,28 @@ def gate_and_promote(
         if previous == version:
             raise RegistryError(f"{model_name} v{version} is already the champion: nothing to gate")
         _check_scored_champion(
-            model_name, current=previous, scored=champion_version, champion_score=champion_score
+            model_name,
+            current=previous,
+            scored=champion_version,
+            champion_score=champion_score,
+            champion_invalid=champion_invalid,
         )
-        if previous is None or champion_score is None:
+        if previous is None:
             if champion_score is not None:
                 log.warning(
                     "%s has no champion: ignoring champion_score %s", model_name, champion_score
                 )
-            champion_score, promoted = None, True
-        else:
-            gain = challenger_score - champion_score
-            promoted = (gain if higher_is_better else -gain) > min_improvement
+            champion_score, p_value, champion_invalid = None, None, None
+        promoted = gate_promotes(
+            challenger_score=challenger_score,
+            champion_score=champion_score,
+            has_champion=previous is not None,
+            min_improvement=min_improvement,
+            higher_is_better=higher_is_better,
+            p_value=p_value,
+            alpha=alpha,
+            champion_invalid=champion_invalid,
+        )
         decision = GateDecision(
             model_name=model_name,
             version=version,
@@ -147,6 +186,10 @@ def gate_and_promote(
             previous_version=previous,
             min_improvement=float(min_improvement),
             higher_is_better=higher_is_better,
+            p_value=None if p_value is None else float(p_value),
+            alpha=None if alpha is None else float(alpha),
+            test=test if alpha is not None else None,
+            champion_invalid=champion_invalid,
         )
         if promoted:
             client.set_registered_model_alias(model_name, CHAMPION, str(version))
@@ -164,11 +207,26 @@ def gate_and_promote(
     return decision
 
 
+def _check_test(p_value: float | None, alpha: float | None) -> None:
+    """A level in (0, 1) and a p-value in [0, 1], or refuse before anything is recorded."""
+    if alpha is not None and not 0 < alpha < 1:
+        raise RegistryError(f"the gate's alpha must be in (0, 1), got {alpha}")
+    if p_value is not None and not 0 <= p_value <= 1:
+        raise RegistryError(f"the gate's p_value must be in [0, 1], got {p_value}")
+    if p_value is not None and alpha is None:
+        raise RegistryError(f"a p_value ({p_value}) was given without the level alpha to test at")
+
+
 def _check_scored_champion(
-    model_name: str, *, current: int | None, scored: int | None, champion_score: float | None
+    model_name: str,
+    *,
+    current: int | None,
+    scored: int | None,
+    champion_score: float | None,
+    champion_invalid: str | None = None,
 ) -> None:
     """The gate compares against the champion that was scored, or refuses."""
-    if current is not None and champion_score is None:
+    if current is not None and champion_score is None and champion_invalid is None:
         raise RegistryError(
             f"{model_name} has champion v{current} but no champion_score was given: score the "
             "champion's bundle on the challenger's test set and pass it"
@@ -179,3 +237,46 @@ def _check_scored_champion(
             f"the champion of {model_name} is {now}, not the v{scored} that was scored: score "
             "the current champion on the same test set and gate again"
         )
+
+
+DELONG = "DeLong one-sided"
+"""The gate's paired test of ROC-AUC (`paired_auc_test`), as its tags and summary name it."""
+
+
+def paired_auc_test(
+    challenger_prob: npt.ArrayLike, champion_prob: npt.ArrayLike | None, label: npt.ArrayLike
+) -> dict[str, Any]:
+    """DeLong's paired test that the challenger's ROC-AUC is higher than the champion's on the
+    same examples (`metrics.uncertainty.delong_auc_difference`, made one-sided).
+
+    Keys: test, challenger_roc_auc, champion_roc_auc, diff, se, p_value (the chance of a
+    difference at least this far in the challenger's favour were both equally good; None when
+    DeLong is undefined), undefined (why, or None). With no champion (`champion_prob` None) only
+    the challenger's AUC is filled in.
+    """
+    if champion_prob is None:
+        single = delong_auc_difference(challenger_prob, challenger_prob, label)
+        return {
+            "test": DELONG,
+            "challenger_roc_auc": single["auc_a"],
+            "champion_roc_auc": None,
+            "diff": None,
+            "se": None,
+            "p_value": None,
+            "undefined": single["undefined"],
+        }
+    d = delong_auc_difference(challenger_prob, champion_prob, label)
+    p_value = None
+    if d["undefined"] is None:
+        diff, se = d["diff"], d["se"]
+        # se is 0 when the two models' components differ by a constant: the sign then decides.
+        p_value = NormalDist().cdf(-diff / se) if se > 0 else (0.0 if diff > 0 else 1.0)
+    return {
+        "test": DELONG,
+        "challenger_roc_auc": d["auc_a"],
+        "champion_roc_auc": d["auc_b"],
+        "diff": d["diff"],
+        "se": d["se"],
+        "p_value": p_value,
+        "undefined": d["undefined"],
+    }

@@ -77,6 +77,11 @@ class ModelVersionInfo:
         """The champion's score on the same test set when this version was gated."""
         return _float_tag(self.tags, "champion")
 
+    @property
+    def p_value(self) -> float | None:
+        """The gate's paired-test p-value (None without a test or a champion)."""
+        return _float_tag(self.tags, "p_value")
+
 
 @dataclass(frozen=True)
 class ChampionInfo:
@@ -91,7 +96,13 @@ class ChampionInfo:
 
 @dataclass(frozen=True)
 class GateDecision:
-    """The challenger gate's verdict on one version; `summary` is the line people read."""
+    """The challenger gate's verdict on one version; `summary` is the line people read.
+
+    With `alpha`, the challenger must also beat the champion by a paired test on the same test
+    set: `p_value` is the one-sided p of "the challenger scores higher" (None when the test is
+    undefined, which keeps the champion). A `champion_invalid` reason (its bundle no longer fits
+    the data) promotes without a comparison.
+    """
 
     model_name: str
     version: int
@@ -102,6 +113,10 @@ class GateDecision:
     previous_version: int | None
     min_improvement: float
     higher_is_better: bool = True
+    p_value: float | None = None
+    alpha: float | None = None
+    test: str | None = None
+    champion_invalid: str | None = None
 
     @property
     def decision(self) -> str:
@@ -116,33 +131,103 @@ class GateDecision:
     def summary(self) -> str:
         name, metric = self.model_name, self.metric
         ours = f"{self.challenger_score:.4f}"
-        if self.previous_version is None or self.champion_score is None:
+        if self.previous_version is None or (
+            self.champion_score is None and self.champion_invalid is None
+        ):
             return f"promoted {name} v{self.version} to champion: no champion yet ({metric} {ours})"
+        if self.champion_invalid is not None:
+            return (
+                f"promoted {name} v{self.version} to champion ({metric} {ours}): champion "
+                f"v{self.previous_version} is invalid: {self.champion_invalid}"
+            )
+        assert self.champion_score is not None  # an invalid champion returned above
         theirs = f"{self.champion_score:.4f}"
         need = "above" if self.higher_is_better else "below"
         bar = f"{need} v{self.previous_version}'s {theirs} by more than {self.min_improvement:g}"
+        test = "" if self.alpha is None else f" ({self._test_text()})"
         if self.promoted:
-            return f"promoted {name} v{self.version} to champion: {metric} {ours} is {bar}"
+            return f"promoted {name} v{self.version} to champion: {metric} {ours} is {bar}{test}"
         kept = f"kept {name} v{self.previous_version} as champion"
-        return f"{kept}: v{self.version}'s {metric} {ours} is not {bar}"
+        if self.alpha is not None and beats(
+            self.challenger_score,
+            self.champion_score,
+            min_improvement=self.min_improvement,
+            higher_is_better=self.higher_is_better,
+        ):
+            ours = f"v{self.version}'s {metric} {ours}"
+            return f"{kept}: {ours} is {bar}, but not significantly{test}"
+        return f"{kept}: v{self.version}'s {metric} {ours} is not {bar}{test}"
+
+    def _test_text(self) -> str:
+        test = self.test or "paired test"
+        if self.p_value is None:
+            return f"{test}: undefined on this test set, alpha {self.alpha:g}"
+        sign = "<" if self.p_value < (self.alpha or 0.0) else ">="
+        return f"{test} p = {self.p_value:.3g} {sign} alpha {self.alpha:g}"
 
     def tags(self) -> dict[str, str]:
         """What the gate records on the version and on the run."""
-        none = "none"  # MLflow tag values are text; "none" reads better than an empty string
         return {
             f"{GATE_PREFIX}decision": self.decision,
             f"{GATE_PREFIX}metric": self.metric,
             f"{GATE_PREFIX}challenger": repr(self.challenger_score),
-            f"{GATE_PREFIX}champion": none
-            if self.champion_score is None
-            else repr(self.champion_score),
-            f"{GATE_PREFIX}previous_version": none
-            if self.previous_version is None
-            else str(self.previous_version),
+            f"{GATE_PREFIX}champion": _text(self.champion_score),
+            f"{GATE_PREFIX}previous_version": _text(self.previous_version),
             f"{GATE_PREFIX}min_improvement": repr(self.min_improvement),
             f"{GATE_PREFIX}higher_is_better": str(self.higher_is_better).lower(),
+            f"{GATE_PREFIX}p_value": _text(self.p_value),
+            f"{GATE_PREFIX}alpha": _text(self.alpha),
+            f"{GATE_PREFIX}test": _text(self.test),
+            f"{GATE_PREFIX}champion_invalid": _text(self.champion_invalid),
             f"{GATE_PREFIX}summary": self.summary,
         }
+
+
+def beats(
+    challenger: float, champion: float, *, min_improvement: float, higher_is_better: bool
+) -> bool:
+    """The challenger's score is better than the champion's by more than `min_improvement`."""
+    gain = challenger - champion
+    return (gain if higher_is_better else -gain) > min_improvement
+
+
+def gate_promotes(
+    *,
+    challenger_score: float,
+    champion_score: float | None,
+    has_champion: bool,
+    min_improvement: float = 0.0,
+    higher_is_better: bool = True,
+    p_value: float | None = None,
+    alpha: float | None = None,
+    champion_invalid: str | None = None,
+) -> bool:
+    """The gate's rule, in one place (the gate applies it; the card states it in advance).
+
+    Promote when there is no champion or it is invalid; otherwise when the challenger beats the
+    champion's score by more than `min_improvement` and, with `alpha`, the paired test's one-sided
+    p-value is below `alpha` (an undefined test, p None, keeps the champion).
+    """
+    if not has_champion or champion_invalid is not None:
+        return True
+    if champion_score is None:
+        raise RegistryError("the gate needs the champion's score (or why the champion is invalid)")
+    better = beats(
+        challenger_score,
+        champion_score,
+        min_improvement=min_improvement,
+        higher_is_better=higher_is_better,
+    )
+    if alpha is None:
+        return better
+    return better and p_value is not None and p_value < alpha
+
+
+def _text(value: object) -> str:
+    # MLflow tag values are text; "none" reads better than an empty string
+    if value is None:
+        return "none"
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from fastapi import APIRouter, FastAPI
 from smallboat.config import Settings
 from smallboat.data.log.predictions import PredictionLog
 from smallboat.serve.metrics import MetricsMiddleware, ServeMetrics
-from smallboat.serve.routes import admin, ops, predict, sagemaker
+from smallboat.serve.routes import admin, kserve, oip, ops, predict, sagemaker
 from smallboat.serve.scoring import LoadedModel, Scorer, load_model
 from smallboat.serve.sessions import SessionStore, SessionStoreError, open_session_store
 from smallboat.web.body import BodyLimit
@@ -86,7 +86,8 @@ def create_app(
 
     app = FastAPI(
         title="smallboat prediction service",
-        summary="Purchase intent of shopping sessions; smallboat's API and SageMaker's.",
+        summary="Purchase intent of shopping sessions; smallboat's API, SageMaker's, KServe's "
+        "v1 and the Open Inference Protocol (v2).",
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -98,6 +99,8 @@ def create_app(
     )
     app.include_router(predict.router)
     app.include_router(sagemaker.router)
+    app.include_router(kserve.router)
+    app.include_router(oip.router)
     app.include_router(ops.router)
     app.include_router(admin.router)
     for router in routers:

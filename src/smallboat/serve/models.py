@@ -175,6 +175,15 @@ class Prediction(BaseModel):
     )
 
 
+class LambdaPrediction(Prediction):
+    """`GET /v1/predict?session=` (or `?x=`): the prediction, and the keys the reference
+    project's Lambda answered with."""
+
+    prediction: float | None = Field(description="purchase_probability (the Lambda's key).")
+    time: float = Field(description="Seconds the service spent on the request.")
+    endpoint: str = Field(description="The service's endpoint name.")
+
+
 class Session(BaseModel):
     """A stored session (`GET /v1/sessions/{session_id}`): its current visit's raw events, in
     time order, and the prediction on them."""

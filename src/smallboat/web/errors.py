@@ -32,11 +32,23 @@ ERROR_CODES: dict[int, str] = {
 _SHOWN_ERRORS = 3
 
 
+ExtraFields = Callable[[Request, str, str], Mapping[str, Any]]
+"""More fields of an app's error bodies, from (request, code, detail)."""
+
+
 def error_response(
-    status: int, detail: str, headers: Mapping[str, str] | None = None
+    status: int,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+    *,
+    request: Request | None = None,
+    extra: ExtraFields | None = None,
 ) -> JSONResponse:
     code = ERROR_CODES.get(status, "error")
-    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+    body: dict[str, Any] = {"error": code, "detail": detail}
+    if extra is not None and request is not None:
+        body.update(extra(request, code, detail))
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def install_error_handlers(
@@ -44,39 +56,48 @@ def install_error_handlers(
     *,
     invalid_status: int,
     statuses: Mapping[type[Exception], int] | None = None,
+    extra: ExtraFields | None = None,
 ) -> None:
     """Answer errors as JSON bodies: a body or parameter that fails validation with
     `invalid_status` (400 for the collector, 422 for the prediction API), a body that is not JSON
     at all with 400, HTTP errors with their own status, each exception type of `statuses` with
     its status and its message, and anything else with a 500 that names the exception (the
-    traceback goes to the log, not to the client)."""
+    traceback goes to the log, not to the client). `extra` adds fields to the bodies (the
+    collector adds the `code` and `message` that Segment's and RudderStack's SDKs read)."""
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         errors = exc.errors()
         status = 400 if any(_is_not_json(e) for e in errors) else invalid_status
-        return error_response(status, describe_errors(errors))
+        return error_response(status, describe_errors(errors), request=request, extra=extra)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        return error_response(exc.status_code, str(exc.detail), exc.headers)
+        return error_response(
+            exc.status_code, str(exc.detail), exc.headers, request=request, extra=extra
+        )
 
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         return error_response(
-            500, f"the server failed on this request ({type(exc).__name__}); see its log"
+            500,
+            f"the server failed on this request ({type(exc).__name__}); see its log",
+            request=request,
+            extra=extra,
         )
 
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     for kind, status in (statuses or {}).items():
-        app.add_exception_handler(kind, _answer_with(status))
+        app.add_exception_handler(kind, _answer_with(status, extra))
     app.add_exception_handler(Exception, internal_error)
 
 
-def _answer_with(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+def _answer_with(
+    status: int, extra: ExtraFields | None
+) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
     async def handler(request: Request, exc: Exception) -> JSONResponse:
-        return error_response(status, str(exc))
+        return error_response(status, str(exc), request=request, extra=extra)
 
     return handler
 

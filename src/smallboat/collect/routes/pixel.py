@@ -1,16 +1,30 @@
-"""`/collect`: a Google-Analytics-style pixel hit (`GET`, answered with a 1x1 GIF) and canonical
-JSON events (`POST`). One resource, one router: both are the shop's own tracking path."""
+"""`/collect` and `/batch`: Universal Analytics hits (the pixel `GET`, a hit in a `POST` body,
+up to 20 hits in a `POST /batch`), and the canonical JSON events (`POST /collect` with
+`Content-Type: application/json`). One resource, one router: the shop's own tracking path.
+
+A UA hit is answered with a 1x1 GIF once its rows are durable; a hit that carries no browsing
+signal (a timing hit, an event without a product action...) is acknowledged the same way and
+counted as ignored (`collect.ga`), never refused.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import json
+from collections.abc import Mapping
+from typing import Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
-from smallboat.collect.deps import StoreDep
-from smallboat.collect.events import now_ms
+from smallboat.collect.counters import count_ignored, counting_refusals
+from smallboat.collect.deps import CountersDep, StoreDep
+from smallboat.collect.events import HitError, now_ms
+from smallboat.collect.ga import UA_MAX_BATCH, Mapped, body_text, form, ua_hits, validate
 from smallboat.collect.models import Accepted, ErrorBody, GaHit, JsonEvents
-from smallboat.collect.protocols import ga_hits, json_hits
+from smallboat.collect.protocols import json_hits
+from smallboat.collect.store import EventStore
 from smallboat.web.body import BoundedBodyRoute
 
 PIXEL_GIF = (
@@ -31,25 +45,107 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "The log cannot write; nothing was accepted."},
 }
 """The error answers of every route that logs events (these and Segment's)."""
+GIF_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/gif": {}}, "description": "A 1x1 GIF: the hit is durable."}
+}
+PROTOCOL = "ga"
 
 router = APIRouter(tags=["pixel"], route_class=BoundedBodyRoute)
 
 
-@router.get(
-    "/collect",
-    response_class=Response,
-    responses={200: {"content": {"image/gif": {}}, "description": "A 1x1 GIF."}, **ERRORS},
-)
-async def collect_hit(hit: Annotated[GaHit, Query()], store: StoreDep) -> Response:
-    """A Google-Analytics-style hit; answers a 1x1 GIF once the hit is durable."""
-    received = now_ms()
-    await store.log(ga_hits(hit, received_ms=received, policy=store.time_policy), received)
+def _gif() -> Response:
     return Response(PIXEL_GIF, media_type="image/gif", headers=NO_CACHE)
 
 
-@router.post("/collect", responses=ERRORS)
-async def collect_json(events: JsonEvents, store: StoreDep) -> Accepted:
-    """Canonical JSON events, one or a list; answers once every event is durable."""
+async def _log_ua(store: EventStore, counters: CountersDep, mapped: Mapped, received: int) -> None:
+    await store.log(mapped.hits, received)
+    count_ignored(counters, PROTOCOL, mapped.ignored)
+
+
+def _ua(params: Mapping[str, str], store: EventStore, received: int, where: str = "") -> Mapped:
+    hit = validate(GaHit, params, where)
+    return ua_hits(hit, received_ms=received, policy=store.time_policy, where=where)
+
+
+@router.get("/collect", response_class=Response, responses={**GIF_ANSWER, **ERRORS})
+async def collect_hit(request: Request, store: StoreDep, counters: CountersDep) -> Response:
+    """A Universal Analytics hit in the query string (v=1, t, cid, pa, pr<N>id, dl, z, qt,
+    and the smallboat extensions sid and ts_ms); answers a 1x1 GIF once the hit is durable."""
     received = now_ms()
-    hits = json_hits(events.root, received_ms=received, policy=store.time_policy)
-    return Accepted(events=await store.log(hits, received))
+    with counting_refusals(counters, PROTOCOL):
+        mapped = _ua(dict(request.query_params), store, received)
+    await _log_ua(store, counters, mapped, received)
+    return _gif()
+
+
+@router.post(
+    "/collect",
+    response_class=Response,
+    responses={
+        200: {
+            "model": Accepted,
+            "content": {"image/gif": {}},
+            "description": "Canonical JSON events: how many were logged. A UA hit: a 1x1 GIF.",
+        },
+        **ERRORS,
+    },
+)
+async def collect_post(request: Request, store: StoreDep, counters: CountersDep) -> Response:
+    """Canonical JSON events (`Content-Type: application/json`: one event or a list), or one
+    Universal Analytics hit in the body (text/plain or form-encoded, what analytics.js sends
+    with sendBeacon and for long hits); answers once every row is durable."""
+    received = now_ms()
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        with counting_refusals(counters, "json"):
+            events = _json_events(await request.body())
+            hits = json_hits(events.root, received_ms=received, policy=store.time_policy)
+        accepted = Accepted(events=await store.log(hits, received))
+        return JSONResponse(accepted.model_dump())
+    with counting_refusals(counters, PROTOCOL):
+        text = body_text(await request.body()).strip()
+        if text.startswith(("{", "[")):
+            raise HitError("body", "is not JSON: send it with Content-Type: application/json")
+        if "\n" in text:
+            raise HitError("body", "holds several lines: send several hits to POST /batch")
+        mapped = _ua({**request.query_params, **form(text)}, store, received)
+    await _log_ua(store, counters, mapped, received)
+    return _gif()
+
+
+@router.post("/batch", response_class=Response, responses={**GIF_ANSWER, **ERRORS})
+async def collect_batch(request: Request, store: StoreDep, counters: CountersDep) -> Response:
+    """Up to 20 Universal Analytics hits, one per body line (what analytics.js and the
+    Measurement Protocol libraries batch); all of them are logged, or none (a 400 naming the
+    line)."""
+    received = now_ms()
+    with counting_refusals(counters, PROTOCOL):
+        lines = [line for line in body_text(await request.body()).splitlines() if line.strip()]
+        if not lines:
+            raise HitError("body", "is empty: send one hit per line")
+        if len(lines) > UA_MAX_BATCH:
+            raise HitError(
+                "body", f"has {len(lines)} hits; at most {UA_MAX_BATCH} per batch are accepted"
+            )
+        mapped = Mapped()
+        for i, line in enumerate(lines):
+            mapped.add(_ua(form(line), store, received, where=f"line {i + 1}: "))
+    await _log_ua(store, counters, mapped, received)
+    return _gif()
+
+
+def _json_events(body: bytes) -> JsonEvents:
+    """The canonical events of a JSON body; errors answer 400 like a declared body model's."""
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error",
+              "input": {}, "ctx": {"error": str(exc)}}]
+        ) from None  # fmt: skip
+    try:
+        return JsonEvents.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        ) from None

@@ -1,43 +1,99 @@
 """Segment's HTTP tracking API (`/v1/batch`, `/v1/track`, `/v1/page`), behind a write key, so
-Segment's own libraries send here unchanged."""
+Segment's and RudderStack's own libraries send here unchanged.
+
+Each message is validated and mapped on its own: a batch keeps its good messages and answers 200
+with how many rows were logged, how many messages were ignored (identify, a non-e-commerce
+track...) and which were refused and why (`refusals`); the refused ones go to the rejects log. A
+request whose messages are all refused is a 400 naming them. Error bodies carry `code` and
+`message` besides `error` and `detail`: the fields the SDKs read (`collect.app`).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
 
-from smallboat.collect.deps import StoreDep, WriteKeyDep
-from smallboat.collect.events import now_ms
-from smallboat.collect.models import Accepted, ErrorBody, SegmentBatch, SegmentMessage
-from smallboat.collect.protocols import segment_hits
+from fastapi import APIRouter, Body
+from pydantic import ValidationError
+
+from smallboat.collect.deps import CountersDep, RejectsDep, StoreDep, WriteKeyDep
+from smallboat.collect.events import HitError, now_ms
+from smallboat.collect.models import BatchAccepted, SdkErrorBody, SegmentBatch, SegmentMessage
+from smallboat.collect.protocols import segment_message_hits
 from smallboat.collect.routes.pixel import ERRORS
-from smallboat.web.body import BoundedBodyRoute
+from smallboat.collect.routes.refusals import Outcome, counted_route, validation_detail
+from smallboat.collect.store import EventStore
 
-router = APIRouter(prefix="/v1", tags=["segment"], route_class=BoundedBodyRoute)
+PROTOCOL = "segment"
+SDK_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {**answer, "model": SdkErrorBody}
+    for status, answer in {401: {"description": "A missing or wrong write key."}, **ERRORS}.items()
+}
+
+router = APIRouter(prefix="/v1", tags=["segment"], route_class=counted_route(PROTOCOL))
 
 
-@router.post("/batch", responses={401: {"model": ErrorBody}, **ERRORS})
-async def segment_batch(body: SegmentBatch, store: StoreDep, _key: WriteKeyDep) -> Accepted:
-    """Segment's batch call (what its libraries send)."""
+@router.post("/batch", responses=SDK_ERRORS)
+async def segment_batch(
+    body: SegmentBatch,
+    store: StoreDep,
+    counters: CountersDep,
+    rejects: RejectsDep,
+    _key: WriteKeyDep,
+) -> BatchAccepted:
+    """Segment's batch call (what its libraries send): the good messages are logged, the bad
+    ones refused one by one."""
     received = now_ms()
-    hits, ignored = segment_hits(
-        body.batch, received_ms=received, policy=store.time_policy, where="batch"
-    )
-    return Accepted(events=await store.log(hits, received), ignored=ignored)
+    outcome = _map(body.batch, store, received, route="/v1/batch", where="batch")
+    return await outcome.answer(store, counters, rejects, received)
 
 
-@router.post("/track", responses={401: {"model": ErrorBody}, **ERRORS})
-async def segment_track(message: SegmentMessage, store: StoreDep, _key: WriteKeyDep) -> Accepted:
+Message = Annotated[dict[str, Any], Body(description="One Segment message (SegmentMessage).")]
+
+
+@router.post("/track", responses=SDK_ERRORS)
+async def segment_track(
+    message: Message, store: StoreDep, counters: CountersDep, rejects: RejectsDep, _key: WriteKeyDep
+) -> BatchAccepted:
     """Segment's track call: the e-commerce spec's product events become product actions."""
-    return await _one_message(message.model_copy(update={"type": "track"}), store)
-
-
-@router.post("/page", responses={401: {"model": ErrorBody}, **ERRORS})
-async def segment_page(message: SegmentMessage, store: StoreDep, _key: WriteKeyDep) -> Accepted:
-    """Segment's page call: a pageview."""
-    return await _one_message(message.model_copy(update={"type": "page"}), store)
-
-
-async def _one_message(message: SegmentMessage, store: StoreDep) -> Accepted:
     received = now_ms()
-    hits, ignored = segment_hits([message], received_ms=received, policy=store.time_policy)
-    return Accepted(events=await store.log(hits, received), ignored=ignored)
+    outcome = _map([{**message, "type": "track"}], store, received, route="/v1/track")
+    return await outcome.answer(store, counters, rejects, received)
+
+
+@router.post("/page", responses=SDK_ERRORS)
+async def segment_page(
+    message: Message, store: StoreDep, counters: CountersDep, rejects: RejectsDep, _key: WriteKeyDep
+) -> BatchAccepted:
+    """Segment's page call: a pageview."""
+    received = now_ms()
+    outcome = _map([{**message, "type": "page"}], store, received, route="/v1/page")
+    return await outcome.answer(store, counters, rejects, received)
+
+
+def _map(
+    raws: list[Any], store: EventStore, received: int, *, route: str, where: str = ""
+) -> Outcome:
+    """Each message validated and mapped on its own; `where` prefixes field names ("batch")."""
+    outcome = Outcome(PROTOCOL, route)
+    for i, raw in enumerate(raws):
+        at = f"{where}[{i}]." if where else ""
+        message_id = raw.get("messageId") if isinstance(raw, dict) else None
+        try:
+            message = SegmentMessage.model_validate(raw)
+            hits, ignored = segment_message_hits(
+                message, received_ms=received, policy=store.time_policy, at=at
+            )
+        except ValidationError as exc:
+            outcome.refuse(i, raw, validation_detail(exc, at), _text(message_id))
+            continue
+        except HitError as exc:
+            outcome.refuse(i, raw, str(exc), _text(message_id))
+            continue
+        outcome.hits.extend(hits)
+        if ignored is not None:
+            outcome.ignored[ignored] += 1
+    return outcome
+
+
+def _text(value: Any) -> str | None:
+    return str(value)[:256] if isinstance(value, str | int) else None

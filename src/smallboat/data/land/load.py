@@ -9,13 +9,19 @@ Loads are idempotent by content: each file's sha256 is recorded in `landing/_man
 (one line per file and table), and a file whose bytes were loaded before is reported as already
 loaded and skipped. Bad rows stop the load (`fail`, the default) or go to
 `rejects/<source>-<hash16>.jsonl` (`skip`); the summary counts them either way.
+
+A zip (the Coveo release is published as one) is unpacked into a temporary folder under the home
+first, at most `SMALLBOAT_LOAD_MAX_UNZIPPED_BYTES`, and loaded as a folder; the manifest names
+each file as `<zip>!<member>`. A folder's other files are named in the summary as ignored.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import tempfile
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -60,6 +66,7 @@ class _Staged:
     writers: dict[str, LandingWriter] = field(default_factory=dict)
     rejects: AtomicJsonLines | None = None
     rows_read: int = 0
+    blank_lines: int = 0
     seconds: float = 0.0
 
     def abort(self) -> None:
@@ -69,12 +76,47 @@ class _Staged:
             self.rejects.abort()
 
 
-def _files_of(source: Source, path: Path) -> list[Path]:
+def _files_of(source: Source, path: Path) -> tuple[list[Path], list[Path]]:
+    """The files to load, and the other files of a folder (ignored)."""
     if path.is_dir():
-        return source.files_in(path)
+        files = source.files_in(path)
+        ignored = sorted(p for p in path.iterdir() if p not in files and not p.name.startswith("."))
+        return files, ignored
     if path.is_file():
-        return [path]
+        return [path], []
     raise DataError(f"{path} does not exist; expected a folder of {source.name} files or one file")
+
+
+def _unzip(archive: Path, into: Path, *, max_bytes: int) -> dict[Path, str]:
+    """Unpack the files of a zip flat into `into` (each by its base name; folders and macOS
+    metadata skipped), at most `max_bytes` in all; returns each file's origin `<zip>!<member>`."""
+    origins: dict[Path, str] = {}
+    total = 0
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            for member in zipped.infolist():
+                name = Path(member.filename).name
+                if member.is_dir() or not name or member.filename.startswith("__MACOSX/"):
+                    continue
+                target = into / name
+                if target in origins:
+                    raise DataError(
+                        f"{archive.name} holds two files named {name}; unpack it and load one"
+                    )
+                with zipped.open(member) as src, target.open("wb") as dst:
+                    while chunk := src.read(1 << 20):
+                        total += len(chunk)
+                        if total > max_bytes:
+                            raise DataError(
+                                f"{archive.name} unpacks to more than {max_bytes:,} bytes "
+                                "(SMALLBOAT_LOAD_MAX_UNZIPPED_BYTES): raise it, or unpack the "
+                                "zip and load the folder"
+                            )
+                        dst.write(chunk)
+                origins[target] = f"{archive.resolve()}!{member.filename}"
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+        raise DataError(f"{archive.name} cannot be read as a zip: {exc}") from None
+    return origins
 
 
 def _stage(
@@ -115,6 +157,7 @@ def _stage(
     for writer in staged.writers.values():
         writer.close()
     staged.rows_read = stats.rows_read
+    staged.blank_lines = stats.blank_lines
     staged.seconds = time.perf_counter() - start
     stats.bytes_read = stats.bytes_total
     display.update(stats)
@@ -140,14 +183,54 @@ def load_path(
         raise DataError(f"on_bad_rows {on_bad_rows!r} is not one of fail, skip")
     adapter = SOURCES[source]
     mode: OnBadRows = "skip" if on_bad_rows == "skip" else "fail"
-    files = _files_of(adapter, Path(path))
     settings.ensure_home()
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".zip":
+        unpacked = settings.home_dir / "tmp"
+        unpacked.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="unzip-", dir=unpacked) as folder:
+            origins = _unzip(path, Path(folder), max_bytes=settings.load_max_unzipped_bytes)
+            summary = _load_files(
+                adapter,
+                Path(folder),
+                source=source,
+                mode=mode,
+                settings=settings,
+                progress=progress,
+                block_size=block_size,
+                origins=origins,
+            )
+        return summary
+    return _load_files(
+        adapter,
+        path,
+        source=source,
+        mode=mode,
+        settings=settings,
+        progress=progress,
+        block_size=block_size,
+        origins={},
+    )
+
+
+def _load_files(
+    adapter: Source,
+    path: Path,
+    *,
+    source: str,
+    mode: OnBadRows,
+    settings: Settings,
+    progress: bool,
+    block_size: int,
+    origins: dict[Path, str],
+) -> LoadSummary:
+    files, ignored = _files_of(adapter, path)
     started = time.perf_counter()
     previous: dict[str, list[dict[str, Any]]] = {}
     for entry in read_manifest(settings):
         previous.setdefault(entry["sha256"], []).append(entry)
 
-    summary = LoadSummary(source=source)
+    summary = LoadSummary(source=source, ignored=[p.name for p in ignored])
     staged_all: list[_Staged] = []
     with load_display(progress) as display:
         try:
@@ -183,7 +266,7 @@ def load_path(
                     hasher.cancel()
                     raise
                 staged_all.append(staged)
-            entries = _commit(adapter, staged_all, summary, source=source)
+            entries = _commit(adapter, staged_all, summary, source=source, origins=origins)
         except BaseException:
             for staged in staged_all:
                 staged.abort()
@@ -201,7 +284,12 @@ def _already_loaded(file: Path, digest: str, entries: list[dict[str, Any]]) -> F
 
 
 def _commit(
-    adapter: Source, staged_all: list[_Staged], summary: LoadSummary, *, source: str
+    adapter: Source,
+    staged_all: list[_Staged],
+    summary: LoadSummary,
+    *,
+    source: str,
+    origins: dict[Path, str],
 ) -> list[dict[str, Any]]:
     """Rename every staged file into place; returns the manifest entries to append."""
     entries: list[dict[str, Any]] = []
@@ -219,13 +307,14 @@ def _commit(
             entries.append(
                 {
                     "sha256": staged.digest,
-                    "source_path": str(staged.path.resolve()),
+                    "source_path": origins.get(staged.path, str(staged.path.resolve())),
                     "format": source,
                     "table": table.name,
                     "landed_file": None if landed is None else landed.name,
                     "rows_read": staged.rows_read,
                     "rows_landed": rows,
                     "rows_rejected": rejected,
+                    "blank_lines": staged.blank_lines,
                     "loaded_at": now,
                 }
             )
@@ -239,6 +328,7 @@ def _commit(
                 seconds=staged.seconds,
                 tables=tuple(tables),
                 rejects_file=rejects_file,
+                blank_lines=staged.blank_lines,
             )
         )
     return entries

@@ -49,6 +49,8 @@ class FileLoad:
     seconds: float
     tables: tuple[TableLoad, ...] = ()
     rejects_file: Path | None = None
+    blank_lines: int = 0
+    """Blank lines skipped (not rows: not in rows_read)."""
 
     @property
     def rows_landed(self) -> int:
@@ -66,6 +68,8 @@ class LoadSummary:
     source: str
     files: list[FileLoad] = field(default_factory=list)
     seconds: float = 0.0
+    ignored: list[str] = field(default_factory=list)
+    """Files of the loaded folder (or zip) that are not files of the source format."""
 
     @property
     def rows_read(self) -> int:
@@ -112,6 +116,13 @@ class LoadSummary:
             f"{rate:,.0f}",
         )
         notes = [f"rejected rows: {f.rejects_file}" for f in self.files if f.rejects_file]
+        notes += [
+            f"{f.file.name}: {f.blank_lines:,} blank line(s) skipped"
+            for f in self.files
+            if f.blank_lines
+        ]
+        if self.ignored:
+            notes.append(f"ignored (not {self.source} files): {', '.join(self.ignored)}")
         if any(f.already_loaded for f in self.files):
             notes.append("* already loaded (same sha256): nothing landed again")
         if notes:

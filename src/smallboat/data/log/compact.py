@@ -104,6 +104,9 @@ class CompactionReport:
     seconds: float = 0.0
     writer_live: bool = False
     """Whether a writer held the log: its active segment was left for a later pass."""
+    rolled: bool = False
+    """Whether the running writer closed its active segment on request before this pass, so
+    everything it had acknowledged was compacted."""
 
     @property
     def records(self) -> int:
@@ -118,11 +121,12 @@ class CompactionReport:
         return sum(s.duplicates for s in self.segments)
 
     def render(self) -> str:
-        live = (
-            " (its writer is running: the active segment lands once it rolls)"
-            if self.writer_live
-            else ""
-        )
+        if self.rolled:
+            live = " (the running collector closed its active segment first)"
+        elif self.writer_live:
+            live = " (its writer is running: the active segment lands once it rolls)"
+        else:
+            live = ""
         if not self.segments:
             return f"nothing to compact: no closed log segments{live}"
         return (

@@ -108,6 +108,8 @@ class ReadStats:
     rows_read: int = 0
     bytes_read: int = 0
     bytes_total: int = 0
+    blank_lines: int = 0
+    """Blank lines an adapter skipped (not rows: they are not in `rows_read`)."""
 
 
 Reason = str | Callable[[str | None], str]
@@ -133,6 +135,8 @@ class RowChecks:
     file: str
     line_of: Callable[[int], int]
     raw_of: Callable[[int], str | None]
+    skip: pa.BooleanArray | None = None
+    """Rows neither checked nor kept (blank lines an adapter skips)."""
     _checks: list[_Check] = field(default_factory=list)
     _union: pa.BooleanArray | None = None
 
@@ -141,6 +145,8 @@ class RowChecks:
         mask = pc.fill_null(bad, False)
         if isinstance(mask, pa.ChunkedArray):
             mask = mask.combine_chunks()
+        if self.skip is not None:
+            mask = pc.and_(mask, pc.invert(self.skip))
         self._checks.append(_Check(field, mask, reason, self.raw.column(field)))
         self._union = None
 
@@ -153,8 +159,10 @@ class RowChecks:
         return self._union if pc.any(self._union).as_py() else None
 
     def keep(self) -> pa.BooleanArray | None:
-        """Filter mask of the good rows, or None when all rows are good."""
+        """Filter mask of the good rows, or None when all rows are good (and none skipped)."""
         union = self.any_bad()
+        if self.skip is not None:
+            union = self.skip if union is None else pc.or_(union, self.skip)
         return None if union is None else pc.invert(union)
 
     def problems(self) -> Iterator[Problem]:

@@ -28,11 +28,25 @@ _SKUS = pa.list_(pa.string())
 _ACTIONS_TEXT = "'', " + ", ".join(schema.PRODUCT_ACTIONS)
 
 
+EVENT_TYPE_ALIASES = {"event": "event_product"}
+"""event_type spellings of the release's documentation -> the files' (and the schema's) spelling."""
+
+
+def release_table(name: str) -> str | None:
+    """The canonical table a file name of the release stands for: `browsing_train.csv`, the
+    published samples' `browsing_train_sample.csv`, either gzipped (`.csv.gz`); else None."""
+    base = name.removesuffix(".gz")
+    for table_name, file_name in schema.COVEO_FILES.items():
+        if base in (file_name, file_name.replace(".csv", "_sample.csv")):
+            return table_name
+    return None
+
+
 def table_of(path: Path) -> Table:
     """The canonical table a Coveo file holds: by its release file name, else by its header."""
-    for table_name, file_name in schema.COVEO_FILES.items():
-        if path.name == file_name:
-            return schema.TABLES[table_name]
+    named = release_table(path.name)
+    if named is not None:
+        return schema.TABLES[named]
     header = set(read_header(path))
     matches = [
         schema.TABLES[name]
@@ -114,18 +128,32 @@ def convert_column(
 
 
 class CoveoSource:
-    """Coveo-format CSVs: browsing_train.csv, search_train.csv, sku_to_content.csv."""
+    """Coveo-format CSVs: browsing_train.csv, search_train.csv, sku_to_content.csv (or the
+    published samples' `_sample` names, or gzipped). Blank lines are skipped and counted (the
+    samples end with one); `event_type` may be spelt `event`, as the release's README does."""
 
     name = "coveo"
 
     def files_in(self, folder: Path) -> list[Path]:
-        """The release files present in `folder` (at least one must be)."""
-        files = [folder / name for name in schema.COVEO_FILES.values() if (folder / name).is_file()]
-        if not files:
+        """The release files present in `folder` (at least one must be): the release names, the
+        samples' `_sample` names, each plain or `.gz`; at most one file per table."""
+        found: dict[str, list[Path]] = {}
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            table = release_table(path.name)
+            if table is not None and path.is_file():
+                found.setdefault(table, []).append(path)
+        if not found:
             raise DataError(
-                f"{folder} holds none of the Coveo files {', '.join(schema.COVEO_FILES.values())}"
+                f"{folder} holds none of the Coveo files {', '.join(schema.COVEO_FILES.values())} "
+                "(nor their _sample or .gz forms)"
             )
-        return files
+        for table, paths in found.items():
+            if len(paths) > 1:
+                names = " and ".join(p.name for p in paths)
+                raise DataError(
+                    f"{folder} holds {names}, both {table}: load one of them by its path"
+                )
+        return [found[t][0] for t in schema.COVEO_FILES if t in found]
 
     def tables(self, path: Path) -> tuple[Table, ...]:
         """A Coveo file holds exactly one canonical table."""
@@ -138,7 +166,10 @@ class CoveoSource:
         table = table_of(path)
         stream = CsvStream(path, required=table.column_names, block_size=block_size, stats=stats)
         for batch in stream.batches():
-            checks = batch.checks()
+            blank = batch.skip_blank_lines()
+            if "event_type" in table.column_names:
+                batch.rename_values("event_type", EVENT_TYPE_ALIASES)
+            checks = batch.checks(skip=blank)
             arrays = [convert_column(table, c, batch.data, checks) for c in table.columns]
             problems.report_all(batch.structural, checks.problems())
             yield table, make_batch(table, arrays, checks.keep())

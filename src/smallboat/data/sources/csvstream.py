@@ -8,21 +8,26 @@ the bottleneck and it still reads ahead on its own I/O thread.
 
 Line numbers count the header as line 1 and assume no field holds a newline (none of the supported
 formats has one; such a field would itself be reported as a line with too few fields). Blank lines
-are kept as all-NULL rows (`ignore_empty_lines=False`) so that they count as lines and are reported.
+are kept as all-NULL rows (`ignore_empty_lines=False`) so that they count as lines; an adapter
+either reports them or skips them (`CsvBatch.skip_blank_lines`, counted in `ReadStats`). A file
+named `*.gz` is read through gzip.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import re
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import reduce
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from smallboat.data.sources.base import Problem, ReadStats, RowChecks
@@ -33,12 +38,20 @@ HEADER_LINE = 1
 
 def read_header(path: Path) -> list[str]:
     """The column names on the first line of `path` (a DataError when the file is empty)."""
-    with path.open("rb") as f:
-        first = f.readline(1 << 20)
+    try:
+        with gzip.open(path, "rb") if is_gzip(path) else path.open("rb") as f:
+            first = f.readline(1 << 20)
+    except (OSError, EOFError) as exc:  # not gzip data, or cut off
+        raise DataError(f"{path.name} cannot be read as gzip: {exc}") from None
     if not first.strip():
         raise DataError(f"{path.name} is empty; expected a header line with column names")
     text = first.decode("utf-8-sig", errors="replace")
     return next(csv.reader([text.rstrip("\r\n")]))
+
+
+def is_gzip(path: Path) -> bool:
+    """Files named `*.gz` are gzipped (the Coveo release's samples are also published so)."""
+    return path.name.endswith(".gz")
 
 
 def require_columns(name: str, header: Sequence[str], required: Sequence[str]) -> None:
@@ -71,9 +84,31 @@ class CsvBatch:
         csv.writer(out, lineterminator="").writerow(["" if v is None else v for v in values])
         return out.getvalue()
 
-    def checks(self) -> RowChecks:
-        """An empty set of vectorised checks for this batch."""
-        return RowChecks(self.data, self.stream.name, self.line, self.raw)
+    def checks(self, *, skip: pa.BooleanArray | None = None) -> RowChecks:
+        """An empty set of vectorised checks for this batch; `skip` rows are neither checked nor
+        kept."""
+        return RowChecks(self.data, self.stream.name, self.line, self.raw, skip=skip)
+
+    def skip_blank_lines(self) -> pa.BooleanArray | None:
+        """The batch's blank lines (no field has a value), counted in the stream's stats as
+        blank lines instead of rows; None when there are none (the usual case)."""
+        if self.data.num_columns == 0:
+            return None
+        blank = reduce(pc.and_, (pc.is_null(column) for column in self.data.columns))
+        count = int(pc.sum(blank).as_py() or 0)
+        if not count:
+            return None
+        self.stream.stats.blank_lines += count
+        self.stream.stats.rows_read -= count
+        return blank
+
+    def rename_values(self, column: str, aliases: Mapping[str, str]) -> None:
+        """Replace other spellings of a column's values by the canonical one, before checks."""
+        index = self.data.schema.get_field_index(column)
+        values = self.data.column(index)
+        for alias, canonical in aliases.items():
+            values = pc.if_else(pc.equal(values, alias), canonical, values)
+        self.data = self.data.set_column(index, column, values)
 
 
 class CsvStream:
@@ -125,8 +160,9 @@ class CsvStream:
 
     def batches(self) -> Iterator[CsvBatch]:
         """The file's rows as text batches, in file order."""
-        source = pa.OSFile(str(self.path))
-        self.stats.bytes_total = source.size()
+        raw = pa.OSFile(str(self.path))
+        self.stats.bytes_total = raw.size()
+        source = pa.CompressedInputStream(raw, "gzip") if is_gzip(self.path) else raw
         try:
             # open_csv already parses the first block, so it is inside the try as well.
             reader = pacsv.open_csv(
@@ -148,7 +184,7 @@ class CsvStream:
                 first = self._rows
                 self._rows += data.num_rows
                 self.stats.rows_read += data.num_rows
-                self.stats.bytes_read = source.tell()
+                self.stats.bytes_read = raw.tell()
                 last_line = self.line_of(self._rows - 1)
                 structural = []
                 while self._pending and (self._pending[0].line or 0) < last_line:
@@ -158,6 +194,7 @@ class CsvStream:
             raise self._unreadable(exc) from None
         finally:
             source.close()
+            raw.close()
         self.stats.bytes_read = self.stats.bytes_total
 
     def _unreadable(self, exc: pa.ArrowInvalid) -> DataError:

@@ -3,11 +3,13 @@ fed event by event keep their state in the session store."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
+from smallboat.serve import reference
 from smallboat.serve.deps import ScorerDep, SessionsDep
 from smallboat.serve.models import (
     MAX_ID,
@@ -15,6 +17,7 @@ from smallboat.serve.models import (
     BatchPredictions,
     BrowsingEvent,
     ErrorBody,
+    LambdaPrediction,
     PredictBody,
     Prediction,
     Session,
@@ -22,18 +25,10 @@ from smallboat.serve.models import (
 from smallboat.serve.prediction_log import record_predictions
 from smallboat.serve.scoring import NextItemOptions, Outcome, Scorer
 from smallboat.web.body import BoundedBodyRoute
+from smallboat.web.deps import SettingsDep
 
-LAMBDA_TOKENS: dict[str, tuple[str, str | None]] = {
-    "pageview": ("pageview", None),
-    "view": ("pageview", None),
-    "detail": ("event_product", "detail"),
-    "add": ("event_product", "add"),
-    "remove": ("event_product", "remove"),
-    "purchase": ("event_product", "purchase"),
-}
-"""`GET /v1/predict?session=...` tokens -> (event_type, product_action)."""
-LAMBDA_SPACING_MS = 10_000
-"""The action-only form has no times: its events are this far apart (a typical browsing pace)."""
+LAMBDA_TOKENS: tuple[str, ...] = (*reference.ACTION_EVENTS, *sorted(reference.WRAPPER_ACTIONS))
+"""`GET /v1/predict?session=...` tokens: actions, and the reference Lambda's `start` / `end`."""
 MAX_LAMBDA_TOKENS = 1_000
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -92,38 +87,44 @@ async def predict_events(
 async def predict_actions(
     request: Request,
     scorer: ScorerDep,
+    settings: SettingsDep,
     session: Annotated[
-        str,
+        str | None,
         Query(
             max_length=16 * MAX_LAMBDA_TOKENS,
             description="Comma-separated actions, oldest first: pageview (or view), detail, add, "
-            "remove, purchase. No SKUs or times: events are taken 10 s apart.",
+            "remove, purchase; start and end (the reference Lambda's wrappers) are dropped. No "
+            "SKUs or times: events are taken 10 s apart.",
         ),
-    ] = "",
-) -> Prediction:
-    """The reference Lambda's form: `?session=add,detail,view` (action tokens only)."""
-    tokens = [t.strip().lower() for t in session.split(",")] if session.strip() else []
+    ] = None,
+    x: Annotated[
+        str | None,
+        Query(max_length=16 * MAX_LAMBDA_TOKENS, description="The same as session (older Lambda)."),
+    ] = None,
+) -> LambdaPrediction:
+    """The reference Lambda's form: `?session=add,detail,view` (or `?x=`), action tokens only;
+    the answer also carries the Lambda's keys (`prediction`, `time`, `endpoint`)."""
+    started = time.perf_counter()
+    if session is not None and x is not None:
+        raise HTTPException(422, "send the actions as session or as x, not both")
+    text = session if session is not None else (x or "")
+    name = "session" if session is not None or x is None else "x"
+    tokens = [t.strip().lower() for t in text.split(",")] if text.strip() else []
     if len(tokens) > MAX_LAMBDA_TOKENS:
-        raise HTTPException(422, f"session has {len(tokens)} actions; at most {MAX_LAMBDA_TOKENS}")
-    rows = []
+        raise HTTPException(422, f"{name} has {len(tokens)} actions; at most {MAX_LAMBDA_TOKENS}")
     for i, token in enumerate(tokens):
         if token not in LAMBDA_TOKENS:
             raise HTTPException(
-                422, f"session[{i}] {token!r} is not one of {', '.join(LAMBDA_TOKENS)}"
+                422, f"{name}[{i}] {token!r} is not one of {', '.join(LAMBDA_TOKENS)}"
             )
-        event_type, action = LAMBDA_TOKENS[token]
-        rows.append(
-            {
-                "session_id_hash": None,
-                "event_type": event_type,
-                "product_action": action,
-                "product_sku_hash": None,
-                "server_timestamp_epoch_ms": i * LAMBDA_SPACING_MS,
-                "hashed_url": None,
-            }
-        )
-    [outcome] = await score_logged(request, scorer, [rows], [None])
-    return outcome.answer(None)
+    [outcome] = await score_logged(request, scorer, [reference.action_rows(tokens)], [None])
+    answer = outcome.answer(None)
+    return LambdaPrediction(
+        **answer.model_dump(),
+        prediction=answer.purchase_probability,
+        time=time.perf_counter() - started,
+        endpoint=settings.serve_endpoint_name,
+    )
 
 
 @router.post("/sessions/{session_id}/events", responses=ERRORS)

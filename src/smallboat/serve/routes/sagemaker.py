@@ -1,14 +1,21 @@
 """SageMaker's protocols: the container contract (`GET /ping`, `POST /invocations`) and the
-runtime API (`POST /endpoints/{name}/invocations`), both taking the body of `/v1/predict`."""
+runtime API (`POST /endpoints/{name}/invocations`), both taking the body of `/v1/predict` or the
+reference project's `{"instances": [...]}` (answered `{"predictions": [[p], ...]}`, see
+`routes.kserve`). Every answer names the model version in `x-smallboat-model-version`. The
+runtime route answers to the names of `serve.endpoints` (a list, or patterns)."""
 
 from __future__ import annotations
+
+import json
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from smallboat.serve.deps import ScorerDep
-from smallboat.serve.models import PredictBody
+from smallboat.serve.endpoints import answers_to, describe_names
+from smallboat.serve.models import BatchPredictions, PredictBody
+from smallboat.serve.routes.kserve import VERSION_HEADER, InstancesError, answer_instances
 from smallboat.serve.routes.predict import ERRORS, answer
 from smallboat.serve.scoring import Scorer
 from smallboat.web.body import BoundedBodyRoute
@@ -37,12 +44,11 @@ async def runtime_invocations(
     """The SageMaker runtime API (`invoke_endpoint`), so boto3's `sagemaker-runtime` client works
     with `endpoint_url` pointing here. Requests are not SigV4-checked: put the service behind
     your gateway's authentication."""
-    if name != settings.serve_endpoint_name:
+    if not answers_to(settings, name):
         return _runtime_error(
             404,
             "ValidationError",
-            f"endpoint {name!r} not found: this service is {settings.serve_endpoint_name!r} "
-            "(SMALLBOAT_SERVE_ENDPOINT_NAME)",
+            f"endpoint {name!r} not found: this service answers to {describe_names(settings)}",
         )
     return await _invoke(request, scorer, runtime=True)
 
@@ -54,15 +60,36 @@ async def _invoke(request: Request, scorer: Scorer, *, runtime: bool) -> Respons
     if content_type not in ("application/json", ""):
         detail = f"ContentType {content_type!r} is not supported; send application/json"
         return _runtime_error(415, "ValidationError", detail, runtime=runtime)
+    raw = await request.body()
+    headers = {"x-Amzn-Invoked-Production-Variant": "AllTraffic"} if runtime else {}
+    if b'"instances"' in raw:
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = None  # PredictBody names what is wrong with it
+        if isinstance(parsed, dict) and "instances" in parsed:
+            try:
+                done = await answer_instances(request, scorer, parsed)
+            except InstancesError as exc:
+                status = 422 if exc.status == 400 else exc.status
+                return _runtime_error(status, "ValidationError", str(exc), runtime=runtime)
+            return Response(
+                done.body(),
+                media_type="application/json",
+                headers={**headers, **done.response_headers()},
+            )
     try:
-        body = PredictBody.model_validate_json(await request.body())
+        body = PredictBody.model_validate_json(raw)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         status = 400 if any(e.get("type") == "json_invalid" for e in errors) else 422
         detail = describe_errors([{**e, "loc": ("body", *e["loc"])} for e in errors])
         return _runtime_error(status, "ValidationError", detail, runtime=runtime)
     result = await answer(request, body, scorer)
-    headers = {"x-Amzn-Invoked-Production-Variant": "AllTraffic"} if runtime else None
+    version = result.model_version
+    if isinstance(result, BatchPredictions) and result.predictions:
+        version = result.predictions[0].model_version
+    headers[VERSION_HEADER] = version
     return Response(result.model_dump_json(), media_type="application/json", headers=headers)
 
 

@@ -87,15 +87,9 @@ ranked as (
 
 ),
 
-numbered as (
-
-    select
-        *,
-        dense_rank() over session_order as event_index,
-        row_number() over session_order as row_in_session,
-        rank() over session_order as first_row_of_tie
-    from ranked
-    window session_order as (
+{#- The events' order within a session, spelled out in each over (): Snowflake has no named
+    WINDOW clause (tests/integration/test_snowflake_sql.py parses the Snowflake build). -#}
+{%- set session_order -%}
         partition by session_id_hash
         order by
             server_timestamp_epoch_ms,
@@ -104,7 +98,16 @@ numbered as (
             hashed_url asc nulls first,
             event_type,
             product_action asc nulls first
-    )
+{%- endset %}
+
+numbered as (
+
+    select
+        *,
+        dense_rank() over ({{ session_order }}) as event_index,
+        row_number() over ({{ session_order }}) as row_in_session,
+        rank() over ({{ session_order }}) as first_row_of_tie
+    from ranked
 
 ),
 

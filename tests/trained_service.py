@@ -1,0 +1,52 @@
+"""A TrainFlow-trained champion shared by the service tests: one small synthetic dataset trained
+once per test session through the real flow (dbt, Metaflow, MLflow), and its test examples as raw
+rows beside the flow's offline predictions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from smallboat.config import Settings
+from smallboat.pipeline.runner import TrainOutcome, run_train
+from tests.synthetic_home import raw_rows
+
+GRID = json.dumps([{"name": "pair", "hidden": 16, "batch_size": 64, "max_epochs": 6, "members": 2}])
+NEXT_ITEM = json.dumps({"max_epochs": 4})  # the next-item sequence model, kept short here
+
+
+@dataclass
+class Trained:
+    settings: Settings
+    outcome: TrainOutcome
+    sessions: list[list[dict[str, Any]]]  # raw rows of each test example's prefix
+    offline: np.ndarray  # the flow's test predictions, same order
+    session_rows: dict[int, list[dict[str, Any]]]  # whole test sessions, by index
+    examples: list[tuple[int, int]]  # (session index, prefix length) per test example
+
+
+def trained_on(settings: Settings) -> Trained:
+    """TrainFlow run once on the home; the test examples as raw rows beside its predictions."""
+    outcome = run_train(
+        settings, show_output=False, grid=GRID, bootstrap=0, threads=1, next_item=NEXT_ITEM
+    )
+    from metaflow import Run, namespace
+
+    namespace(None)
+    run = Run(outcome.pathspec)
+    prepare, evaluate = run["prepare"].task, run["evaluate"].task
+    assert prepare is not None and evaluate is not None
+    prepared = prepare.data.data
+    offline = np.asarray(evaluate.data.report["test_predictions"])
+    events, examples = prepared.test_events, prepared.test_examples
+    session_rows = {
+        int(s): raw_rows(events, int(s), f"test-{int(s)}") for s in np.unique(examples.session)
+    }
+    pairs = [
+        (int(s), int(k)) for s, k in zip(examples.session, examples.prefix_length, strict=True)
+    ]
+    sessions = [session_rows[s][:k] for s, k in pairs]
+    return Trained(settings, outcome, sessions, offline, session_rows, pairs)
