@@ -11,6 +11,20 @@ from smallboat.cli.common import app, console, friendly_errors
 from smallboat.config import Settings
 from smallboat.errors import SmallboatError
 
+# Options `train` and `retrain` share (the gate's knobs and the CIs' resamples).
+Bootstrap = Annotated[int, typer.Option(min=0, help="Bootstrap resamples for CIs.")]
+MinImprovement = Annotated[
+    float, typer.Option(help="Test ROC-AUC margin a challenger must beat the champion by.")
+]
+GateAlpha = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="Gate level: promote only when DeLong's one-sided p-value is below this.",
+    ),
+]
+
 
 @app.command("train")
 @friendly_errors
@@ -37,18 +51,9 @@ def train_cmd(
     dbt_vars: Annotated[str, typer.Option(help="JSON dbt vars for the transform.")] = "{}",
     window_start: Annotated[str, typer.Option(help="Sessions from this UTC date.")] = "",
     window_end: Annotated[str, typer.Option(help="Sessions before this UTC date.")] = "",
-    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for CIs.")] = 500,
-    min_improvement: Annotated[
-        float, typer.Option(help="Test ROC-AUC margin a challenger must beat the champion by.")
-    ] = 0.0,
-    gate_alpha: Annotated[
-        float,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Gate level: promote only when DeLong's one-sided p-value is below this.",
-        ),
-    ] = 0.05,
+    bootstrap: Bootstrap = 500,
+    min_improvement: MinImprovement = 0.0,
+    gate_alpha: GateAlpha = 0.05,
     max_workers: Annotated[
         int, typer.Option(min=1, help="Grid branches trained at the same time.")
     ] = 1,
@@ -111,18 +116,9 @@ def retrain_cmd(
         typer.Option(help="JSON list of IntentConfig overrides, one training branch each."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
-    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for CIs.")] = 500,
-    min_improvement: Annotated[
-        float, typer.Option(help="Test ROC-AUC margin a challenger must beat the champion by.")
-    ] = 0.0,
-    gate_alpha: Annotated[
-        float,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Gate level: promote only when DeLong's one-sided p-value is below this.",
-        ),
-    ] = 0.05,
+    bootstrap: Bootstrap = 500,
+    min_improvement: MinImprovement = 0.0,
+    gate_alpha: GateAlpha = 0.05,
     quiet: Annotated[bool, typer.Option(help="Hide the flow's own log lines.")] = False,
 ) -> None:
     """Land the logs, transform, run TrainFlow (the champion/challenger gate), and hot-reload
