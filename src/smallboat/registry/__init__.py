@@ -38,6 +38,7 @@ from smallboat.registry.runs import log_training_run
 from smallboat.registry.store import REACHABLE_TIMEOUT_S, SERVER_SCHEMES
 from smallboat.registry.versions import (
     champion,
+    champion_bundle,
     download_bundle,
     model_versions,
     register_version,
@@ -56,6 +57,7 @@ __all__ = [
     "RegistryError",
     "RunInfo",
     "champion",
+    "champion_bundle",
     "download_bundle",
     "gate_and_promote",
     "gate_promotes",

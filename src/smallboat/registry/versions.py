@@ -116,6 +116,18 @@ def model_versions(settings: Settings, *, model_name: str) -> list[ModelVersionI
     return sorted(infos, key=lambda v: v.version, reverse=True)
 
 
+def champion_bundle(settings: Settings, *, model_name: str, hint: str) -> tuple[Path, int]:
+    """The current champion's bundle on local disk and its version; a registry without a
+    champion is a one-line error ending in `hint` (what the caller can do instead)."""
+    info = champion(settings, model_name=model_name)
+    if info is None:
+        raise RegistryError(
+            f"the registry at {settings.mlflow_tracking_uri} has no champion of {model_name}: "
+            f"train one (`smallboat train`) or {hint}"
+        )
+    return download_bundle(settings, model_name=model_name, version=info.version), info.version
+
+
 def download_bundle(
     settings: Settings, *, model_name: str, alias: str | None = None, version: int | None = None
 ) -> Path:

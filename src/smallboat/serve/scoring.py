@@ -30,7 +30,6 @@ import numpy as np
 
 from smallboat.bundle import MODEL_NAME
 from smallboat.config import Settings
-from smallboat.errors import SmallboatError
 from smallboat.features import collapse_session, encode_collapsed
 from smallboat.features.summary import events_after_first_add, summarize
 from smallboat.model.fused import FusedIntent
@@ -69,15 +68,11 @@ def load_model(settings: Settings, bundle: Path | None = None) -> LoadedModel:
         return LoadedModel.from_bundle(bundle)
     from smallboat import registry
 
-    info = registry.champion(settings, model_name=MODEL_NAME)
-    if info is None:
-        raise SmallboatError(
-            f"the registry at {settings.mlflow_tracking_uri} has no champion of {MODEL_NAME}: "
-            "train one (`smallboat train`) or serve a bundle folder with --bundle PATH"
-        )
-    folder = registry.download_bundle(settings, model_name=MODEL_NAME, version=info.version)
-    loaded = LoadedModel.from_bundle(folder, version=str(info.version))
-    return LoadedModel(loaded.predictor, loaded.fused, loaded.version, f"registry v{info.version}")
+    folder, version = registry.champion_bundle(
+        settings, model_name=MODEL_NAME, hint="serve a bundle folder with --bundle PATH"
+    )
+    loaded = LoadedModel.from_bundle(folder, version=str(version))
+    return LoadedModel(loaded.predictor, loaded.fused, loaded.version, f"registry v{version}")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from smallboat.bundle import MODEL_NAME, VOCAB_DIR, read_current_meta
 from smallboat.config import Settings
-from smallboat.errors import SmallboatError
 from smallboat.features.vocab import Vocabulary
 from smallboat.serve.reference import export_vocabulary
 
@@ -29,14 +28,10 @@ def export_bundle_vocabulary(settings: Settings, out: Path, *, bundle: Path | No
     if bundle is None:
         from smallboat import registry
 
-        info = registry.champion(settings, model_name=MODEL_NAME)
-        if info is None:
-            raise SmallboatError(
-                f"the registry at {settings.mlflow_tracking_uri} has no champion of {MODEL_NAME}: "
-                "train one (`smallboat train`) or name a bundle folder with --bundle PATH"
-            )
-        bundle = registry.download_bundle(settings, model_name=MODEL_NAME, version=info.version)
-        version = str(info.version)
+        bundle, number = registry.champion_bundle(
+            settings, model_name=MODEL_NAME, hint="name a bundle folder with --bundle PATH"
+        )
+        version = str(number)
     meta = read_current_meta(bundle)
     mapping = export_vocabulary(Vocabulary.load(bundle / VOCAB_DIR).trained_skus())
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,10 +15,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body
 from pydantic import ValidationError
 
+from smallboat.collect.counters import HitCounters
 from smallboat.collect.deps import CountersDep, RejectsDep, StoreDep, WriteKeyDep
 from smallboat.collect.events import HitError, now_ms
 from smallboat.collect.models import BatchAccepted, SdkErrorBody, SegmentBatch, SegmentMessage
 from smallboat.collect.protocols import segment_message_hits
+from smallboat.collect.rejects import RejectsLog
 from smallboat.collect.routes.pixel import ERRORS
 from smallboat.collect.routes.refusals import Outcome, counted_route, validation_detail
 from smallboat.collect.store import EventStore
@@ -55,9 +57,7 @@ async def segment_track(
     message: Message, store: StoreDep, counters: CountersDep, rejects: RejectsDep, _key: WriteKeyDep
 ) -> BatchAccepted:
     """Segment's track call: the e-commerce spec's product events become product actions."""
-    received = now_ms()
-    outcome = _map([{**message, "type": "track"}], store, received, route="/v1/track")
-    return await outcome.answer(store, counters, rejects, received)
+    return await _one(message, "track", store, counters, rejects)
 
 
 @router.post("/page", responses=SDK_ERRORS)
@@ -65,8 +65,19 @@ async def segment_page(
     message: Message, store: StoreDep, counters: CountersDep, rejects: RejectsDep, _key: WriteKeyDep
 ) -> BatchAccepted:
     """Segment's page call: a pageview."""
+    return await _one(message, "page", store, counters, rejects)
+
+
+async def _one(
+    message: dict[str, Any],
+    kind: str,
+    store: EventStore,
+    counters: HitCounters,
+    rejects: RejectsLog,
+) -> BatchAccepted:
+    """A single-message call (`/v1/track`, `/v1/page`): the message typed by its route."""
     received = now_ms()
-    outcome = _map([{**message, "type": "page"}], store, received, route="/v1/page")
+    outcome = _map([{**message, "type": kind}], store, received, route=f"/v1/{kind}")
     return await outcome.answer(store, counters, rejects, received)
 
 
