@@ -135,6 +135,22 @@ def test_a_zip_over_the_budget_is_refused(tmp_path: Path, settings: Settings) ->
     assert not any(settings.landing_dir.rglob("*.parquet"))
 
 
+def test_a_zip_in_a_compression_zipfile_cannot_read_is_a_one_line_error(
+    tmp_path: Path, settings: Settings
+) -> None:
+    archive = tmp_path / "release.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as out:
+        out.writestr("browsing_train.csv", BROWSING_HEADER + "\n")
+    raw = bytearray(archive.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):  # local, central
+        at = raw.find(signature) + offset
+        raw[at : at + 2] = (99).to_bytes(2, "little")  # a method no zip reader here knows
+    archive.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"release.zip: .*not supported; unpack it"):
+        load_path(archive, settings=settings)
+    assert not any(settings.landing_dir.rglob("*.parquet"))
+
+
 def test_two_files_of_one_table_are_refused(tmp_path: Path) -> None:
     write_lines(tmp_path / "browsing_train.csv", BROWSING_HEADER, BROWSING_ROWS)
     write_lines(tmp_path / "browsing_train_sample.csv", BROWSING_HEADER, BROWSING_ROWS)

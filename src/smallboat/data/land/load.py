@@ -116,6 +116,10 @@ def _unzip(archive: Path, into: Path, *, max_bytes: int) -> dict[Path, str]:
                 origins[target] = f"{archive.resolve()}!{member.filename}"
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
         raise DataError(f"{archive.name} cannot be read as a zip: {exc}") from None
+    except (NotImplementedError, RuntimeError) as exc:  # a compression method or encryption
+        raise DataError(
+            f"{archive.name}: {exc}; unpack it with a zip tool and load the folder"
+        ) from None
     return origins
 
 
