@@ -18,6 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from smallboat.collect.counters import HitCounters
 from smallboat.collect.events import HitError
+from smallboat.collect.fastlane import FastLane
 from smallboat.collect.rejects import RejectsLog
 from smallboat.collect.routes import admin, ga4, ops, pixel, segment, snowplow
 from smallboat.collect.store import EventStore
@@ -86,6 +87,8 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "SP-Anonymous"],
             max_age=3600,
         )
+    # Outermost: single pixel hits skip FastAPI's routing (everything else passes through).
+    app.add_middleware(FastLane, owner=app, cors=bool(origins))
     return app
 
 
