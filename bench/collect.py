@@ -4,18 +4,20 @@
    in a child process (default settings: group commit, 30 s segments, background compaction
    every 10 s), with a fresh state home.
 2. This process is the load generator (`smallboat.collect.replay`, a lean keep-alive HTTP/1.1
-   client): for each protocol, one run at full speed and one paced at the target rate:
-   - Segment `POST /v1/batch` with batches of 100 events (target >= 40,000 events/s at full
-     speed, issue 14);
-   - single Universal Analytics `GET /collect` pixel hits and single GA4 `GET /g/collect` hits
-     (target >= 4,000 hits/s at full speed; paced at 1,000 hits/s, the collector under one core).
+   client):
+   - batches as the libraries send them by default: Segment `POST /v1/batch` of 100 events
+     (also paced at 5,000 events/s), Snowplow tp2 of 10, canonical JSON of 100 (target >= 40,000
+     events/s at full speed, issue 14);
+   - single hits of every protocol (UA `GET /collect`, GA4 `GET /g/collect`, Snowplow tp2,
+     Segment, JSON `POST /collect`), at full speed (target >= 4,000 hits/s) and paced at 1,000
+     hits/s (the collector under one core).
    Each run reports events/s, ack latency p50/p99 (request sent -> 2xx answer, i.e. after the
    fsync), and the CPU used by the load generator and by the collector (cores = CPU s / wall s).
 3. Stops the collector, compacts what is left of its log, and counts the landed rows: every
    acknowledged event must be there (0 lost), and nothing twice.
 
     flock /tmp/smallboat-bench.lock .venv/bin/python bench/collect.py
-    .venv/bin/python bench/collect.py --seconds 5 --concurrency 32
+    .venv/bin/python bench/collect.py --seconds 5 --concurrency 32 --only UA GA4
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ def measure(
     rate: float | None,
     concurrency: int,
     write_key: str,
+    batch_size: int,
 ) -> Run:
     from smallboat.collect.replay import replay_events
 
@@ -99,7 +102,7 @@ def measure(
         rate=rate,
         write_key=write_key,
         concurrency=concurrency,
-        batch_size=100,
+        batch_size=batch_size,
     )
     wall = time.perf_counter() - wall0
     return Run(
@@ -154,6 +157,9 @@ def main() -> None:
     parser.add_argument("--ga-hits", type=int, default=15_000, help="Full-speed run.")
     parser.add_argument("--concurrency", type=int, default=16, help="Requests in flight.")
     parser.add_argument("--workdir", type=Path, default=None, help="Keep state here.")
+    parser.add_argument(
+        "--only", nargs="*", default=[], help="Run only the runs whose name holds a word."
+    )
     args = parser.parse_args()
 
     from smallboat.collect.compaction import compact_events
@@ -170,30 +176,41 @@ def main() -> None:
     home = root / "home"
     key = "bench"
     env = {"SMALLBOAT_WRITE_KEYS": key, "SMALLBOAT_COLLECT_MAX_EVENT_AGE_DAYS": "36500"}
-    plans = [
-        (
-            "segment x100, max",
-            "segment",
-            SEGMENT_TARGET,
-            None,
-            args.segment_events,
-        ),
-        (
-            "segment x100, paced",
-            "segment",
-            SEGMENT_PACED,
-            SEGMENT_PACED,
-            int(SEGMENT_PACED * args.seconds),
-        ),
-        ("UA hit, max", "ga", HIT_TARGET, None, args.ga_hits),
-        ("UA hit, paced", "ga", HIT_PACED, HIT_PACED, int(HIT_PACED * args.seconds)),
-        ("GA4 hit, max", "ga4", HIT_TARGET, None, args.ga_hits),
-        ("GA4 hit, paced", "ga4", HIT_PACED, HIT_PACED, int(HIT_PACED * args.seconds)),
-    ]
+    # (run, protocol, target, paced rate or None, events, events per request): per protocol
+    # single hits at full speed and paced at 1,000/s, and the library's default batching
+    # (Segment's and RudderStack's Python SDKs flush 100, Snowplow's Python tracker 10).
+    hits = args.ga_hits
+    plans: list[tuple[str, str, float, float | None, int, int]] = [
+        ("segment x100, max", "segment", SEGMENT_TARGET, None, args.segment_events, 100),
+        ("segment x100, paced", "segment", SEGMENT_PACED, SEGMENT_PACED,
+         int(SEGMENT_PACED * args.seconds), 100),
+        ("snowplow x10, max", "snowplow", SEGMENT_TARGET, None, args.segment_events // 2, 10),
+        ("json x100, max", "json", SEGMENT_TARGET, None, args.segment_events // 2, 100),
+    ]  # fmt: skip
+    for protocol, label in (
+        ("ga", "UA"),
+        ("ga4", "GA4"),
+        ("snowplow", "snowplow"),
+        ("segment", "segment"),
+        ("json", "json"),
+    ):
+        plans.append((f"{label} hit, max", protocol, HIT_TARGET, None, hits, 1))
+        plans.append(
+            (
+                f"{label} hit, paced",
+                protocol,
+                HIT_PACED,
+                HIT_PACED,
+                int(HIT_PACED * args.seconds),
+                1,
+            )
+        )
+    if args.only:
+        plans = [p for p in plans if any(word in p[0] for word in args.only)]
     runs: list[Run] = []
     with CollectorProcess(home, env=env, log_path=root / "collector.log") as collector:
         assert collector.process is not None
-        for name, protocol, target, rate, n in plans:
+        for name, protocol, target, rate, n, batch in plans:
             console.print(f"{name}: {n:,} events ...")
             runs.append(
                 measure(
@@ -206,6 +223,7 @@ def main() -> None:
                     rate=rate,
                     concurrency=args.concurrency,
                     write_key=key,
+                    batch_size=batch,
                 )
             )
     started = time.perf_counter()
