@@ -166,6 +166,9 @@ COVEO_FILES: dict[str, str] = {
 ORACLE_FILE = "oracle_intent.parquet"
 """Beside the synthetic Coveo CSVs: the true P(purchase | prefix) per (session, k)."""
 
+NEXT_ITEM_ORACLE_FILE = "oracle_next_item.parquet"
+"""Beside it: the Bayes-optimal top-20 next SKUs per next-item example (session, prefix_length)."""
+
 INTENT_PREDICTION_POINTS: tuple[int, ...] = (0, 2, 4, 6, 8, 10)
 """Events after the first add at which the intent task predicts (DESIGN.md section 4)."""
 

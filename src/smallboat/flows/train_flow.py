@@ -170,6 +170,7 @@ class TrainFlow(FlowSpec):
             window=self.window,
             config=self.next_item_config,
             threads=self.threads,
+            oracle=self.oracle,
         )
         self.next(self.evaluate)
 

@@ -187,7 +187,44 @@ def next_item_rows(next_item: dict[str, Any]) -> list[list[Any]]:
                 _fmt(next_item["valid_mrr"].get(name)),
             ]
         )
+    ceiling = next_item.get("oracle") or {}
+    if ceiling.get("mrr") is not None:
+        rows.append(
+            [
+                "ceiling: Bayes-optimal ranking (synthetic only)",
+                _fmt(ceiling["mrr"]),
+                _fmt(ceiling["hr"]),
+                *["-"] * 5,
+            ]
+        )
     return rows
+
+
+def next_item_ceiling_text(next_item: dict[str, Any]) -> str:
+    """Where the chosen recommender stands against the ceiling, or why there is none."""
+    ceiling = next_item.get("oracle")
+    if ceiling is None:
+        return ""
+    k = next_item["k"]
+    if ceiling.get("missing"):
+        return (
+            f"No next-item ceiling: no oracle file at {ceiling['missing']} (data synthesized "
+            f"before the next-item oracle existed: `smallboat data synth` writes it)."
+        )
+    if ceiling.get("mrr") is None:
+        return (
+            f"No next-item ceiling: the oracle file covers {_fmt(100 * ceiling['coverage'], 1)}% "
+            f"of the test examples (it must cover all of them)."
+        )
+    chosen = next_item["test"][next_item["chosen"]]
+    ratio = chosen["mrr"] / ceiling["mrr"] if chosen["mrr"] is not None and ceiling["mrr"] else None
+    return (
+        f"Ceiling: the Bayes-optimal ranking (the generator's law of the next view given the "
+        f"prefix, docs/synthetic-data.md) reaches MRR@{k} **{_fmt(ceiling['mrr'])}**, HR@{k} "
+        f"**{_fmt(ceiling['hr'])}** on the same examples (expected under the law: "
+        f"{_fmt(ceiling['expected_mrr'])} / {_fmt(ceiling['expected_hr'])}); the chosen "
+        f"recommender reaches **{_fmt(ratio, 3)}** of its MRR@{k}."
+    )
 
 
 def next_item_slice_rows(next_item: dict[str, Any], by: str) -> list[list[Any]]:
@@ -244,6 +281,7 @@ def next_item_components(next_item: dict[str, Any]) -> list[Any]:
                 f"valid MRR@{k}",
             ],
         ),
+        *([Markdown(text)] if (text := next_item_ceiling_text(next_item)) else []),
         Markdown(
             f"Coverage: share of the {_fmt(next_item['n_items'])} SKUs of the vocabulary shown "
             f"in at least one top-{k} list. Popularity bias: mean popularity percentile (and "

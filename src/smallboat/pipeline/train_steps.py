@@ -71,12 +71,18 @@ def check_parameters(
 
 
 def transform(*, skip: bool, dbt_vars: str) -> dict[str, Any]:
-    """dbt build (the quality gate) or, when skipped, the last build's recorded results."""
+    """dbt build (the quality gate) or, when skipped, the recorded results of the build the live
+    warehouse holds (not a later failed or interrupted attempt: the data is the live build's)."""
     from smallboat.warehouse.transform import run_transform
 
     s = Settings()
     if skip:
-        latest = s.quality_dir / "latest.json"
+        from smallboat.warehouse.db import live_build
+
+        live = live_build(s) if s.warehouse_path.exists() else None
+        if live is not None:
+            return dict(live["record"])
+        latest = s.quality_dir / "latest.json"  # a warehouse built before builds were recorded
         return json.loads(latest.read_text()) if latest.is_file() else {}
     try:
         variables = json.loads(dbt_vars)
@@ -133,10 +139,17 @@ def next_item_config(overrides: str, *, seed: int) -> Any:
 
 
 def fit_next_item(
-    data: IntentData, sku_vectors: np.ndarray, *, window: DataWindow, config: Any, threads: int
+    data: IntentData,
+    sku_vectors: np.ndarray,
+    *,
+    window: DataWindow,
+    config: Any,
+    threads: int,
+    oracle: str = "",
 ) -> Any:
     """Next-item examples from the warehouse (tokenised with the intent vocabulary), the four
-    recommenders fitted and compared; returns a NextItemResult (report + chosen recommender)."""
+    recommenders fitted and compared; returns a NextItemResult (report + chosen recommender).
+    With `oracle` (the synthetic data folder) the report also holds the ceiling on test."""
     from smallboat.model.next_item.data import prepare_next_item_data
     from smallboat.model.next_item.evaluate import fit_and_compare
 
@@ -150,7 +163,14 @@ def fit_next_item(
             flush=True,
         )
 
-    return fit_and_compare(examples, sku_vectors, config=config, threads=threads, on_epoch=progress)
+    return fit_and_compare(
+        examples,
+        sku_vectors,
+        config=config,
+        threads=threads,
+        on_epoch=progress,
+        oracle=Path(oracle) if oracle else None,
+    )
 
 
 @dataclass
@@ -306,6 +326,13 @@ def closing_lines(report: dict[str, Any], registration: dict[str, Any]) -> list[
             [
                 f"next item ({report['next_item']['chosen']}): test MRR@20 "
                 f"{s['next_item_mrr_at_20']:.4f}, HR@20 {s['next_item_hr_at_20']:.4f}"
+                + (
+                    f" | oracle {s['next_item_oracle_mrr_at_20']:.4f} / "
+                    f"{s['next_item_oracle_hr_at_20']:.4f} (MRR ratio "
+                    f"{s.get('next_item_oracle_ratio_mrr_at_20', float('nan')):.3f})"
+                    if "next_item_oracle_mrr_at_20" in s
+                    else ""
+                )
             ]
             if "next_item_mrr_at_20" in s
             else []

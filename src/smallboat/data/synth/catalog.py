@@ -15,6 +15,12 @@ import pyarrow.compute as pc
 from smallboat.data.synth import release
 from smallboat.schema import VECTOR_DIM
 
+NEAR_OFFSETS = np.array([1, 2, 3])
+NEAR_P = np.array([0.55, 0.3, 0.15])
+"""A move within the leaf goes this many places in price order, up or down alike."""
+RELATED_SHARE = 0.7
+"""A move out of the leaf goes to a co-viewed (related) leaf this often, else to any leaf."""
+
 
 def hex_ids(rng: np.random.Generator, n: int) -> pa.Array:
     """`n` random 64-character hex strings, like the release's hashed ids (vectorised)."""
@@ -81,13 +87,51 @@ class Catalog:
 
     def sample_near(self, rng: np.random.Generator, sku: np.ndarray) -> np.ndarray:
         """A different SKU of the same leaf, close in price (1-3 places away, wrapping)."""
+        offset = rng.choice(NEAR_OFFSETS, size=len(sku), p=list(NEAR_P))
+        offset = np.where(rng.random(len(sku)) < 0.5, -offset, offset)
+        return self._near(sku, offset)
+
+    def _near(self, sku: np.ndarray, offset: np.ndarray) -> np.ndarray:
         leaf = self.leaf[sku]
         start, size = self.leaf_start[leaf], np.diff(self.leaf_start)[leaf]
-        offset = rng.choice(np.array([1, 2, 3]), size=len(sku), p=[0.55, 0.3, 0.15])
-        offset = np.where(rng.random(len(sku)) < 0.5, -offset, offset)
         pos = (sku - start + offset) % size
         pos = np.where(start + pos == sku, (sku - start + 1) % size, pos)
         return start + pos
+
+    def near_probs(self, sku: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The law of `sample_near(sku)`: (N, 6) SKUs and their probabilities (a SKU reached by
+        two offsets in a small leaf appears once, its probability summed; -1 / 0 pad)."""
+        sku = np.asarray(sku, dtype=np.int64)
+        offsets = np.concatenate([NEAR_OFFSETS, -NEAR_OFFSETS])
+        probs = np.concatenate([NEAR_P, NEAR_P]) * 0.5
+        out = np.stack([self._near(sku, np.full(len(sku), o)) for o in offsets], axis=1)
+        p = np.broadcast_to(probs, out.shape).copy()
+        for j in range(1, out.shape[1]):  # fold a repeated SKU into its first column
+            for i in range(j):
+                same = (out[:, i] == out[:, j]) & (p[:, j] > 0)
+                p[same, i] += p[same, j]
+                p[same, j] = 0.0
+                out[same, j] = -1
+        return out, p
+
+    def other_leaf_probs(self, leaf: int) -> np.ndarray:
+        """The law of `sample_other_leaf` from any SKU of `leaf`, over every SKU, (n,): a related
+        leaf (uniform over `related_leaf`) with probability RELATED_SHARE, else a leaf by
+        popularity (the SKU's own leaf is replaced by the related draw); then a SKU by popularity
+        inside the chosen leaf."""
+        related = np.bincount(self.related_leaf[leaf], minlength=self.n_leaves)
+        related = related / self.related_leaf.shape[1]
+        leaf_pop = np.diff(np.concatenate([[0.0], self.leaf_popularity_cum]))
+        anywhere = leaf_pop / self.leaf_popularity_cum[-1]
+        to_leaf = (RELATED_SHARE + (1 - RELATED_SHARE) * anywhere[leaf]) * related
+        to_leaf += (1 - RELATED_SHARE) * np.where(np.arange(self.n_leaves) == leaf, 0.0, anywhere)
+        in_leaf = np.divide(
+            self.popularity,
+            leaf_pop[self.leaf],
+            out=np.zeros(self.size),
+            where=leaf_pop[self.leaf] > 0,
+        )
+        return to_leaf[self.leaf] * in_leaf
 
     def sample_other_leaf(self, rng: np.random.Generator, sku: np.ndarray) -> np.ndarray:
         """A SKU of another leaf: a related leaf (co-viewed) most of the time, else any leaf."""
@@ -98,7 +142,7 @@ class Catalog:
         anywhere = np.minimum(
             np.searchsorted(self.leaf_popularity_cum, u, side="right"), self.n_leaves - 1
         )
-        target = np.where(rng.random(n) < 0.7, related, anywhere)
+        target = np.where(rng.random(n) < RELATED_SHARE, related, anywhere)
         target = np.where(target == leaf, related, target)
         return self.sample_in_leaf(rng, target)
 

@@ -3,8 +3,10 @@
 Writes `browsing_train.csv`, `search_train.csv` and `sku_to_content.csv` with the release's columns
 and text formats (unsorted rows, detail+pageview pairs, vectors and lists as text, empty fields,
 price buckets like `7.0`), plus `oracle_intent.parquet`: for every (session, k) of the intent task,
-the true P(purchase | prefix) under the generating model (see `dynamics`). Sessions are simulated
-and written in batches, so memory stays bounded whatever the number of sessions.
+the true P(purchase | prefix) under the generating model (see `dynamics`), and
+`oracle_next_item.parquet`: for every example of the next-item task, the Bayes-optimal top-20 next
+SKUs given the prefix (see `next_view`). Sessions are simulated and written in batches, so memory
+stays bounded whatever the number of sessions.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ from smallboat.data.synth.catalog import (
     hex_ids,
     vector_text,
 )
+from smallboat.data.synth.next_view import TOP_K, NextViewRanker
 from smallboat.data.synth.simulate import Batch, simulate_batch
 from smallboat.errors import SmallboatError
 from smallboat.metrics.intent import challenge_score  # the one definition; tests import it here
-from smallboat.schema import COVEO_FILES, ORACLE_FILE, VECTOR_DIM
+from smallboat.schema import COVEO_FILES, NEXT_ITEM_ORACLE_FILE, ORACLE_FILE, VECTOR_DIM
 
 RELEASE_START_MS = 1_547_510_400_000  # 2019-01-15 00:00 UTC
 RELEASE_DAYS = 90
@@ -53,6 +56,18 @@ ORACLE_SCHEMA = pa.schema(
         pa.field("label", pa.int8(), nullable=False),
     ]
 )
+
+NEXT_ITEM_ORACLE_SCHEMA = pa.schema(
+    [
+        pa.field("session_id_hash", pa.string(), nullable=False),
+        pa.field("prefix_length", pa.int32(), nullable=False),
+        pa.field("p_stay", pa.float64(), nullable=False),
+        pa.field("skus", pa.list_(pa.dictionary(pa.int32(), pa.string())), nullable=False),
+        pa.field("probs", pa.list_(pa.float64()), nullable=False),
+    ]
+)
+"""One row per next-item example (joins `next_item_examples` on session_id_hash, prefix_length):
+the next SKU's most probable values, best first (up to 20), and their probabilities."""
 
 _ROWS, _CATALOG = release.BROWSING_ROWS, release.CATALOG_ROWS
 TARGETS: dict[str, float] = {
@@ -215,12 +230,15 @@ def synthesize(config: SynthConfig, out: Path, *, progress: bool = False) -> Syn
     pages = hex_ids(np.random.default_rng(page_seed), n_pages)
     stats = _Stats(cat.size)
 
-    tmp = {name: out / f".{name}.tmp" for name in (*COVEO_FILES.values(), ORACLE_FILE)}
+    files = (*COVEO_FILES.values(), ORACLE_FILE, NEXT_ITEM_ORACLE_FILE)
+    tmp = {name: out / f".{name}.tmp" for name in files}
     # Browsing values never hold a comma, so they are written bare as in the release; search and
     # catalog rows hold vectors and lists, so their text values are quoted.
     browsing = _csv_writer(tmp[COVEO_FILES["browsing_events"]], _BROWSING_SCHEMA, quoting="none")
     search = _csv_writer(tmp[COVEO_FILES["search_events"]], _SEARCH_SCHEMA, quoting="needed")
     oracle = pq.ParquetWriter(tmp[ORACLE_FILE], ORACLE_SCHEMA)
+    next_oracle = pq.ParquetWriter(tmp[NEXT_ITEM_ORACLE_FILE], NEXT_ITEM_ORACLE_SCHEMA)
+    ranker = NextViewRanker(cat, TOP_K)
     bar = Progress(
         TextColumn("synth"),
         BarColumn(),
@@ -236,7 +254,7 @@ def synthesize(config: SynthConfig, out: Path, *, progress: bool = False) -> Syn
                 rng = np.random.default_rng(seed)
                 n = min(BATCH_SESSIONS, config.sessions - i * BATCH_SESSIONS)
                 start = RELEASE_START_MS + rng.integers(0, RELEASE_DAYS * 86_400_000, n)
-                batch = simulate_batch(rng, config.dynamics, cat, start, n_pages)
+                batch = simulate_batch(rng, config.dynamics, cat, start, n_pages, ranker)
                 session_ids = hex_ids(rng, n)
                 browsing.write_table(_browsing_table(rng, batch, cat, pages, session_ids))
                 search_table, n_search_sessions, n_clicks = _search_table(
@@ -244,11 +262,13 @@ def synthesize(config: SynthConfig, out: Path, *, progress: bool = False) -> Syn
                 )
                 search.write_table(search_table)
                 oracle.write_table(_oracle_table(batch, session_ids))
+                next_oracle.write_table(_next_item_oracle_table(batch, cat, session_ids))
                 stats.add(batch, search_table.num_rows, n_search_sessions, n_clicks)
                 bar.advance(task, n)
         browsing.close()
         search.close()
         oracle.close()
+        next_oracle.close()
         catalog = catalog_table(cat_rng, cat)
         with _csv_writer(tmp[COVEO_FILES["catalog"]], catalog.schema, quoting="needed") as writer:
             writer.write_table(catalog)
@@ -398,4 +418,21 @@ def _oracle_table(batch: Batch, session_ids: pa.Array) -> pa.Table:
             "label": pa.array(batch.purchased[o.session].astype(np.int8)),
         },
         schema=ORACLE_SCHEMA,
+    )
+
+
+def _next_item_oracle_table(batch: Batch, cat: Catalog, session_ids: pa.Array) -> pa.Table:
+    v = batch.next_views
+    ranked = v.top >= 0
+    offsets = pa.array(np.concatenate([[0], np.cumsum(ranked.sum(axis=1))]).astype(np.int32))
+    skus = pa.DictionaryArray.from_arrays(pa.array(v.top[ranked].astype(np.int32)), cat.sku_hash)
+    return pa.table(
+        {
+            "session_id_hash": session_ids.take(pa.array(v.session)),
+            "prefix_length": pa.array(v.prefix_length.astype(np.int32)),
+            "p_stay": pa.array(v.p_stay.astype(np.float64)),
+            "skus": pa.ListArray.from_arrays(offsets, skus),
+            "probs": pa.ListArray.from_arrays(offsets, pa.array(v.top_p[ranked])),
+        },
+        schema=NEXT_ITEM_ORACLE_SCHEMA,
     )

@@ -1,8 +1,9 @@
-"""Recompute the synthetic oracle from observed events alone.
+"""Recompute the synthetic oracles from observed events alone.
 
 `simulate` records P(purchase | prefix) while it generates; this module computes the same posterior
 from what a warehouse sees (collapsed actions, timestamps, each product's category path and observed
 price bucket). That they agree is the proof that the oracle uses nothing but the observed prefix.
+`next_view_stay_path` does the same for the next-item oracle's posterior.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from smallboat.data.synth import dynamics as dy
-from smallboat.data.synth.simulate import CART_SLOTS
+from smallboat.data.synth.simulate import CART_SLOTS, MAX_EVENTS, MAX_SHOPPER_EVENTS
 
 ACTION_CODES = {"pageview": dy.PAGEVIEW, "detail": dy.DETAIL, "add": dy.ADD, "remove": dy.REMOVE}
 
@@ -78,4 +79,74 @@ def posterior_path(
             log_post = loglik + log_prior
             post = np.exp(log_post - log_post.max())
             out[i] = post[buyers].sum() / post.sum()
+    return out
+
+
+def next_view_stay_path(
+    actions: Sequence[str],
+    timestamps_ms: Sequence[int],
+    categories: Sequence[str | None],
+    price_buckets: Sequence[float | None],
+    dyn: dy.Dynamics | None = None,
+) -> np.ndarray:
+    """q[i] = P(event i stays in the previous product's leaf | events 0..i-1, event i is a product
+    view), for i = 0..n-1 of a session cut before its first purchase; NaN where event i is not a
+    product view or no product was viewed before it (not a next-item example).
+
+    The next-item oracle's one number per example (`next_view.NextViewRanker` turns it and the
+    previous product into the ranking): the posterior over every class (browsers view products
+    too) given the prefix and that the next event is a view, averaged over the class's stay
+    probability. q[i] reads nothing of event i but its being a view: `simulate` records the same
+    before drawing the view's SKU.
+    """
+    dyn = dyn or dy.Dynamics()
+    n_classes = len(dyn.prior)
+    every = np.arange(n_classes)[None, :]
+    limit = np.where(np.isin(np.arange(n_classes), dy.SHOPPERS), MAX_SHOPPER_EVENTS, MAX_EVENTS)
+    loglik = np.log(dyn.prior / dyn.prior.sum())
+    cur_category: str | None = None
+    cur_price = 0.0
+    viewed = False
+    last_action = -1
+    cart_n = 0
+    first_add = 0
+    out = np.full(len(actions), np.nan)
+    for i, (name, ts, category, price) in enumerate(
+        zip(actions, timestamps_ms, categories, price_buckets, strict=True)
+    ):
+        action = ACTION_CODES[name]
+        after = first_add > 0
+        late = min(i - first_add, 8) / 8.0 if after else 0.0
+        obs = dy.Observed(
+            n=np.array([[i]]),
+            viewed=np.array([[viewed]]),
+            last_detail=np.array([[last_action == dy.DETAIL]]),
+            in_cart=np.array([[cart_n > 0]]),
+            after_add=np.array([[after]]),
+            late=np.array([[late]]),
+            price=np.array([[cur_price]]),
+        )
+        logp = dy.action_logprobs(dyn, obs, every)[0]
+        if action == dy.DETAIL and viewed:
+            log_post = np.where(i < limit, loglik + logp[:, dy.DETAIL], -np.inf)
+            post = np.exp(log_post - log_post.max())
+            log_stay, _ = dy.stay_logprob(dyn, obs, every)
+            out[i] = float((post * np.exp(log_stay[0])).sum() / post.sum())
+        loglik = loglik + logp[:, action]
+        if i >= 1:
+            gap = np.array([ts - timestamps_ms[i - 1]], dtype=np.int64)
+            loglik = loglik + dy.gap_loglik(dyn, obs, every, gap)[0]
+        if action == dy.DETAIL:
+            if viewed:
+                log_stay, log_leave = dy.stay_logprob(dyn, obs, every)
+                loglik = loglik + (log_stay if category == cur_category else log_leave)[0]
+            viewed = True
+            cur_category = category
+            cur_price = 0.0 if price is None or np.isnan(price) else (float(price) - 5.5) / 4.5
+        elif action == dy.ADD:
+            cart_n = min(cart_n + 1, CART_SLOTS)
+            first_add = first_add or i + 1
+        elif action == dy.REMOVE:
+            cart_n = max(cart_n - 1, 0)
+        last_action = action
     return out

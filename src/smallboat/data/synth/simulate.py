@@ -1,8 +1,11 @@
-"""Simulate a batch of sessions from the shopper model, scoring the oracle as the events happen.
+"""Simulate a batch of sessions from the shopper model, scoring the oracles as the events happen.
 
 All sessions of a batch advance together one collapsed event per step (vectorised over sessions);
 the likelihood of what each shopper session shows is accumulated under every shopper class, and at
-each prediction point of the intent task the exact P(purchase | prefix) is recorded.
+each prediction point of the intent task the exact P(purchase | prefix) is recorded. For the
+next-item task the likelihood of every session is also kept under every class (browsers too), and
+before each product view that follows another one the Bayes-optimal top-20 of the next SKU given
+the prefix (and that the next event is a product view) is recorded (`next_view`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import numpy as np
 
 from smallboat.data.synth import dynamics as dy
 from smallboat.data.synth.catalog import Catalog
+from smallboat.data.synth.next_view import NextViewRanker
 from smallboat.schema import INTENT_PREDICTION_POINTS
 
 MAX_EVENTS = 130
@@ -49,9 +53,21 @@ class OracleRows:
 
 
 @dataclass
+class NextViewRows:
+    """Before a session's second, third ... product view: what an observer of the prefix knows."""
+
+    session: np.ndarray
+    prefix_length: np.ndarray  # collapsed events before the view (next_item_examples' count)
+    p_stay: np.ndarray  # P(the view stays in the previous product's leaf | prefix, a view)
+    top: np.ndarray  # (N, 20) the most probable next SKUs, best first (-1 pads)
+    top_p: np.ndarray  # (N, 20) their probabilities
+
+
+@dataclass
 class Batch:
     events: RawEvents
     oracle: OracleRows
+    next_views: NextViewRows
     purchased: np.ndarray  # (N,) bool: the session has a purchase
     start_ms: np.ndarray
     end_ms: np.ndarray
@@ -90,9 +106,11 @@ def simulate_batch(
     cat: Catalog,
     start_ms: np.ndarray,
     n_pages: int,
+    ranker: NextViewRanker | None = None,
 ) -> Batch:
-    """Generate len(start_ms) sessions and their oracle rows."""
-    sim = _Simulation(rng, dyn, cat, start_ms, n_pages)
+    """Generate len(start_ms) sessions and their oracle rows (`ranker`: the catalog's, built
+    once per dataset by the caller; made here when not given)."""
+    sim = _Simulation(rng, dyn, cat, start_ms, n_pages, ranker or NextViewRanker(cat))
     while sim.step():
         pass
     return sim.result()
@@ -125,6 +143,7 @@ class _Simulation:
         cat: Catalog,
         start_ms: np.ndarray,
         n_pages: int,
+        ranker: NextViewRanker,
     ) -> None:
         n = len(start_ms)
         self.rng, self.dyn, self.cat = rng, dyn, cat
@@ -136,6 +155,15 @@ class _Simulation:
         self.buyer_cols = dyn.is_buyer[dy.SHOPPERS]
         self.all_shoppers = dy.SHOPPERS[None, :]
         self.page_cum = np.cumsum(1.0 / np.arange(1, n_pages + 1))
+        # The next-item oracle's posterior is over every class: browsers view products too.
+        n_classes = len(dyn.prior)
+        self.ranker = ranker
+        self.every_class = np.arange(n_classes)[None, :]
+        self.log_prior_every = np.log(dyn.prior / dyn.prior.sum())
+        shopper_class = np.isin(np.arange(n_classes), dy.SHOPPERS)
+        self.class_limit = np.where(shopper_class, MAX_SHOPPER_EVENTS, MAX_EVENTS)
+        self.loglik_every = np.zeros((n, n_classes))
+        self.next_views: list[tuple[np.ndarray, ...]] = []
 
         self.count = np.zeros(n, np.int64)  # collapsed events so far
         self.cur_sku = np.full(n, -1, np.int64)  # the product being viewed
@@ -166,11 +194,17 @@ class _Simulation:
             self.cat, act, self.count, self.cur_sku, self.last_action, self.cart_n, self.first_add
         )
         own = self.cls[act][:, None]
-        action = _sample_rows(self.rng, np.exp(dy.action_logprobs(self.dyn, obs, own)[:, 0, :]))
+        # Every class's action law at once (each (session, class) cell is computed alone, so the
+        # own class's and the shopper classes' columns are what scoring them alone gives).
+        logp_every = dy.action_logprobs(self.dyn, obs, self.every_class)
+        rows = np.arange(len(act))
+        action = _sample_rows(self.rng, np.exp(logp_every[rows, own[:, 0], :]))
         shop = np.flatnonzero(self.is_shopper[act])  # rows of `act` whose likelihood is kept
         if len(shop):
-            logp_all = dy.action_logprobs(self.dyn, _subset(obs, shop), self.all_shoppers)
+            logp_all = logp_every[shop][:, dy.SHOPPERS, :]
             self.loglik[act[shop]] += logp_all[np.arange(len(shop)), :, action[shop]]
+        self._record_next_views(act, action, obs, logp_every)
+        self.loglik_every[act] += logp_every[rows, :, action]
         draw = _Draw(act, action, obs, own, shop)
         self._advance_clock(draw)
 
@@ -209,6 +243,11 @@ class _Simulation:
             sub = np.flatnonzero(timed)
             gap[sub] = dy.sample_gap_ms(self.dyn, _subset(obs, sub), own[sub], self.rng)
         self.ts[act] += gap
+        every = np.flatnonzero(timed & (action != dy.PURCHASE))
+        if len(every):
+            self.loglik_every[act[every]] += dy.gap_loglik(
+                self.dyn, _subset(obs, every), self.every_class, gap[every]
+            )
         scored = shop[timed[shop] & (action[shop] != dy.PURCHASE)]
         if len(scored):
             self.loglik[act[scored]] += dy.gap_loglik(
@@ -251,6 +290,8 @@ class _Simulation:
                 obs_r = _subset(obs, r[scored])
                 ls, ll = dy.stay_logprob(self.dyn, obs_r, self.all_shoppers)
                 self.loglik[act[r[scored]]] += np.where(stay[scored, None], ls, ll)
+            ls, ll = dy.stay_logprob(self.dyn, _subset(obs, r), self.every_class)
+            self.loglik_every[act[r]] += np.where(stay[:, None], ls, ll)
         self.cur_sku[det] = new_sku
         self.rows.emit(det, dy.DETAIL, new_sku, _none(det), self.ts[det])
         paired = det[self.rng.random(len(det)) < PAIR_PAGEVIEW_P]
@@ -285,6 +326,33 @@ class _Simulation:
         k_point = self.count[point] - self.first_add[point]
         self.oracle.append((point, k_point, self.count[point].copy(), p_buy))
 
+    def _record_next_views(
+        self, act: np.ndarray, action: np.ndarray, obs: dy.Observed, logp_every: np.ndarray
+    ) -> None:
+        """Before a product view that follows another: the law of its SKU given the prefix.
+
+        The posterior over classes conditions on the prefix's likelihood (kept in loglik_every)
+        and on the next event being a product view (its action probability; a class whose length
+        limit the prefix has reached cannot go on). Nothing about the view itself is used: its
+        SKU is drawn after this, and its time and stay/leave outcome are not looked at.
+        """
+        rows = np.flatnonzero((action == dy.DETAIL) & (self.cur_sku[act] >= 0))
+        if len(rows) == 0:
+            return
+        sessions = act[rows]
+        can_go_on = self.count[sessions][:, None] < self.class_limit[None, :]
+        log_post = np.where(
+            can_go_on,
+            self.log_prior_every + self.loglik_every[sessions] + logp_every[rows, :, dy.DETAIL],
+            -np.inf,
+        )
+        post = np.exp(log_post - log_post.max(axis=1, keepdims=True))
+        post /= post.sum(axis=1, keepdims=True)
+        log_stay, _ = dy.stay_logprob(self.dyn, _subset(obs, rows), self.every_class)
+        p_stay = (post * np.exp(log_stay)).sum(axis=1)
+        top, top_p = self.ranker.top(self.cur_sku[sessions], p_stay)
+        self.next_views.append((sessions, self.count[sessions].copy(), p_stay, top, top_p))
+
     def _pages(self, n: int) -> np.ndarray:
         """Plain pages by Zipf-like popularity."""
         u = self.rng.random(n) * self.page_cum[-1]
@@ -297,9 +365,19 @@ class _Simulation:
         else:
             empty = np.empty(0, np.int64)
             oracle_rows = OracleRows(empty, empty, empty, np.empty(0))
+        if self.next_views:
+            v = [np.concatenate([x[i] for x in self.next_views]) for i in range(5)]
+            next_views = NextViewRows(v[0], v[1], v[2], v[3], v[4])
+        else:
+            k = self.ranker.k
+            none = np.empty(0, np.int64)
+            next_views = NextViewRows(
+                none, none, np.empty(0), np.empty((0, k), np.int64), np.empty((0, k))
+            )
         return Batch(
             events=self.rows.build(),
             oracle=oracle_rows,
+            next_views=next_views,
             purchased=self.purchased,
             start_ms=self.start_ms,
             end_ms=self.ts,

@@ -36,6 +36,7 @@ class NextItemExamples:
     prefix_length: np.ndarray  # (N,) int32: events before the target
     n_prior: np.ndarray  # (N,) int32: detail views before the target
     target: np.ndarray  # (N,) int64: the target's SKU token (SKU_OOV outside the vocabulary)
+    target_sku: np.ndarray | None = None  # (N,) object: the target's SKU hash (for the oracle)
 
     def __len__(self) -> int:
         return len(self.target)
@@ -47,6 +48,7 @@ class NextItemExamples:
             prefix_length=self.prefix_length[rows],
             n_prior=self.n_prior[rows],
             target=self.target[rows],
+            target_sku=None if self.target_sku is None else self.target_sku[rows],
         )
 
 
@@ -109,7 +111,8 @@ def prepare_next_item_data(
         tokens=tokenize(table, vocab, spec),
         popularity=sku_popularity(vocab, views.product_sku_hash.to_numpy(), views.n.to_numpy()),
     )
-    targets = sku_tokens(vocab, examples.column("target_sku_hash").to_numpy(zero_copy_only=False))
+    target_skus = examples.column("target_sku_hash").to_numpy(zero_copy_only=False)
+    targets = sku_tokens(vocab, target_skus)
     for name, sel, session, ids in split_rows(examples, session_ids):
         data.splits[name] = NextItemExamples(
             session=session,
@@ -117,6 +120,7 @@ def prepare_next_item_data(
             prefix_length=examples.column("prefix_length").to_numpy()[sel].astype(np.int32),
             n_prior=examples.column("n_prior_details").to_numpy()[sel].astype(np.int32),
             target=targets[sel],
+            target_sku=target_skus[sel],
         )
     log.info("prepared next-item examples %s", data.row_counts())
     return data

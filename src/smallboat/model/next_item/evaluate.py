@@ -1,12 +1,14 @@
 """Train and compare the next-item recommenders on the same examples (TrainFlow's `next_item`
 step): popularity overall and within the session's category, prod2vec kNN, and the sequence
-model; the one with the best validation MRR@20 is kept for the bundle."""
+model; the one with the best validation MRR@20 is kept for the bundle. On synthetic data the
+Bayes-optimal ranking's scores on the same test examples (`oracle`) are the ceiling beside them."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -96,8 +98,15 @@ def fit_and_compare(
     config: NextItemConfig,
     threads: int = 2,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    oracle: Path | None = None,
 ) -> NextItemResult:
-    """Fit every recommender on train, pick by validation MRR@20, report all of them on test."""
+    """Fit every recommender on train, pick by validation MRR@20, report all of them on test;
+    with `oracle` (a synthetic data folder), the Bayes-optimal ranking's scores on test too."""
+    ceiling = None
+    if oracle is not None:  # read first: an unreadable file fails before any training
+        from smallboat.model.next_item.oracle import oracle_ceiling
+
+        ceiling = oracle_ceiling(oracle, data.splits["test"])
     recommenders: dict[str, Recommender] = {
         "popularity": PopularityRecommender(data.popularity, within_category=False),
         "popularity_category": PopularityRecommender(
@@ -135,6 +144,8 @@ def fit_and_compare(
             "seconds": training.seconds,
         },
     }
+    if ceiling is not None:
+        report["oracle"] = ceiling
     return NextItemResult(report=report, chosen=state_of(recommenders[chosen]))
 
 
@@ -160,4 +171,24 @@ def summary_metrics(report: dict[str, Any]) -> dict[str, float]:
     for key, value in (("mrr", chosen["mrr"]), ("hr", chosen["hr"])):
         if value is not None:
             out[f"next_item_{key}_at_{k}"] = float(value)
+    out.update(ceiling_metrics(report))
+    return out
+
+
+def ceiling_metrics(report: dict[str, Any]) -> dict[str, float]:
+    """The ceiling (next_item_oracle_mrr_at_20, ..._hr_at_20) and the chosen recommender's gap
+    to it (ceiling minus chosen) and ratio (chosen / ceiling); empty without a complete oracle."""
+    ceiling = report.get("oracle") or {}
+    if ceiling.get("mrr") is None or ceiling.get("hr") is None:
+        return {}
+    k = report["k"]
+    chosen = report["test"][report["chosen"]]
+    out: dict[str, float] = {}
+    for key in ("mrr", "hr"):
+        top = float(ceiling[key])
+        out[f"next_item_oracle_{key}_at_{k}"] = top
+        if chosen[key] is not None:
+            out[f"next_item_oracle_gap_{key}_at_{k}"] = top - float(chosen[key])
+            if top > 0:
+                out[f"next_item_oracle_ratio_{key}_at_{k}"] = float(chosen[key]) / top
     return out
