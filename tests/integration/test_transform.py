@@ -443,3 +443,23 @@ def test_unknown_dbt_target_is_reported_and_recorded(tmp_path: Path) -> None:
     assert recorded["invocation"]["success"] is False
     assert "nowhere" in recorded["invocation"]["error"]
     assert recorded["nodes"] == []
+
+
+def test_intent_prefix_stops_before_a_purchase_at_an_even_k(tmp_path: Path) -> None:
+    """The prefix boundary decides: a purchase exactly k = 2 or 4 events after the first add must
+    not be a prediction point (its prefix would show the purchase); the module's sessions never
+    put a purchase at an even distance from the add, so they cannot tell `first_purchase_index`
+    from `first_purchase_index - 1`."""
+    settings = _home(tmp_path)
+    sessions = [
+        SessionSpec("s_even_2", BASE_MS, "d:E a:E pv p:E pv"),  # add 2, purchase 4
+        SessionSpec("s_even_4", BASE_MS + HOUR_MS, "pv a:F pv pv pv p:F"),  # add 2, purchase 6
+    ]
+    write_landing(settings, "browsing_events", browsing_table(sessions))
+    run_transform(settings, select="+intent_examples")
+    rows = _query(settings, "select session_id_hash, k, prefix_length, label from intent_examples")
+    assert {(r["session_id_hash"], r["k"]): (r["prefix_length"], r["label"]) for r in rows} == {
+        ("s_even_2", 0): (2, 1),
+        ("s_even_4", 0): (2, 1),
+        ("s_even_4", 2): (4, 1),
+    }

@@ -110,10 +110,15 @@ class IntentData:
 def prepare_intent_data(
     settings: Settings, spec: FeatureSpec, *, window: DataWindow | None = None
 ) -> IntentData:
-    """Read the warehouse and build the tokenised training data (vocabulary fit on train)."""
-    from smallboat.warehouse.db import connect
+    """Read the warehouse and build the tokenised training data (vocabulary fit on train).
+
+    The live warehouse is always one whole build (`warehouse/db.py`); a newer build that is
+    running, was interrupted or failed beside it is logged as a warning, never mixed in."""
+    from smallboat.warehouse.db import build_warnings, connect
 
     with connect(settings, read_only=True) as con:
+        for line in build_warnings(settings, con):
+            log.warning("training on the last complete warehouse: %s", line)
         examples, table, session_ids = read_examples(
             con,
             "intent_examples",

@@ -1,8 +1,10 @@
 """`smallboat warehouse summary`: what the last transform built, at a glance.
 
-Reads the warehouse read-only: each mart's row count, sessions per split with their add and
-purchase shares, and the intent examples per split and k with their label rate. Safe to run while
-nothing writes the file; a mart that is missing (never built) is shown as such.
+Reads the live warehouse read-only: which build it is, each mart's row count, sessions per split
+with their add and purchase shares, and the intent examples per split and k with their label rate.
+Safe to run at any time, also while a transform runs (it builds another file and swaps it in); a
+build running, interrupted or failed beside the live one is said in a warning line, and a mart that
+is missing (never built) is shown as such.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from smallboat.config import Settings
-from smallboat.warehouse.db import connect
+from smallboat.warehouse.db import BUILD_TABLE, build_warnings, connect
 
 MARTS: tuple[str, ...] = ("session_events", "sessions", "intent_examples", "sku_features")
 """The tables `smallboat transform` builds for training and serving, in data-path order."""
@@ -30,6 +32,8 @@ def warehouse_summary(settings: Settings) -> RenderableType:
         existing = _existing_tables(con)
         parts: list[RenderableType] = [
             Text(f"warehouse {settings.warehouse_path}", style="bold"),
+            *_built_by(con, existing),
+            *(Text(f"warning: {line}", style="yellow") for line in build_warnings(settings, con)),
             _row_counts(con, existing),
         ]
         if "sessions" in existing:
@@ -37,6 +41,16 @@ def warehouse_summary(settings: Settings) -> RenderableType:
         if "intent_examples" in existing:
             parts.append(_intent_examples(con))
     return Group(*parts)
+
+
+def _built_by(con: duckdb.DuckDBPyConnection, existing: set[str]) -> list[Text]:
+    if BUILD_TABLE not in existing:
+        return []
+    rows = con.sql(f"select started_at, select_nodes from main.{BUILD_TABLE}").fetchall()
+    return [
+        Text(f"built by the transform started at {started_at}{f' (select {sel})' if sel else ''}")
+        for started_at, sel in rows
+    ]
 
 
 def _existing_tables(con: duckdb.DuckDBPyConnection) -> set[str]:

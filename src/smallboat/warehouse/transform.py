@@ -10,13 +10,18 @@ are the packaged `warehouse/dbt/` folder (read-only), target and log paths live 
 `<home>/dbt/`, and the profile reads SMALLBOAT_HOME / SMALLBOAT_THREADS / SMALLBOAT_MEMORY_LIMIT,
 which are set from the settings for the duration of the run.
 
+A build is one visible unit (`warehouse/db.py`): on DuckDB, dbt writes `warehouse.building.duckdb`
+(the profile's path is SMALLBOAT_WAREHOUSE_PATH, set here), never the live file; only a build whose
+gate passed is stamped with its record and renamed over `warehouse.duckdb`. A killed or failed
+build leaves the live warehouse as it was, and readers keep reading it while a build runs. One
+transform runs per home at a time (a file lock; a second one is refused in one line).
+
 In-process behaviour, checked by the tests: `run_transform` may be called any number of times in
 one process (a second build reuses the home's partial parse, ~2 s of overhead instead of ~5).
 dbt-duckdb would keep the file open after a build by default; the profile sets `keep_open: false`
-so that, once this returns, the same process can open the warehouse read-only. The reverse also
-holds: close your own connections before the next build, or dbt cannot open the file. dbt is not
-thread-safe, so builds are serialised by a lock. dbt creates a multiprocessing spawn context; a
-script that calls this should keep the usual `if __name__ == "__main__":` guard (STACK.md).
+so that, once this returns, the file can be stamped and swapped. dbt is not thread-safe, so builds
+are serialised by a lock. dbt creates a multiprocessing spawn context; a script that calls this
+should keep the usual `if __name__ == "__main__":` guard (STACK.md).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -33,12 +39,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow.parquet as pq
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from smallboat import schema
 from smallboat.config import Settings
 from smallboat.errors import QualityGateError, SmallboatError
+from smallboat.warehouse.db import (
+    build_lock,
+    building_path,
+    fsync_file,
+    open_file,
+    remove_file,
+    stamp_build,
+)
 from smallboat.warehouse.quality import NodeResult, TransformResult
 
 logger = logging.getLogger(__name__)
@@ -67,21 +82,33 @@ def run_transform(
     `select` is a dbt node selection ('intent_examples+', 'sessions sku_features'); `vars` override
     the project's vars (split fractions, distribution bounds; see dbt_project.yml). Every model and
     test result is written to `settings.quality_dir/latest.json` (and a timestamped copy) before
-    anything is raised.
+    anything is raised. On DuckDB the live warehouse is replaced, whole, only by a build that
+    passed; otherwise it stays the last build that did.
 
     Raises QualityGateError listing each failed test with its failing row count (and each errored
     model) when an error-severity test failed or a model errored; SmallboatError when dbt could not
-    run at all (a broken profile or project).
+    run at all (a broken profile or project) or another transform of this home is running.
     """
     settings.ensure_home()
     settings.dbt_target_dir.mkdir(parents=True, exist_ok=True)
+    with _DBT_LOCK, build_lock(settings):
+        return _build(settings, select=select, vars=dict(vars or {}), progress=progress)
+
+
+def _build(
+    settings: Settings, *, select: str | None, vars: dict[str, Any], progress: bool
+) -> TransformResult:
+    """One build under the home's build lock: dbt into the building file, record, gate, swap."""
     prepare_landing(settings)
-    run_vars = dict(vars or {})
-    args = _dbt_args(settings, select=select, vars=run_vars)
+    args = _dbt_args(settings, select=select, vars=vars)
+    on_duckdb = settings.dbt_target == "duckdb"
+    building = building_path(settings)
+    if on_duckdb:
+        _start_building_file(settings, copy_live=select is not None)
 
     started_at = datetime.now(UTC)
     clock = time.perf_counter()
-    with _DBT_LOCK, _dbt_environment(settings):
+    with _dbt_environment(settings, building):
         from dbt.cli.main import dbtRunner  # heavy import (~1 s): only when a build is asked for
 
         logger.info("dbt %s", " ".join(args))
@@ -95,7 +122,7 @@ def run_transform(
         elapsed_seconds=elapsed,
         target=settings.dbt_target,
         select=select,
-        vars=run_vars,
+        vars=vars,
     )
     run_results = getattr(outcome.result, "results", None)
     if run_results is None:
@@ -105,14 +132,68 @@ def run_transform(
             f"(dbt's log: {settings.dbt_target_dir / 'logs' / 'dbt.log'})"
         )
         replace(record, error=error).write(settings.quality_dir)
+        remove_file(building)
         raise SmallboatError(error)
-    nodes = _with_failure_samples(settings, tuple(_node_result(r) for r in run_results))
-    result = replace(record, nodes=nodes).write(settings.quality_dir)
+    nodes = _with_failure_samples(settings, tuple(_node_result(r) for r in run_results), building)
+    result = replace(record, nodes=nodes)
+    if result.success and not outcome.success:  # a failure dbt reports without a failing node
+        result = replace(result, error=f"dbt build failed: {outcome.exception or 'see dbt.log'}")
     if not result.success:
+        result = result.write(settings.quality_dir)
+        remove_file(building)  # the live warehouse stays the last build that passed
+        if result.error is not None:
+            raise SmallboatError(result.error)
         raise QualityGateError(result.gate_message())
-    if not outcome.success:  # a failure dbt reports without a failing node
-        raise SmallboatError(f"dbt build failed: {outcome.exception or 'see dbt.log'}")
-    return result
+    if on_duckdb:
+        try:
+            _swap_in(settings, result)
+        except (OSError, duckdb.Error) as exc:  # a full disk, say: the live file stays as it was
+            error = (
+                f"the build passed its gate but could not replace {settings.warehouse_path}: {exc}"
+            )
+            replace(result, error=error).write(settings.quality_dir)
+            remove_file(building)
+            raise SmallboatError(error) from None
+    return result.write(settings.quality_dir)
+
+
+def _start_building_file(settings: Settings, *, copy_live: bool) -> None:
+    """An empty building file (a full build), or a copy of the live warehouse (a selection
+    rebuilds only part of it); whatever a killed build left there is dropped first."""
+    building = building_path(settings)
+    if building.exists():
+        logger.warning("dropping %s, left by a transform that did not finish", building)
+    remove_file(building)
+    tmp = building.with_name(building.name + ".copy")
+    tmp.unlink(missing_ok=True)
+    live = settings.warehouse_path
+    if copy_live and live.exists():
+        shutil.copyfile(live, tmp)
+        tmp.replace(building)
+
+
+def _swap_in(settings: Settings, result: TransformResult) -> None:
+    """Stamp the passed build with its record and rename it over the live warehouse, atomically.
+
+    The build is checkpointed (no write-ahead log left beside it) and fsync'd before the rename,
+    and the folder after it, so a crash at any moment leaves either the old or the new warehouse.
+    """
+    building = building_path(settings)
+    record = json.dumps(replace(result, results_path=None).to_dict(), default=str)
+    with open_file(settings, building, read_only=False) as con:
+        stamp_build(con, started_at=result.started_at, select=result.select, record=record)
+        con.execute("checkpoint")
+    wal = building.with_name(building.name + ".wal")
+    if wal.exists():
+        raise SmallboatError(f"{building} kept a write-ahead log after its checkpoint: not swapped")
+    fsync_file(building)
+    live = settings.warehouse_path
+    stale_wal = live.with_name(live.name + ".wal")
+    if stale_wal.exists():  # it belongs to the file being replaced and must not replay on the new
+        logger.warning("removing %s, a write-ahead log of the replaced warehouse", stale_wal)
+        stale_wal.unlink()
+    os.replace(building, live)
+    fsync_file(live.parent)
 
 
 def prepare_landing(settings: Settings) -> list[Path]:
@@ -169,10 +250,11 @@ def _dbt_args(settings: Settings, *, select: str | None, vars: dict[str, Any]) -
 
 
 @contextmanager
-def _dbt_environment(settings: Settings) -> Iterator[None]:
+def _dbt_environment(settings: Settings, warehouse_file: Path) -> Iterator[None]:
     """Set the variables the profile and sources read, and restore the old values afterwards."""
     wanted = {
         "SMALLBOAT_HOME": str(settings.home_dir),
+        "SMALLBOAT_WAREHOUSE_PATH": str(warehouse_file),
         "SMALLBOAT_THREADS": str(settings.threads),
         "SMALLBOAT_MEMORY_LIMIT": settings.memory_limit,
         "SMALLBOAT_DBT_TARGET": settings.dbt_target,
@@ -256,7 +338,7 @@ def _node_result(run_result: Any) -> NodeResult:
 
 
 def _with_failure_samples(
-    settings: Settings, nodes: tuple[NodeResult, ...]
+    settings: Settings, nodes: tuple[NodeResult, ...], building: Path
 ) -> tuple[NodeResult, ...]:
     """Attach a few stored failing rows to each failed or warned test (DuckDB target only).
 
@@ -269,13 +351,11 @@ def _with_failure_samples(
         for n in nodes
         if n.is_test and n.failures_relation and n.status in {"fail", "warn"} and n.failures
     ]
-    if not wanted or settings.dbt_target != "duckdb" or not settings.warehouse_path.exists():
+    if not wanted or settings.dbt_target != "duckdb" or not building.exists():
         return nodes
-    from smallboat.warehouse.db import connect
-
     samples: dict[str, list[dict[str, Any]]] = {}
     try:
-        with connect(settings, read_only=True) as con:
+        with open_file(settings, building, read_only=True) as con:
             for n in wanted:
                 try:
                     query = f"select * from {n.failures_relation} limit {FAILURE_SAMPLE_ROWS}"
