@@ -7,6 +7,7 @@ A bundle is one directory that carries everything needed to predict:
     vocab/               the fitted vocabularies (features.Vocabulary)
     card.html            the training run's card, when there is one
     next_item/           the next-item recommender, when the run trained one (model.next_item.store)
+    serving.onnx         the serving graph for ONNX Runtime (see ONNX_FILE), from publish on
     reference.parquet    the monitoring reference (see REFERENCE_FILE)
 
 `model.predictor` writes and loads the torch side; the registry, the monitor and serving name the
@@ -34,6 +35,10 @@ WEIGHTS_FILE = "weights.pt"
 VOCAB_DIR = "vocab"
 CARD_FILE = "card.html"
 NEXT_ITEM_DIR = "next_item"
+ONNX_FILE = "serving.onnx"
+"""The serving graph (`model.onnx_intent`): the fused intent network and the sequence
+recommender's scores as one ONNX graph. Written at publish time; serving derives it from the
+weights for a bundle without one."""
 REFERENCE_FILE = "reference.parquet"
 """The monitoring reference: the summaries (`features.summary`), predictions and labels of the
 training run's held-out test examples; drift checks compare live traffic against it."""

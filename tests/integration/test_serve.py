@@ -20,6 +20,7 @@ import pytest
 
 from smallboat import registry
 from smallboat.bundle import MODEL_NAME
+from smallboat.errors import SmallboatError
 from smallboat.serve.server import ServeProcess
 from tests.redis_server import RedisServer
 from tests.trained_service import Trained
@@ -475,9 +476,134 @@ def test_an_unreachable_redis_is_a_503_not_a_500(trained: Trained) -> None:
             r = post(process.url, "/v1/sessions/x/events", {"events": [row]})
             assert r.status_code == 503
             assert r.json()["error"] == "unavailable"
-            assert server.url.removesuffix("/0") in r.json()["detail"]
+            assert r.json()["detail"] == (
+                "the session store is unavailable; the service's log names the cause"
+            )
+            assert "127.0.0.1" not in r.text  # the store's host is for the log only
             assert httpx.get(f"{process.url}/readyz").status_code == 503
             # predictions that need no stored state keep working
             assert post(process.url, "/v1/predict", {"events": [row]}).status_code == 200
     finally:
         server.kill()
+
+
+def test_a_maximum_batch_does_not_stall_the_event_loop(trained: Trained, service: str) -> None:
+    """Issue 17 item 6: while a batch of 1,000 sessions is parsed, validated and scored, the
+    event loop keeps answering: /healthz, polled on a keep-alive connection, never waits long
+    (on the loop, the batch's parsing and validation alone held it for ~200 ms)."""
+    sessions = [trained.sessions[i % len(trained.sessions)] for i in range(1_000)]
+    body = json.dumps({"sessions": [{"events": s} for s in sessions]}).encode()
+    assert len(body) < 4 << 20  # under the fixture's body limit
+    done = threading.Event()
+    answers: list[httpx.Response] = []
+
+    def batch() -> None:
+        try:
+            answers.append(
+                httpx.post(
+                    f"{service}/v1/predict",
+                    content=body,
+                    headers={"content-type": "application/json"},
+                    timeout=60.0,
+                )
+            )
+        finally:
+            done.set()
+
+    waits: list[float] = []
+    with httpx.Client(base_url=service, timeout=10.0) as client:
+        client.get("/healthz")  # the connection is open before the batch starts
+        sender = threading.Thread(target=batch)
+        sender.start()
+        while not done.is_set():
+            started = time.perf_counter()
+            assert client.get("/healthz").status_code == 200
+            waits.append(time.perf_counter() - started)
+            time.sleep(0.002)
+        sender.join()
+    [answer] = answers
+    assert answer.status_code == 200, answer.text[:300]
+    assert len(answer.json()["predictions"]) == 1_000
+    assert len(waits) >= 10, f"the batch took only {len(waits)} polls"
+    assert max(waits) < 0.1, f"/healthz waited {max(waits) * 1000:.0f} ms during the batch"
+
+
+def test_a_big_batch_reports_errors_like_a_small_one(service: str) -> None:
+    """The off-loop path (bodies over 64 KiB) validates session by session: its answers to bad
+    bodies are FastAPI's for the same mistakes in a small body, word for word."""
+    event = {"event_type": "pageview", "server_timestamp_epoch_ms": 1_600_000_000_000}
+    small = {"events": [event]}
+    big = {"events": [{**event, "hashed_url": "u" * 4000}] * 20}  # ~80 KB: past the threshold
+    bad = {"events": [{**event, "event_type": "nope"}, {"server_timestamp_epoch_ms": "x"}]}
+    for body in (
+        {"sessions": ["SESSIONS", bad], "k": 0},
+        {"sessions": [bad, "SESSIONS"], "extra": 1},
+        {"sessions": ["SESSIONS"], "events": [event]},
+        {"sessions": ["SESSIONS"], "session_id": "top"},
+    ):
+        answers = []
+        for good in (small, big):
+            sessions = [good if s == "SESSIONS" else s for s in body["sessions"]]
+            r = post(service, "/v1/predict", {**body, "sessions": sessions})
+            answers.append((r.status_code, r.json()))
+        assert answers[0] == answers[1], body
+        assert answers[0][0] == 422
+
+
+def test_two_workers_share_the_port_the_sessions_and_log_apart(
+    trained: Trained, redis_url: str
+) -> None:
+    """`serve --workers 2` (SMALLBOAT_SERVE_WORKERS): two processes on one port, sessions in
+    Redis so a session fed over fresh connections (landing on either worker) predicts like the
+    one-shot request, and each worker writes its own prediction log (<host>-<port>-w0, -w1)."""
+    home = trained.settings.home_dir
+    env = {"SMALLBOAT_REDIS_URL": redis_url, "SMALLBOAT_SERVE_WORKERS": "2"}
+    with ServeProcess(home, env=env) as service:
+        port = service.port
+        s = max(trained.session_rows, key=lambda i: len(trained.session_rows[i]))
+        rows = [r | {"session_id_hash": None} for r in trained.session_rows[s][:8]]
+        for k, row in enumerate(rows, start=1):
+            r = post(service.url, "/v1/sessions/workers/events", {"events": [row]})
+            assert r.status_code == 200, r.text
+            once = post(service.url, "/v1/predict", {"events": rows[:k]}).json()
+            assert r.json()["events_in_session"] == k
+            assert r.json()["purchase_probability"] == pytest.approx(
+                once["purchase_probability"], abs=1e-9
+            )
+        for i in range(200):  # fresh connections: the kernel hands them to both workers
+            session = trained.sessions[i % len(trained.sessions)]
+            r = post(service.url, "/v1/predict", {"events": session})
+            assert r.status_code == 200, r.text
+    logs = {
+        i: [p for p in (home / "predictions").glob(f"*-{port}-w{i}/log/*") if p.is_file()]
+        for i in (0, 1)
+    }
+    for i, files in logs.items():
+        assert sum(f.stat().st_size for f in files) > 0, f"worker {i} logged nothing: {files}"
+    assert not list((home / "predictions").glob(f"*-{port}-w2"))
+
+
+def test_workers_without_redis_is_a_one_line_error(trained: Trained, tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    env = {"SMALLBOAT_SERVE_WORKERS": "2", "SMALLBOAT_REDIS_URL": ""}
+    home = trained.settings.home_dir
+    with (
+        pytest.raises(SmallboatError, match="exited with status 1"),
+        ServeProcess(home, env=env, log_path=log),
+    ):
+        pass
+    text = log.read_text()
+    assert "--workers 2 needs the sessions in Redis" in text and "SMALLBOAT_REDIS_URL" in text
+    assert "Traceback" not in text
+
+
+def test_an_append_larger_than_a_session_may_hold_is_a_413(service: str) -> None:
+    """Issue 17 item 5 over HTTP: 200 events of 8 KiB URLs (~1.7 MB, under the body limit) are
+    more than one session may hold in the in-process store (1 MiB): 413 in the JSON error shape,
+    naming the setting, and nothing of it stored."""
+    event = {"event_type": "pageview", "hashed_url": "u" * 8192}
+    events = [{**event, "server_timestamp_epoch_ms": 1_600_000_000_000 + i} for i in range(200)]
+    r = post(service, "/v1/sessions/too-large/events", {"events": events})
+    assert r.status_code == 413, r.text[:300]
+    assert r.json()["error"] and "SMALLBOAT_SESSION_MAX_SESSION_BYTES" in r.json()["detail"]
+    assert httpx.get(f"{service}/v1/sessions/too-large").status_code == 404

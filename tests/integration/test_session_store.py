@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import tracemalloc
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -22,6 +23,8 @@ from smallboat.serve.sessions import (
     RedisSessionStore,
     SessionStore,
     SessionStoreError,
+    SessionTooLarge,
+    row_bytes,
 )
 from tests.landing_data import browsing_row
 from tests.redis_server import RedisServer
@@ -405,5 +408,72 @@ def test_redis_values_that_are_not_json_rows_are_a_store_error(
                 await store.append("s2", [row(T0)])
         finally:
             await store.close()
+
+    run(scenario)
+
+
+# Memory only: bytes budgets (issue 17 item 5) ---------------------------------------------------
+
+BIG_URL = "u" * 8192  # the longest hashed_url the API takes
+
+
+def test_memory_store_total_bytes_stay_within_budget_under_long_urls() -> None:
+    """Thousands of sessions of 8 KiB URLs: the store's real memory (tracemalloc) stays near its
+    byte budget, the least recently used sessions going first, not at count x row size."""
+    budget = 2 << 20
+    store = MemorySessionStore(
+        ttl_seconds=1800,
+        max_sessions=100_000,
+        max_events=1000,
+        max_session_bytes=256 << 10,
+        max_bytes=budget,
+    )
+
+    async def scenario() -> int:
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(2_000):  # 2,000 x 2 x 8 KiB = 32 MiB of text without the budget
+            await store.append(f"s{i}", [row(T0, sid=f"s{i}", url=BIG_URL)] * 2)
+        grown = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        return grown
+
+    grown = asyncio.run(scenario())
+    assert store.nbytes <= budget
+    assert grown < 2 * budget, f"the store grew {grown:,} bytes for a {budget:,} budget"
+    per_session = 2 * row_bytes(row(T0, sid="s1999", url=BIG_URL))  # every survivor's id: 5 chars
+    assert len(store) == budget // per_session
+    assert asyncio.run(store.get("s0")) == []  # the oldest went first
+    assert len(asyncio.run(store.get("s1999"))) == 2
+
+
+def test_memory_session_keeps_its_newest_rows_within_its_byte_budget() -> None:
+    store = MemorySessionStore(
+        ttl_seconds=1800, max_sessions=10, max_events=1000, max_session_bytes=64 << 10
+    )
+
+    async def scenario() -> None:
+        for i in range(100):
+            await store.append("a", [row(T0 + i, url=BIG_URL)])
+        kept = await store.get("a")
+        assert times(kept) == list(range(100 - len(kept), 100))  # the newest, in order
+        assert len(kept) == (64 << 10) // row_bytes(row(T0, url=BIG_URL))
+        assert store.nbytes == sum(row_bytes(r) for r in kept)
+        await store.delete("a")
+        assert store.nbytes == 0
+
+    run(scenario)
+
+
+def test_memory_append_larger_than_a_session_may_hold_is_refused_whole() -> None:
+    store = MemorySessionStore(
+        ttl_seconds=1800, max_sessions=10, max_events=1000, max_session_bytes=64 << 10
+    )
+
+    async def scenario() -> None:
+        await store.append("a", [row(T0)])
+        with pytest.raises(SessionTooLarge, match="SMALLBOAT_SESSION_MAX_SESSION_BYTES"):
+            await store.append("a", [row(T0 + i, url=BIG_URL) for i in range(1, 10)])
+        assert times(await store.get("a")) == [0]  # nothing of the refused append kept
 
     run(scenario)

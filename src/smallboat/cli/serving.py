@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from fastapi import FastAPI
 
 from smallboat.cli.common import app, console, friendly_errors
 from smallboat.config import Settings
@@ -28,6 +29,13 @@ def serve_cmd(
             file_okay=False,
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Processes sharing the port [default: SMALLBOAT_SERVE_WORKERS, 1]; more than "
+            "one needs SMALLBOAT_REDIS_URL (sessions shared by the workers).",
+        ),
+    ] = None,
 ) -> None:
     """Serve purchase-intent predictions: /v1/predict, /v1/sessions/{id}/events, SageMaker's
     /ping, /invocations and /endpoints/{name}/invocations, KServe v1 (/v1/models/{name}) and
@@ -43,7 +51,18 @@ def serve_cmd(
         port=port or settings.serve_port,
         bundle=bundle,
         routers=[dashboard_router(settings)],
+        workers=workers or settings.serve_workers,
+        worker_app=f"{__name__}:worker_app",
     )
+
+
+def worker_app() -> FastAPI:
+    """One worker's app under `serve --workers N` (uvicorn calls it in each worker process):
+    the prediction service with the dashboard mounted, as `serve` mounts it."""
+    from smallboat.monitor.dashboard import dashboard_router
+    from smallboat.serve.server import worker_app as serve_worker_app
+
+    return serve_worker_app([dashboard_router(Settings())])
 
 
 @app.command("export-vocab")

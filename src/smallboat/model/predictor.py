@@ -24,6 +24,7 @@ from smallboat.bundle import (
     META_FILE,
     MODEL_NAME,
     NEXT_ITEM_DIR,
+    ONNX_FILE,
     VOCAB_DIR,
     WEIGHTS_FILE,
     BundleError,
@@ -33,10 +34,13 @@ from smallboat.bundle import (
 )
 from smallboat.features import FeatureSpec, ModelInputs, Vocabulary, encode_sessions
 from smallboat.features.spec import SKU_FIRST
+from smallboat.model.fused import FusedIntent
 from smallboat.model.intent import IntentConfig, IntentEnsemble, Sizes, predict_proba
 from smallboat.model.next_item.data import sku_tokens
 from smallboat.model.next_item.recommenders import Recommender, top_k
+from smallboat.model.next_item.sequence import SequenceRecommender
 from smallboat.model.next_item.store import RecommenderState, from_state, load_state, save_state
+from smallboat.model.onnx_intent import OnnxIntent, onnx_bytes
 
 
 def save_bundle(
@@ -137,13 +141,16 @@ class IntentPredictor:
         ks: Sequence[int],
         *,
         exclude: Sequence[Sequence[str | None] | None] | None = None,
+        scores: np.ndarray | None = None,
     ) -> list[list[tuple[str, float]]] | None:
         """The next items of each encoded prefix: (SKU, score) pairs by descending score, at most
         `ks[i]` for row i; with `exclude[i]` (SKU hashes), none of those. None when the bundle
-        has no next-item recommender (bundles older than the task)."""
+        has no next-item recommender (bundles older than the task). `scores`: the recommender's
+        scores of `inputs` already computed (the serving graph's second output)."""
         if self.next_item is None:
             return None
-        scores = self.next_item.scores(inputs)  # (B, n_sku_tokens)
+        # (B, n_sku_tokens)
+        scored = self.next_item.scores(inputs) if scores is None else torch.from_numpy(scores)
         excluded = None
         if exclude is not None and any(skus for skus in exclude):
             width = max(len(skus or ()) for skus in exclude)
@@ -154,7 +161,7 @@ class IntentPredictor:
                     excluded[row, : len(found)] = sku_tokens(
                         self.vocab, np.array(found, dtype=object)
                     )
-        tokens, values = top_k(scores, max(ks, default=0), exclude=excluded)
+        tokens, values = top_k(scored, max(ks, default=0), exclude=excluded)
         names = self.sku_names
         return [
             [
@@ -164,6 +171,33 @@ class IntentPredictor:
             ]
             for row, k in enumerate(ks)
         ]
+
+    def serving_graph(self, fused: FusedIntent | None = None) -> bytes:
+        """The bundle's serving graph (`model.onnx_intent`): the fused ensemble, and the
+        sequence recommender's scores when the bundle has one (other recommenders score in
+        NumPy)."""
+        next_model = (
+            self.next_item.model if isinstance(self.next_item, SequenceRecommender) else None
+        )
+        return onnx_bytes(fused or FusedIntent.from_ensemble(self.model), next_model)
+
+    def onnx(self, folder: Path, fused: FusedIntent | None = None) -> OnnxIntent:
+        """The serving graph on ONNX Runtime: the bundle's ONNX_FILE, or derived from the
+        weights for a bundle written before it had one (or whose graph lacks the next-item
+        output its recommender needs)."""
+        needs_next = isinstance(self.next_item, SequenceRecommender)
+        path = folder / ONNX_FILE
+        if path.is_file():
+            loaded = OnnxIntent(path)
+            if loaded.has_next_item == needs_next:
+                return loaded
+        return OnnxIntent(self.serving_graph(fused))
+
+    def write_onnx(self, folder: Path) -> Path:
+        """Write the serving graph into the bundle `folder` (publish does, after saving)."""
+        path = folder / ONNX_FILE
+        path.write_bytes(self.serving_graph())
+        return path
 
     def predict_inputs(self, inputs: ModelInputs) -> np.ndarray:
         return predict_proba(self.model, inputs)

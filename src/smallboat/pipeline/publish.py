@@ -97,6 +97,9 @@ def register(
     reference_table(
         IntentPredictor.load(bundle_dir), data.test_events, test, report["test_predictions"]
     ).to_parquet(bundle_dir / REFERENCE_FILE, index=False)
+    # The serving graph for ONNX Runtime (tests/integration/test_onnx_parity.py holds it to the
+    # weights on every test example).
+    IntentPredictor.load(bundle_dir).write_onnx(bundle_dir)
 
     gate = report["gate"]
     with tempfile.TemporaryDirectory() as tmp:

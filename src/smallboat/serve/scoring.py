@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from smallboat.config import Settings
 from smallboat.features import collapse_session, encode_collapsed
 from smallboat.features.summary import events_after_first_add, summarize
 from smallboat.model.fused import FusedIntent
+from smallboat.model.onnx_intent import OnnxIntent
 from smallboat.model.predictor import IntentPredictor
 from smallboat.serve.models import DEFAULT_K, NextItem, Prediction
 
@@ -48,31 +49,37 @@ past it, its zero blocks cost more than the dispatch saved and the members run o
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A bundle ready to score: the predictor (features, vocabulary) and its fused network."""
+    """A bundle ready to score: the predictor (features, vocabulary), its fused network, and
+    the serving graph on ONNX Runtime (None when SMALLBOAT_SERVE_RUNTIME is torch)."""
 
     predictor: IntentPredictor
     fused: FusedIntent
     version: str
     source: str
+    onnx: OnnxIntent | None = None
 
     @classmethod
-    def from_bundle(cls, folder: Path, *, version: str | None = None) -> LoadedModel:
+    def from_bundle(
+        cls, folder: Path, *, version: str | None = None, runtime: str = "onnx"
+    ) -> LoadedModel:
         predictor = IntentPredictor.load(folder)
         fused = FusedIntent.from_ensemble(predictor.model)
-        return cls(predictor, fused, version or predictor.version, str(folder))
+        graph = predictor.onnx(folder, fused) if runtime == "onnx" else None
+        return cls(predictor, fused, version or predictor.version, str(folder), graph)
 
 
 def load_model(settings: Settings, bundle: Path | None = None) -> LoadedModel:
     """The given bundle folder, else the registry's current champion (downloaded once)."""
+    runtime = settings.serve_runtime
     if bundle is not None:
-        return LoadedModel.from_bundle(bundle)
+        return LoadedModel.from_bundle(bundle, runtime=runtime)
     from smallboat import registry
 
     folder, version = registry.champion_bundle(
         settings, model_name=MODEL_NAME, hint="serve a bundle folder with --bundle PATH"
     )
-    loaded = LoadedModel.from_bundle(folder, version=str(version))
-    return LoadedModel(loaded.predictor, loaded.fused, loaded.version, f"registry v{version}")
+    loaded = LoadedModel.from_bundle(folder, version=str(version), runtime=runtime)
+    return replace(loaded, source=f"registry v{version}")
 
 
 @dataclass(frozen=True)
@@ -226,7 +233,10 @@ def score_batch(
             summary["event_time_ms"] = collapsed[i][-1][2]
             summaries[i] = summary
         started = time.perf_counter()
-        if len(scored) <= FUSED_MAX_BATCH:
+        scores = None
+        if model.onnx is not None:
+            probability[scored], scores = model.onnx.run(inputs)
+        elif len(scored) <= FUSED_MAX_BATCH:
             probability[scored] = model.fused.predict(inputs)
         else:
             probability[scored] = model.predictor.predict_inputs(inputs)
@@ -237,6 +247,7 @@ def score_batch(
                 [sku for _, sku, _ in collapsed[i]] if per_session[i].exclude_seen else None
                 for i in scored
             ],
+            scores=scores,
         )
         if recommended is not None:
             next_items = dict(zip(scored, recommended, strict=True))

@@ -7,8 +7,12 @@ prediction, because events arrive out of order (a pageview may come before its d
 
 Two stores share one async interface, `SessionStore`:
 
-- `MemorySessionStore`, the default: an LRU dict in the process. Bounded three ways: sessions idle
-  longer than the TTL end, at most `max_sessions` sessions, at most `max_events` rows each.
+- `MemorySessionStore`, the default: an LRU dict in the process. Bounded by count and by bytes:
+  sessions idle longer than the TTL end; at most `max_sessions` sessions and `max_bytes` in all
+  (the least recently appended go first); at most `max_events` rows and `max_session_bytes` per
+  session (its oldest rows go first). One append larger than `max_session_bytes` by itself is a
+  `SessionTooLarge` (the service answers 413). Bytes are estimated as `row_bytes`: the text of a
+  row plus a fixed `ROW_OVERHEAD_BYTES` for the dict and its objects.
 - `RedisSessionStore`, when `Settings.redis_url` is set: one Redis list per session, so several
   replicas of the service share sessions. One round trip per append.
 
@@ -22,12 +26,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -50,6 +54,15 @@ REDIS_HEALTH_CHECK_S = 15
 is replaced instead of failing the request."""
 
 TIME = "server_timestamp_epoch_ms"
+ROW_OVERHEAD_BYTES = 400
+"""What one stored row costs in the process besides its text: the dict, its keys' slots, the int
+and the string objects' headers (sys.getsizeof of a 6-key browsing row's parts: ~380 bytes)."""
+
+
+def row_bytes(row: Mapping[str, Any]) -> int:
+    """The in-process store's estimate of one row's memory: its strings' lengths plus a fixed
+    overhead (a 8 KiB `hashed_url` costs 8 KiB, however few events carry it)."""
+    return ROW_OVERHEAD_BYTES + sum(len(v) for v in row.values() if isinstance(v, str))
 
 
 def current_session(
@@ -69,6 +82,10 @@ def current_session(
 
 class SessionStoreError(SmallboatError):
     """The session store cannot be reached or failed; the service answers 503."""
+
+
+class SessionTooLarge(SmallboatError):
+    """One append's rows are more than a session may hold; the service answers 413."""
 
 
 class SessionStore(Protocol):
@@ -110,7 +127,9 @@ def _require_positive(name: str, env: str, value: float) -> None:
 
 @dataclass
 class _Session:
-    rows: deque[dict[str, Any]]
+    rows: deque[dict[str, Any]] = field(default_factory=deque)
+    sizes: deque[int] = field(default_factory=deque)  # row_bytes of each row, same order
+    nbytes: int = 0
     touched: float = 0.0
 
 
@@ -130,14 +149,30 @@ class MemorySessionStore:
         ttl_seconds: float,
         max_sessions: int,
         max_events: int,
+        max_session_bytes: int = 1 << 20,
+        max_bytes: int = 256 << 20,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         _require_positive("ttl_seconds", "SMALLBOAT_SESSION_TTL_SECONDS", ttl_seconds)
         _require_positive("max_sessions", "SMALLBOAT_SESSION_MAX_SESSIONS", max_sessions)
         _require_positive("max_events", "SMALLBOAT_SESSION_MAX_EVENTS", max_events)
+        _require_positive(
+            "max_session_bytes", "SMALLBOAT_SESSION_MAX_SESSION_BYTES", max_session_bytes
+        )
+        _require_positive("max_bytes", "SMALLBOAT_SESSION_MAX_BYTES", max_bytes)
+        if max_session_bytes > max_bytes:
+            raise SmallboatError(
+                f"session store: max_session_bytes {max_session_bytes:,} is above max_bytes "
+                f"{max_bytes:,}; lower SMALLBOAT_SESSION_MAX_SESSION_BYTES or raise "
+                "SMALLBOAT_SESSION_MAX_BYTES"
+            )
         self.ttl_seconds = ttl_seconds
         self.max_sessions = max_sessions
         self.max_events = max_events
+        self.max_session_bytes = max_session_bytes
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        """Estimated bytes of every stored row (`row_bytes`), at most `max_bytes`."""
         self._clock = clock
         self._sessions: OrderedDict[str, _Session] = OrderedDict()  # least recently appended first
 
@@ -150,37 +185,57 @@ class MemorySessionStore:
     def _live(self, session_id: str, now: float) -> _Session | None:
         session = self._sessions.get(session_id)
         if session is not None and self._expired(session, now):
-            del self._sessions[session_id]
+            self._drop(session_id)
             return None
         return session
+
+    def _drop(self, session_id: str) -> None:
+        self.nbytes -= self._sessions.pop(session_id).nbytes
 
     async def append(
         self, session_id: str, rows: Sequence[Mapping[str, Any]]
     ) -> list[dict[str, Any]]:
         if not rows:
             return await self.get(session_id)
+        sizes = [row_bytes(row) for row in rows[-self.max_events :]]
+        if sum(sizes) > self.max_session_bytes:
+            raise SessionTooLarge(
+                f"session {session_id[:80]!r}: these {len(rows)} events take about "
+                f"{sum(sizes):,} bytes, more than a session may hold "
+                f"({self.max_session_bytes:,}, SMALLBOAT_SESSION_MAX_SESSION_BYTES); send fewer "
+                "or shorter events"
+            )
         now = self._clock()
         session = self._live(session_id, now)
         if session is None:
-            session = _Session(deque(maxlen=self.max_events))
+            session = _Session()
             self._sessions[session_id] = session
         else:
             self._sessions.move_to_end(session_id)
         # Copies, so a caller mutating its dicts later cannot change what is stored.
-        session.rows.extend(dict(row) for row in rows)
+        session.rows.extend(dict(row) for row in rows[-self.max_events :])
+        session.sizes.extend(sizes)
+        session.nbytes += sum(sizes)
+        self.nbytes += sum(sizes)
+        while len(session.rows) > self.max_events or session.nbytes > self.max_session_bytes:
+            session.rows.popleft()
+            dropped = session.sizes.popleft()
+            session.nbytes -= dropped
+            self.nbytes -= dropped
         session.touched = now
         self._sweep(now)
         return current_session(session.rows)
 
     def _sweep(self, now: float) -> None:
-        """Drop expired sessions, then the least recently used beyond `max_sessions`."""
+        """Drop expired sessions, then the least recently used beyond `max_sessions` or
+        `max_bytes` (never the most recent: it fits, as `max_session_bytes <= max_bytes`)."""
         while self._sessions:
             oldest_id, oldest = next(iter(self._sessions.items()))
             if not self._expired(oldest, now):
                 break
-            del self._sessions[oldest_id]
-        while len(self._sessions) > self.max_sessions:
-            self._sessions.popitem(last=False)
+            self._drop(oldest_id)
+        while len(self._sessions) > self.max_sessions or self.nbytes > self.max_bytes:
+            self._drop(next(iter(self._sessions)))
 
     async def get(self, session_id: str) -> list[dict[str, Any]]:
         session = self._live(session_id, self._clock())
@@ -190,7 +245,7 @@ class MemorySessionStore:
         session = self._live(session_id, self._clock())
         if session is None:
             return False
-        del self._sessions[session_id]
+        self._drop(session_id)
         return True
 
     async def ping(self) -> None:
@@ -198,30 +253,26 @@ class MemorySessionStore:
 
     async def close(self) -> None:
         self._sessions.clear()
+        self.nbytes = 0
 
     def describe(self) -> str:
         return f"in-process ({len(self._sessions)} sessions, ttl {self.ttl_seconds:g} s)"
 
 
 def redact_url(url: str) -> str:
-    """`url` with its password (in the user info or a `password=` query value) shown as ***."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode(
-            [(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*"
-        )
-    # Not urlunsplit: it turns `unix:///path` (empty host) into `unix:/path`.
-    redacted = f"{parts.scheme}://{netloc}{parts.path}"
-    if query:
-        redacted += f"?{query}"
-    if parts.fragment:
-        redacted += f"#{parts.fragment}"
-    return redacted
+    """`url` with its password shown as ***: in the user info (all between `://` and the last
+    `@`, so a password holding `/`, `#`, `?` or `@`, which no URL parser splits right, is hidden
+    whole) and in a `password=` query value. Not a URL but holding `@`: all of it is hidden."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "***" if "@" in url or "password" in url.lower() else url
+    userinfo, at, host = rest.rpartition("@")
+    if at and ":" in userinfo:
+        rest = f"{userinfo.partition(':')[0]}:***@{host}"
+    return f"{scheme}://" + _PASSWORD_VALUE.sub(r"\1***", rest)
+
+
+_PASSWORD_VALUE = re.compile(r"(?i)([?&;]password=)[^&;]*")  # a "#" may be in it
 
 
 class RedisSessionStore:
@@ -258,11 +309,13 @@ class RedisSessionStore:
                 # closed), none on a timeout: a second 2 s wait would only delay the 503.
                 retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             )
-        except ValueError as exc:
+        except ValueError:
+            # Not the parser's message: it quotes pieces of a password it split wrong.
             raise SessionStoreError(
-                f"session store {self._where}: not a Redis URL ({exc}); expected "
-                "redis://[[user]:password@]host:port/db (SMALLBOAT_REDIS_URL)"
-            ) from exc
+                f"session store {self._where}: not a Redis URL; expected "
+                "redis://[[user]:password@]host:port/db, with /, #, ? and @ in the password "
+                "percent-encoded (%2F, %23, %3F, %40) (SMALLBOAT_REDIS_URL)"
+            ) from None
         self._client = Redis.from_pool(pool)  # the client owns the pool and closes it
 
     def _key(self, session_id: str) -> str:
@@ -367,4 +420,6 @@ def open_session_store(settings: Settings) -> SessionStore:
         ttl_seconds=settings.session_ttl_seconds,
         max_sessions=settings.session_max_sessions,
         max_events=settings.session_max_events,
+        max_session_bytes=settings.session_max_session_bytes,
+        max_bytes=settings.session_max_bytes,
     )

@@ -3,15 +3,21 @@ fed event by event keep their state in the session store."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import TypeAdapter, ValidationError
 
 from smallboat.serve import reference
 from smallboat.serve.deps import ScorerDep, SessionsDep
 from smallboat.serve.models import (
+    MAX_BATCH_SESSIONS,
     MAX_ID,
     AppendEvents,
     BatchPredictions,
@@ -21,10 +27,11 @@ from smallboat.serve.models import (
     PredictBody,
     Prediction,
     Session,
+    SessionEvents,
 )
 from smallboat.serve.prediction_log import record_predictions
 from smallboat.serve.scoring import NextItemOptions, Outcome, Scorer
-from smallboat.web.body import BoundedBodyRoute
+from smallboat.web.body import BoundedBodyRequest, BoundedBodyRoute
 from smallboat.web.deps import SettingsDep
 
 LAMBDA_TOKENS: tuple[str, ...] = (*reference.ACTION_EVENTS, *sorted(reference.WRAPPER_ACTIONS))
@@ -39,6 +46,94 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 """The error answers of the routes that score (these and SageMaker's)."""
 SessionId = Annotated[str, Path(min_length=1, max_length=MAX_ID)]
+
+OFF_LOOP_BODY_BYTES = 64 << 10
+"""A `POST /v1/predict` body longer than this (about 15 sessions of 20 events) is parsed and
+validated on a worker thread, session by session, and its answer serialized there: a batch of
+1,000 sessions costs ~200 ms of parsing and validation, which on the event loop would stall
+every other request (`/healthz` included) for as long. A thread holds the GIL for at most one
+session's validation at a time, so the loop keeps answering. Shorter bodies stay on the loop,
+where a thread hop would cost more than it saves."""
+_SESSION = TypeAdapter(SessionEvents)
+_PLACEHOLDER: dict[str, Any] = {
+    "events": []
+}  # a valid session: stands in while the top level is validated
+_BEFORE_SESSIONS = ("session_id", "events")  # PredictBody's fields ahead of sessions
+
+
+class _NotPlainJson(Exception):
+    """A body orjson does not take (not JSON, NaN, huge ints): FastAPI's own path answers it."""
+
+
+def validate_predict_body(raw: bytes) -> PredictBody:
+    """`raw` as a PredictBody, validated one session at a time (for a worker thread); the same
+    errors, in the same order and shape, as FastAPI's validation of the whole body."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _NotPlainJson from exc
+    sessions = data.get("sessions") if isinstance(data, dict) else None
+    if not isinstance(sessions, list) or not sessions or len(sessions) > MAX_BATCH_SESSIONS:
+        try:
+            return PredictBody.model_validate(data)
+        except ValidationError as exc:
+            raise _request_error(exc.errors(include_url=False)) from None
+    validated: list[SessionEvents] = []
+    inner: list[Any] = []
+    for i, session in enumerate(sessions):
+        try:
+            validated.append(_SESSION.validate_python(session))
+        except ValidationError as exc:
+            inner += [
+                {**e, "loc": ("sessions", i, *e["loc"])} for e in exc.errors(include_url=False)
+            ]
+    try:
+        top = PredictBody.model_validate({**data, "sessions": [_PLACEHOLDER] * len(sessions)})
+    except ValidationError as exc:
+        outer = exc.errors(include_url=False)
+        if inner:  # pydantic runs the model's own checks only when every field is valid
+            outer = [e for e in outer if e["loc"]]
+        raise _request_error(
+            [e for e in outer if e["loc"] and e["loc"][0] in _BEFORE_SESSIONS]
+            + inner
+            + [e for e in outer if not e["loc"] or e["loc"][0] not in _BEFORE_SESSIONS]
+        ) from None
+    if inner:
+        raise _request_error(inner)
+    return top.model_copy(update={"sessions": validated})
+
+
+def _request_error(errors: Sequence[Any]) -> RequestValidationError:
+    return RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors])
+
+
+class PredictRoute(BoundedBodyRoute):
+    """`POST /v1/predict`: a long body is parsed, validated and answered off the event loop
+    (see OFF_LOOP_BODY_BYTES); anything else goes through FastAPI as declared, which also
+    gives the OpenAPI schema and the errors of bodies that are not plain JSON."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        declared = APIRoute.get_route_handler(self)
+
+        async def handle(request: Request) -> Response:
+            bounded = BoundedBodyRequest(request.scope, request.receive)
+            content_type = bounded.headers.get("content-type", "").split(";")[0].strip()
+            if bounded.method != "POST" or content_type.lower() != "application/json":
+                return await declared(bounded)
+            raw = await bounded.body()
+            if len(raw) <= OFF_LOOP_BODY_BYTES:
+                return await declared(bounded)
+            try:
+                body = await asyncio.to_thread(validate_predict_body, raw)
+            except _NotPlainJson:
+                return await declared(bounded)
+            result = await answer(bounded, body, bounded.app.state.scorer, off_loop=True)
+            return Response(
+                await asyncio.to_thread(result.model_dump_json), media_type="application/json"
+            )
+
+        return handle
+
 
 router = APIRouter(prefix="/v1", tags=["predict"], route_class=BoundedBodyRoute)
 
@@ -57,30 +152,47 @@ async def score_logged(
 
 
 async def answer(
-    request: Request, body: PredictBody, scorer: Scorer
+    request: Request, body: PredictBody, scorer: Scorer, *, off_loop: bool = False
 ) -> Prediction | BatchPredictions:
-    """The answer to a `PredictBody`: one `Prediction`, or a batch of them in request order."""
+    """The answer to a `PredictBody`: one `Prediction`, or a batch of them in request order.
+    `off_loop`: build the rows and the answers on a worker thread (a big batch)."""
     sessions = body.session_list()
+
+    def rows() -> list[list[dict[str, Any]]]:
+        return [s.rows() for s in sessions]
+
     outcomes = await score_logged(
         request,
         scorer,
-        [s.rows() for s in sessions],
+        await asyncio.to_thread(rows) if off_loop else rows(),
         [s.session_id for s in sessions],
         NextItemOptions(k=body.k, exclude_seen=body.exclude_seen),
     )
-    predictions = [o.answer(s.session_id) for o, s in zip(outcomes, sessions, strict=True)]
-    if not body.is_batch:
-        return predictions[0]
-    version = outcomes[0].prediction.model_version if outcomes else scorer.model.version
-    return BatchPredictions(model_version=version, predictions=predictions)
+
+    def answers() -> Prediction | BatchPredictions:
+        predictions = [o.answer(s.session_id) for o, s in zip(outcomes, sessions, strict=True)]
+        if not body.is_batch:
+            return predictions[0]
+        version = outcomes[0].prediction.model_version if outcomes else scorer.model.version
+        return BatchPredictions(model_version=version, predictions=predictions)
+
+    return await asyncio.to_thread(answers) if off_loop else answers()
 
 
-@router.post("/predict", responses=ERRORS)
 async def predict_events(
     request: Request, body: PredictBody, scorer: ScorerDep
 ) -> Prediction | BatchPredictions:
     """P(purchase) of one session (`events`) or of many (`sessions`), from raw browsing events."""
     return await answer(request, body, scorer)
+
+
+router.add_api_route(
+    "/predict",
+    predict_events,
+    methods=["POST"],
+    responses=ERRORS,
+    route_class_override=PredictRoute,
+)
 
 
 @router.get("/predict", responses=ERRORS)
