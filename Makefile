@@ -71,8 +71,10 @@ lint: $(STAMP) tools-deps
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The slowest tests are listed at the end of each run: the suite's budget is well under 20 minutes
+# on two cores, and this is where a slow newcomer shows.
 pytest: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=20
 
 # Re-resolve the transitive set from the pins in pyproject.toml into constraints.txt.
 lock:

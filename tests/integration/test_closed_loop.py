@@ -163,16 +163,32 @@ def test_retrain_registers_a_challenger_and_the_service_follows_the_gate(loop) -
     assert retrained is not None
     reg = retrained.registration
     assert reg["version"] == 2
-    # The decision is the stated rule applied to the recorded scores and p-value.
-    p_value, alpha = reg["p_value"], reg["alpha"]
-    assert alpha == 0.05  # TrainFlow's default level
-    if reg["champion_invalid"] is not None:
+    # What the gate recorded on v2 (its MLflow tags), read back from the registry: the decision
+    # must be the stated rule applied to these recorded scores and p-value, whichever way it went.
+    recorded = {v.version: v for v in registry.model_versions(settings, model_name=MODEL_NAME)}
+    tags = recorded[2].tags
+    challenger, champion = recorded[2].score, recorded[2].champion_score
+    p_value, alpha = recorded[2].p_value, float(tags["gate.alpha"])
+    min_improvement = float(tags["gate.min_improvement"])
+    assert alpha == reg["alpha"] == 0.05  # TrainFlow's default level
+    assert tags["gate.previous_version"] == "1" and tags["gate.higher_is_better"] == "true"
+    assert tags["gate.metric"] == recorded[2].gate_metric == "roc_auc", tags
+    assert (challenger, champion, p_value, min_improvement) == (
+        reg["challenger_score"],
+        reg["champion_score"],
+        reg["p_value"],
+        reg["min_improvement"],
+    )
+    assert challenger is not None
+    if tags["gate.champion_invalid"] != "none":
         expected = True  # the champion no longer fits the data: replaced without a test
-        assert p_value is None and reg["champion_score"] is None
+        assert reg["champion_invalid"] == tags["gate.champion_invalid"]
+        assert p_value is None and champion is None
     else:
-        assert p_value is not None and 0 <= p_value <= 1, reg
-        gain = reg["challenger_score"] - reg["champion_score"]
-        expected = gain > reg["min_improvement"] and p_value < alpha
+        assert reg["champion_invalid"] is None
+        assert champion is not None and p_value is not None and 0 <= p_value <= 1, tags
+        # gate.gate_promotes with a champion and a level: a gain above the minimum AND p < alpha.
+        expected = challenger - champion > min_improvement and p_value < alpha
         # The p-value is DeLong's one-sided test of the two bundles on the retrain's own test
         # split, each tokenising with its own vocabulary.
         from metaflow import Run, namespace
@@ -188,12 +204,15 @@ def test_retrain_registers_a_challenger_and_the_service_follows_the_gate(loop) -
         ]
         test = paired_auc_test(probs[0], probs[1], data.test_examples.label)
         assert test["p_value"] == pytest.approx(p_value, abs=1e-9)
-        assert test["challenger_roc_auc"] == pytest.approx(reg["challenger_score"])
-        assert test["champion_roc_auc"] == pytest.approx(reg["champion_score"])
+        assert test["challenger_roc_auc"] == pytest.approx(challenger)
+        assert test["champion_roc_auc"] == pytest.approx(champion)
+    # What happened: the returned decision, the recorded one, the alias and the served model.
     assert retrained.promoted is expected, reg["summary"]
-    recorded = {v.version: v for v in registry.model_versions(settings, model_name=MODEL_NAME)}
-    assert recorded[2].gate_decision == reg["decision"]
-    assert recorded[2].p_value == p_value and recorded[2].tags["gate.alpha"] == "0.05"
+    decision = "promoted" if expected else "rejected"
+    assert reg["decision"] == recorded[2].gate_decision == decision, reg["summary"]
+    champ = registry.champion(settings, model_name=MODEL_NAME)
+    assert champ is not None and champ.version == (2 if expected else 1)
+    assert recorded[2].is_champion is expected and recorded[1].is_champion is not expected
     if expected:
         assert result.served_after == "2" and "reloaded" in retrained.reload
     else:
@@ -220,9 +239,10 @@ def test_dashboard_shows_the_warehouse_numbers(loop) -> None:
         def text(testid: str) -> str:
             return driver.find_element(By.CSS_SELECTOR, f"[data-testid='{testid}']").text
 
-        assert text("latency-count").replace(",", "") == str(len(frame)) or text(
-            "traffic-predictions"
-        ).replace(",", "") == str(len(frame))
+        # Every logged prediction, in the latency panel and summed over the traffic windows.
+        assert data["latency"]["count"] == len(frame) > 0
+        assert text("latency-count").replace(",", "") == str(len(frame))
+        assert text("traffic-predictions").replace(",", "") == str(len(frame))
         for version, group in labelled.groupby("model_version"):
             row = driver.find_element(
                 By.CSS_SELECTOR, f"[data-testid='quality-row'][data-version='{version}']"

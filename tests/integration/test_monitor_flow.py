@@ -1,7 +1,7 @@
-"""MonitorFlow end to end through Metaflow's Runner: a TrainFlow champion, a prediction log of its
-answers on real test sessions (written as a replica writes it, no server), then land -> dbt build
-(delayed labels) -> snapshot -> the card, opened in headless Chromium with Evidently's report
-inside it.
+"""MonitorFlow end to end through Metaflow's Runner: a TrainFlow champion (the session's shared
+one, on a copy of its home), a prediction log of its answers on real test sessions (written as a
+replica writes it, no server), then land -> dbt build (delayed labels) -> snapshot -> the card,
+opened in headless Chromium with Evidently's report inside it.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,23 +19,22 @@ import numpy as np
 import pytest
 
 from smallboat.config import Settings
-from smallboat.data.log.predictions import PredictionLog, prediction_row
+from smallboat.data.log.predictions import PredictionLog, prediction_row, predictions_dir
 from smallboat.errors import SmallboatError
 from smallboat.monitor.card import EVIDENTLY_FRAME_ID
 from smallboat.pipeline.runner import (
     MonitorOutcome,
     metaflow_env,
     run_monitor,
-    run_train,
     use_metaflow_env,
 )
 from smallboat.serve.scoring import load_model, score_batch
 from tests.browser import chromium, requested_urls, save_screenshot
-from tests.synthetic_home import raw_rows, synthetic_home
+from tests.synthetic_home import raw_rows
+from tests.trained_service import Trained
 
 pytestmark = pytest.mark.slow
 
-GRID = json.dumps([{"name": "t", "members": 1, "max_epochs": 2}])
 # Metaflow's own card stylesheet @imports Roboto from Google Fonts (in every card, TrainFlow's
 # too); offline the request fails and the card falls back to a local font.
 METAFLOW_CARD_FONT = "https://fonts.googleapis.com/"
@@ -86,30 +86,36 @@ def log_champion_answers(settings: Settings, train_pathspec: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def monitored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitored]:
+def monitored(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitored]:
+    """MonitorFlow on a copy of the session's trained home (the service tests' champion and its
+    warehouse): copying is much cheaper than another TrainFlow run, and leaves the shared home
+    as the service tests expect it."""
     mp = pytest.MonkeyPatch()
     # One window over the whole synthetic span, and a drift verdict from a few hundred rows.
     mp.setenv("SMALLBOAT_MONITOR_WINDOW_HOURS", str(24 * 3650))
     mp.setenv("SMALLBOAT_MONITOR_MIN_ROWS", "30")
     try:
-        root = tmp_path_factory.mktemp("monitorflow")
-        with synthetic_home(root, sessions=3_000, seed=31) as (settings, _):
-            use_metaflow_env(settings)
-            trained = run_train(
-                settings,
-                show_output=False,
-                grid=GRID,
-                bootstrap=0,
-                threads=1,
-                # 40% of the sessions in the test split: ~170 test examples to replay
-                dbt_vars=json.dumps({"split_test_fraction": 0.4}),
-            )
-            assert trained.summary is not None
-            logged = log_champion_answers(settings, trained.pathspec)
-            outcome = run_monitor(settings, show_output=False, bootstrap=50)
-            yield Monitored(settings, logged, float(trained.summary["roc_auc"]), outcome)
+        home = tmp_path_factory.mktemp("monitorflow") / "home"
+        shared = trained.settings
+        # Without the logs of what the shared service answered or collected so far: this
+        # module's prediction log is the only traffic MonitorFlow lands.
+        skip = {predictions_dir(shared), shared.collect_dir}
+        shutil.copytree(
+            shared.home_dir,
+            home,
+            symlinks=True,
+            ignore=lambda folder, names: [n for n in names if Path(folder, n) in skip],
+        )
+        mp.setenv("SMALLBOAT_HOME", str(home))
+        settings = Settings()
+        use_metaflow_env(settings)
+        assert trained.outcome.summary is not None
+        logged = log_champion_answers(settings, trained.outcome.pathspec)
+        outcome = run_monitor(settings, show_output=False, bootstrap=50)
+        yield Monitored(settings, logged, float(trained.outcome.summary["roc_auc"]), outcome)
     finally:
         mp.undo()
+        use_metaflow_env(trained.settings)  # Metaflow's state back on the shared home
 
 
 def artifacts(run: Any, step: str) -> Any:

@@ -1,7 +1,8 @@
 """TrainFlow end to end through Metaflow's Runner: real dbt, DuckDB, PyTorch, MLflow, cards.
 
-One synthetic dataset; three runs share its home: a first run (becomes champion), a deliberately
-worse challenger (must not be promoted), and a run that fails at `evaluate` and is resumed.
+One synthetic dataset; its home holds a first run (becomes champion) and a deliberately worse
+challenger that fails at `evaluate` and is resumed: the resumed run is gated (must not be
+promoted), so one challenger run checks both resume and the gate.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import re
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -166,20 +168,48 @@ def test_the_bundle_predicts_what_the_flow_evaluated(first: TrainOutcome) -> Non
     np.testing.assert_allclose(prob, report["test_predictions"], atol=1e-6)
 
 
-def test_a_worse_challenger_is_not_promoted(
-    home: tuple[Settings, Path], first: TrainOutcome
-) -> None:
+@dataclass(frozen=True)
+class Resumed:
+    """A worse challenger's run that failed at `evaluate`, then resumed to its end (registered
+    and gated: one run serves both the resume test and the worse-challenger test)."""
+
+    failure: str  # the failed run's one-line error
+    origin_run_id: str  # the failed run, as the error names it
+    outcome: TrainOutcome  # the resumed run
+
+
+@pytest.fixture(scope="module")
+def resumed(
+    home: tuple[Settings, Path], first: TrainOutcome, tmp_path_factory: pytest.TempPathFactory
+) -> Resumed:
     settings, data = home
-    worse = run_train(
-        settings,
-        show_output=False,
-        grid=WORSE,
-        oracle=str(data),
-        bootstrap=0,
-        skip_transform=True,
-        threads=1,
-        next_item=NEXT_ITEM,
-    )
+    oracle = tmp_path_factory.mktemp("resume") / "late" / ORACLE_FILE  # missing: evaluate fails
+    with pytest.raises(SmallboatError, match="TrainFlow failed") as failure:
+        run_train(
+            settings,
+            show_output=False,
+            grid=WORSE,
+            oracle=str(oracle),
+            bootstrap=0,
+            skip_transform=True,
+            threads=1,
+            next_item=NEXT_ITEM,
+        )
+    message = str(failure.value)
+    run_id = message.split("resume with `smallboat train --resume ")[1].split("`")[0]
+    oracle.parent.mkdir(parents=True)
+    shutil.copy(data / ORACLE_FILE, oracle)
+
+    from smallboat.pipeline.runner import resume_train
+
+    return Resumed(message, run_id, resume_train(settings, origin_run_id=run_id, show_output=False))
+
+
+def test_a_worse_challenger_is_not_promoted(
+    home: tuple[Settings, Path], first: TrainOutcome, resumed: Resumed
+) -> None:
+    settings, _ = home
+    worse = resumed.outcome  # the untrained grid entry, gated once its run finished
     reg = worse.registration
     assert reg is not None
     assert reg["decision"] == "rejected", reg["summary"]
@@ -197,38 +227,18 @@ def test_a_worse_challenger_is_not_promoted(
     assert versions[2].p_value == reg["p_value"]
 
 
-def test_resume_reruns_only_from_the_failed_step(
-    home: tuple[Settings, Path], first: TrainOutcome, tmp_path: Path
-) -> None:
-    settings, data = home
-    oracle = tmp_path / "late" / ORACLE_FILE  # missing at first: evaluate fails
-    with pytest.raises(SmallboatError, match="TrainFlow failed") as failure:
-        run_train(
-            settings,
-            show_output=False,
-            grid=WORSE,
-            oracle=str(oracle),
-            bootstrap=0,
-            skip_transform=True,
-            threads=1,
-            next_item=NEXT_ITEM,
-        )
-    assert "no oracle file" in str(failure.value)
-    run_id = str(failure.value).split("resume with `smallboat train --resume ")[1].split("`")[0]
-    oracle.parent.mkdir(parents=True)
-    shutil.copy(data / ORACLE_FILE, oracle)
-
-    from smallboat.pipeline.runner import resume_train
-
-    resumed = resume_train(settings, origin_run_id=run_id, show_output=False)
-    assert resumed.successful and resumed.run_id != run_id
+def test_resume_reruns_only_from_the_failed_step(resumed: Resumed) -> None:
+    assert "no oracle file" in resumed.failure
+    run_id = resumed.origin_run_id
+    outcome = resumed.outcome
+    assert outcome.successful and outcome.run_id != run_id
     from metaflow import Run, namespace
 
     namespace(None)
-    run = Run(resumed.pathspec)
+    run = Run(outcome.pathspec)
     prepare = task(run, "prepare")
     evaluate = task(run, "evaluate")
     assert prepare.metadata_dict.get("origin-run-id") == run_id
     assert prepare.metadata_dict.get("origin-task-id")  # cloned from the failed run, not re-run
     assert evaluate.metadata_dict.get("origin-task-id") is None  # re-run
-    assert "oracle_roc_auc" in (resumed.summary or {})
+    assert "oracle_roc_auc" in (outcome.summary or {})

@@ -181,6 +181,69 @@ def test_segment_batches_plain_or_gzipped(client: TestClient) -> None:
     assert records_logged(client) == 4
 
 
+HUGE = "1" + "0" * 400
+
+
+@pytest.mark.parametrize("sign", ["", "-"])
+def test_an_event_time_past_any_calendar_is_a_400_naming_the_field(
+    client: TestClient, sign: str
+) -> None:
+    """A 400-digit time used to overflow a float in the error message: a 500, a traceback."""
+    problem = f"{sign}{HUGE[: 20 - len(sign)]}... is not an epoch time in milliseconds (0 to "
+    problem += "253,402,300,799,999)"
+    pixel = client.get(
+        "/collect", params={"v": "1", "t": "pageview", "cid": "c", "ts_ms": sign + HUGE}
+    )
+    assert pixel.status_code == 400
+    assert pixel.json() == {"error": "bad_request", "detail": f"ts_ms {problem}"}
+    body = '{"session_id_hash": "s", "event_type": "pageview", "server_timestamp_epoch_ms": '
+    body += f"{sign}{HUGE}}}"
+    posted = client.post("/collect", content=body, headers={"Content-Type": "application/json"})
+    assert posted.status_code == 400
+    assert posted.json() == {
+        "error": "bad_request",
+        "detail": f"server_timestamp_epoch_ms {problem}",
+    }
+    assert records_logged(client) == 0
+
+
+def test_every_member_of_a_gzip_body_is_read_and_trailing_garbage_refused(
+    client: TestClient,
+) -> None:
+    """`gzip(a) + gzip(b)` is one valid gzip stream: both batches are logged (only the first
+    used to be, with a 200); bytes after the last member are a 400, nothing logged; the
+    members together stay bounded by the body limit."""
+    first = segment_batch({**PAGE, "messageId": "m1"})
+    second = segment_batch({**PAGE, "messageId": "m2"}, {**PAGE, "messageId": "m3"})
+    # One JSON document across two members: the split lands inside the batch's text.
+    text = json.dumps(segment_batch(*first["batch"], *second["batch"])).encode()
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    two = gzip.compress(text[:40]) + gzip.compress(text[40:])
+    answer = client.post("/v1/batch", content=two, headers=headers, auth=("k1", ""))
+    assert answer.json()["events"] == 3
+    assert records_logged(client) == 3
+
+    garbage = gzip.compress(json.dumps(segment_batch({**PAGE, "messageId": "m4"})).encode())
+    for tail in (b"junk", b"\x00" * 8):
+        answer = client.post("/v1/batch", content=garbage + tail, headers=headers, auth=("k1", ""))
+        assert answer.status_code == 400
+        assert answer.json()["detail"] == (
+            f"body: {len(tail)} bytes after the end of the gzip stream are not gzip "
+            "(trailing garbage)"
+        )
+    broken = gzip.compress(b"[") + b"\x1f\x8b" + b"\x00" * 20
+    answer = client.post("/v1/batch", content=broken, headers=headers, auth=("k1", ""))
+    assert answer.status_code == 400
+    assert answer.json()["detail"].startswith("body: Content-Encoding is gzip but the body is not")
+    # Members that each fit but together inflate past the limit.
+    half = b" " * (LIMIT // 2 + 1)
+    bomb = gzip.compress(half) + gzip.compress(half)
+    answer = client.post("/v1/batch", content=bomb, headers=headers, auth=("k1", ""))
+    assert answer.status_code == 413
+    assert "inflates to more than 4,096 bytes" in answer.json()["detail"]
+    assert records_logged(client) == 3
+
+
 def test_bodies_over_the_limit_are_a_413(client: TestClient) -> None:
     big = segment_batch(*[{**PAGE, "messageId": f"p{i}"} for i in range(60)])
     raw = json.dumps(big).encode()
@@ -353,3 +416,65 @@ def test_sessions_continue_across_a_restart_and_a_compaction(collect_settings: S
         session_id_for("shopper", times[2]),
     ]
     assert rows[1]["hashed_url"] == hash_url("/page/1")
+
+
+def test_the_collector_caps_its_tracked_clients_by_setting(settings: Settings) -> None:
+    capped = settings.model_copy(update={"collect_max_clients": 5, "collect_compact_seconds": 0})
+    with TestClient(create_app(capped)) as client:
+        for i in range(20):
+            hit = {"v": "1", "t": "pageview", "cid": f"c{i}", "dl": "https://x.test/"}
+            assert client.get("/collect", params=hit).status_code == 200
+        assert client.app.state.store.tracker.max_clients == 5
+        assert len(client.app.state.store.tracker) == 5
+
+
+def test_json_events_need_the_collect_key_when_one_is_set(collect_settings: Settings) -> None:
+    keyed = collect_settings.model_copy(update={"collect_key": "k-123"})
+    event = {
+        "session_id_hash": "s",
+        "event_type": "event_product",
+        "product_action": "purchase",
+        "product_sku_hash": "P",
+    }
+    with TestClient(create_app(keyed)) as client:
+        missing = client.post("/collect", json=event)
+        assert missing.status_code == 401
+        assert missing.json()["detail"] == (
+            "JSON events need the collector's key (SMALLBOAT_COLLECT_KEY): send it as "
+            "Authorization: Bearer <key> or X-Smallboat-Key: <key>"
+        )
+        wrong = client.post("/collect", json=event, headers={"Authorization": "Bearer k-12"})
+        assert wrong.status_code == 403
+        assert records_logged(client) == 0
+        for i, headers in enumerate(
+            ({"Authorization": "Bearer k-123"}, {"X-Smallboat-Key": "k-123"})
+        ):
+            posted = client.post("/collect", json={**event, "message_id": f"m{i}"}, headers=headers)
+            assert posted.json()["events"] == 1
+        # The pixel stays open: a browser's image request carries no key.
+        hit = {"v": "1", "t": "pageview", "cid": "c", "dl": "https://x.test/"}
+        assert client.get("/collect", params=hit).status_code == 200
+        assert records_logged(client) == 3
+
+
+def test_a_secret_read_with_its_newline_still_matches(
+    monkeypatch: pytest.MonkeyPatch, collect_settings: Settings
+) -> None:
+    monkeypatch.setenv("SMALLBOAT_ADMIN_TOKEN", "tok-1\n")
+    monkeypatch.setenv("SMALLBOAT_COLLECT_KEY", " key-1\r\n")
+    settings = Settings()
+    assert (settings.admin_token, settings.collect_key) == ("tok-1", "key-1")
+    with TestClient(create_app(settings)) as client:
+        answer = client.get("/admin/counters", headers={"Authorization": "Bearer tok-1"})
+        assert answer.status_code == 200
+
+
+def test_a_405_allows_every_method_of_the_path(client: TestClient) -> None:
+    """`GET /collect` and `POST /collect` are two routes: the 405 used to name the first only."""
+    for path in ("/collect", "/g/collect"):
+        answer = client.options(path)
+        assert answer.status_code == 405
+        assert answer.json()["error"] == "method_not_allowed"
+        assert answer.headers["allow"] == "GET, POST"
+    operations = client.get("/openapi.json").json()["paths"]["/collect"]
+    assert {"408", "431"} <= set(operations["post"]["responses"])

@@ -245,3 +245,23 @@ def test_idle_clients_are_forgotten() -> None:
     tracker.assign("b", NOW, now_ms=NOW + 900)
     tracker.assign("c", NOW, now_ms=NOW + 1_500)
     assert len(tracker) == 2  # a was idle for 1.5 s
+
+
+def test_tracked_clients_are_capped_and_the_least_recently_seen_forgotten() -> None:
+    tracker = SessionTracker(max_clients=3)
+    sessions = {c: tracker.assign(c, NOW, now_ms=NOW)[0] for c in ("a", "b", "c")}
+    tracker.assign("a", NOW + 1_000, now_ms=NOW + 1_000)  # a is now the most recent
+    tracker.assign("d", NOW + 2_000, now_ms=NOW + 2_000)  # over the cap: b goes
+    assert len(tracker) == 3
+    assert tracker.assign("a", NOW + 3_000, now_ms=NOW + 3_000)[0] == sessions["a"]
+    assert tracker.assign("c", NOW + 3_000, now_ms=NOW + 3_000)[0] == sessions["c"]
+    # b was forgotten: its next hit starts a new session (then d is the one past the cap).
+    assert tracker.assign("b", NOW + 4_000, now_ms=NOW + 4_000) == (
+        session_id_for("b", NOW + 4_000),
+        NOW + 4_000,
+    )
+    assert len(tracker) == 3
+    # A flood of new client ids holds the cap.
+    for i in range(1_000):
+        tracker.assign(f"flood-{i}", NOW + 5_000, now_ms=NOW + 5_000)
+    assert len(tracker) == 3

@@ -464,7 +464,8 @@ def test_dashboard_shows_the_snapshot(
         for f in drift["features"]
     ]
     assert "3.20e-7" in [r["score"] for r in rows(browser, "drift-row")]
-    assert text(browser, "drift-report") == f"Evidently report: {drift['report_path']}"
+    # Paths relative to the home: the dashboard has no login (issue 17).
+    assert text(browser, "drift-report") == "Evidently report: monitor/drift.html"
 
     # alerts and version history
     assert rows(browser, "alert") == [
@@ -584,7 +585,7 @@ def test_missing_snapshot_and_card_are_json_404s(settings: Settings, dashboard: 
 
     write_snapshot(settings, EMPTY_SNAPSHOT)
     answer = httpx.get(f"{dashboard}/dashboard/api/snapshot")
-    assert (answer.status_code, answer.json()) == (200, EMPTY_SNAPSHOT)
+    assert (answer.status_code, answer.json()) == (200, {**EMPTY_SNAPSHOT, "home": "home"})
     assert answer.headers["cache-control"] == "no-store"
     answer = httpx.get(f"{dashboard}/dashboard/card")
     assert (answer.status_code, answer.json()) == (
@@ -599,7 +600,10 @@ def test_missing_snapshot_and_card_are_json_404s(settings: Settings, dashboard: 
     answer = httpx.get(f"{dashboard}/dashboard/card")
     assert (answer.status_code, answer.json()) == (
         404,
-        {"error": "not_found", "detail": f"the champion's model card {gone} does not exist"},
+        {
+            "error": "not_found",
+            "detail": "the champion's model card models/9/card.html does not exist",
+        },
     )
 
     # a relative card path is under the home
@@ -628,5 +632,19 @@ def test_a_snapshot_that_is_not_json_is_a_503(settings: Settings, dashboard: str
     assert answer.status_code == 503
     body = answer.json()
     assert body["error"] == "unavailable"
-    assert body["detail"].startswith(f"{path} is not valid JSON (")
+    assert body["detail"].startswith("monitor/snapshot.json is not valid JSON (")
+    assert str(settings.home_dir) not in body["detail"]
     assert body["detail"].endswith("): rerun `smallboat monitor check`")
+
+
+def test_the_snapshot_api_names_no_path_of_the_machine(settings: Settings, dashboard: str) -> None:
+    """The dashboard has no login: the home, the card's and the report's paths are shown
+    relative to the home (issue 17: the snapshot API showed the home path to anyone)."""
+    write_snapshot(settings, make_snapshot(settings.home_dir))
+    answer = httpx.get(f"{dashboard}/dashboard/api/snapshot")
+    assert answer.status_code == 200
+    assert str(settings.home_dir) not in answer.text
+    shown = answer.json()
+    assert shown["home"] == settings.home_dir.name
+    assert shown["drift"]["report_path"] == "monitor/drift.html"
+    assert shown["champion"]["card_path"] == "models/3/card.html"

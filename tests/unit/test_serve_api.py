@@ -265,3 +265,52 @@ def test_a_failed_reload_keeps_serving_the_old_model(
     rows = session(np.random.default_rng(7), 2)
     assert client.post("/v1/predict", json={"events": rows}).status_code == 200
     assert 'smallboat_model_reloads_total{outcome="failed"} 1.0' in client.get("/metrics").text
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "problem"),
+    [
+        ({"k": True}, "k", "must be an integer, not true or false"),
+        ({"exclude_seen": "yes"}, "exclude_seen", "Input should be a valid boolean"),
+        ({"exclude_seen": 1}, "exclude_seen", "Input should be a valid boolean"),
+    ],
+)
+def test_integer_and_boolean_fields_take_no_other_type(
+    client: TestClient, change: dict[str, Any], field: str, problem: str
+) -> None:
+    """The schema says integer and boolean: `k: true` was read as 1, "yes" as true."""
+    rows = session(np.random.default_rng(3), 3)
+    r = client.post("/v1/predict", json={"events": rows, **change})
+    assert r.status_code == 422
+    assert r.json()["error"] == "invalid_input"
+    assert r.json()["detail"].startswith(field)
+    assert problem in r.json()["detail"]
+
+
+def test_an_event_time_of_false_is_refused_and_empty_ids_are_null(client: TestClient) -> None:
+    row = {"event_type": "pageview", "server_timestamp_epoch_ms": False}
+    r = client.post("/v1/sessions/s1/events", json={"events": [row]})
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("events[0].server_timestamp_epoch_ms")
+    # "" is "no value", and the OpenAPI document says so (no minLength).
+    row = {"event_type": "pageview", "server_timestamp_epoch_ms": 1_600_000_000_000}
+    assert client.post("/v1/predict", json={"events": [{**row, "product_sku_hash": ""}]}).is_success
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["BrowsingEvent"]
+    sku = schema["properties"]["product_sku_hash"]["anyOf"][0]
+    assert sku == {"type": "string", "maxLength": 256}
+
+
+def test_the_openapi_document_names_every_status_and_allowed_method(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            answers = operation["responses"]
+            assert {"408", "431"} <= set(answers), (method, path)
+            if "{" in path:
+                assert "404" in answers, (method, path)
+    assert paths["/ping"]["get"]["responses"]["200"]["content"] == {}
+    # A 405 names every method of the path, not only those of the first route that matched.
+    r = client.request("DELETE", "/v1/predict")
+    assert r.status_code == 405
+    allowed = set(r.headers["allow"].split(", ")) - {"HEAD"}  # Starlette's GET routes add HEAD
+    assert allowed == {m.upper() for m in paths["/v1/predict"]} == {"GET", "POST"}

@@ -55,12 +55,12 @@ def monitor_serve_cmd(
     port: Annotated[int, typer.Option(help="Port.")] = 8082,
 ) -> None:
     """Serve the dashboard alone (the prediction service also serves it at /dashboard)."""
-    import uvicorn
-
     from smallboat.monitor.dashboard import create_dashboard_app
+    from smallboat.web.connections import run_app
 
     console.print(f"dashboard: http://{host}:{port}/dashboard")
-    uvicorn.run(create_dashboard_app(Settings()), host=host, port=port, log_level="warning")
+    settings = Settings()  # the connection limits of both servers hold here too
+    run_app(create_dashboard_app(settings), settings, host=host, port=port, log_level="warning")
 
 
 @monitor_app.command("run")

@@ -25,7 +25,7 @@ from smallboat.collect.store import EventStore
 from smallboat.config import Settings
 from smallboat.data.log.wal import LogWriteError
 from smallboat.web.body import BodyLimit
-from smallboat.web.errors import install_error_handlers
+from smallboat.web.errors import complete_openapi, install_error_handlers
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ def create_app(
         )
     # Outermost: single pixel hits skip FastAPI's routing (everything else passes through).
     app.add_middleware(FastLane, owner=app, cors=bool(origins))
+    complete_openapi(app)
     return app
 
 

@@ -24,6 +24,9 @@ from smallboat.schema import BROWSING_EVENTS
 MAX_FUTURE_SKEW_MS = 5 * 60 * 1000
 """A client clock may run up to 5 minutes ahead of the collector's; later times are refused."""
 DAY_MS = 86_400_000
+MAX_EPOCH_MS = 253_402_300_799_999
+"""The last millisecond of year 9999: client times past it are refused before any arithmetic
+(a 400-digit `ts_ms` used to overflow the float of the error message: a 500)."""
 
 
 class HitError(ValueError):
@@ -94,6 +97,11 @@ class TimePolicy:
 
     def check(self, param: str, event_ms: int, received_ms: int) -> int:
         """`event_ms` if within bounds, else a HitError naming `param`."""
+        if not 0 <= event_ms <= MAX_EPOCH_MS:
+            shown = f"{event_ms}" if len(f"{event_ms}") <= 20 else f"{str(event_ms)[:20]}..."
+            raise HitError(
+                param, f"{shown} is not an epoch time in milliseconds (0 to {MAX_EPOCH_MS:,})"
+            )
         ahead = event_ms - received_ms
         if ahead > self.max_future_ms:
             raise HitError(

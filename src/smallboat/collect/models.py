@@ -13,7 +13,15 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    WithJsonSchema,
+    model_validator,
+)
 
 from smallboat import schema
 from smallboat.web.fields import utf8_text
@@ -57,7 +65,26 @@ def _id_text(value: Any) -> Any:
     return utf8_text(value)
 
 
-Id = Annotated[str, BeforeValidator(_id_text), Field(min_length=1, max_length=MAX_ID)]
+Id = Annotated[
+    str,
+    BeforeValidator(_id_text),
+    Field(min_length=1, max_length=MAX_ID),
+    # The schema says what the code takes: text, or a number kept as its text.
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "minLength": 1, "maxLength": MAX_ID}, {"type": "number"}]}
+    ),
+]
+
+
+def _iso_time(value: Any) -> Any:
+    """Segment's times are ISO-8601 text; a number (`"sentAt": 0`) would otherwise be read as
+    seconds since 1970, which no Segment library sends and the schema does not allow."""
+    if value is not None and not isinstance(value, str | datetime):
+        raise ValueError("must be an ISO-8601 date-time text, e.g. 2024-05-01T12:00:00Z")
+    return value
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_time)]
 
 
 class GaHit(BaseModel):
@@ -253,7 +280,7 @@ class SegmentMessage(BaseModel):
     userId: Id | None = None  # Segment's field names, camelCase
     anonymousId: Id | None = None
     messageId: Id | None = None
-    timestamp: datetime | None = None
+    timestamp: IsoTime | None = None
     properties: SegmentProperties | None = None
     context: SegmentContext | None = None
 
@@ -265,7 +292,7 @@ class SegmentBatch(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     batch: list[Any] = Field(max_length=MAX_SEGMENT_BATCH)
-    sentAt: datetime | None = None
+    sentAt: IsoTime | None = None
 
 
 MAX_SNOWPLOW_EVENTS = 2_500

@@ -12,12 +12,11 @@ import logging
 import os
 import secrets
 
-import uvicorn
-
 from smallboat.collect.app import create_app
 from smallboat.collect.control import Control, remove_control, write_control
 from smallboat.collect.store import EventStore
 from smallboat.config import Settings
+from smallboat.web.connections import run_app
 from smallboat.web.process import ServerProcess
 
 log = logging.getLogger(__name__)
@@ -34,8 +33,9 @@ def serve(settings: Settings, *, host: str, port: int, log_level: str = "info") 
     url = f"http://[{local}]:{port}" if ":" in local else f"http://{local}:{port}"
     try:
         write_control(settings, Control(pid=os.getpid(), url=url, token=token))
-        uvicorn.run(
+        run_app(
             create_app(settings, store=store, admin_token=token),
+            settings,
             host=host,
             port=port,
             log_level=log_level,

@@ -25,6 +25,8 @@ from smallboat.schema import SESSION_GAP_MS
 IDLE_EVICT_MS = SESSION_GAP_MS + 5 * 60 * 1000
 """A client not heard from for this long (collector clock) is forgotten: its next event starts a
 new session anyway, since event times follow the clock within the accepted skew."""
+MAX_CLIENTS = 100_000
+"""Default of SMALLBOAT_COLLECT_MAX_CLIENTS (about 45 MB of tracked clients)."""
 CLIENTS_KEEP_MS = 24 * 3_600_000
 """Rows of the `clients` table older than this are deleted at compaction."""
 
@@ -53,11 +55,25 @@ class _Client:
 
 
 class SessionTracker:
-    """Assigns sessions to client ids (not thread-safe: the collector uses it on its event loop)."""
+    """Assigns sessions to client ids (not thread-safe: the collector uses it on its event loop).
 
-    def __init__(self, *, gap_ms: int = SESSION_GAP_MS, idle_ms: int = IDLE_EVICT_MS) -> None:
+    At most `max_clients` clients are tracked (SMALLBOAT_COLLECT_MAX_CLIENTS): past it the least
+    recently touched is forgotten, so that a flood of new client ids cannot grow the collector's
+    memory (30k clients held 74 MB for 35 minutes); a forgotten client's next hit starts a new
+    session, as after an idle gap."""
+
+    def __init__(
+        self,
+        *,
+        gap_ms: int = SESSION_GAP_MS,
+        idle_ms: int = IDLE_EVICT_MS,
+        max_clients: int = MAX_CLIENTS,
+    ) -> None:
+        if max_clients < 1:
+            raise ValueError(f"max_clients must be at least 1, not {max_clients}")
         self.gap_ms = gap_ms
         self.idle_ms = idle_ms
+        self.max_clients = max_clients
         self._clients: OrderedDict[str, _Client] = OrderedDict()  # least recently touched first
 
     def __len__(self) -> int:
@@ -74,6 +90,8 @@ class SessionTracker:
         if client is None or event_ms - client.last_ms > self.gap_ms:
             client = _Client(session_id_for(client_id, event_ms), event_ms, event_ms, now_ms)
             self._clients[client_id] = client
+            self._clients.move_to_end(client_id)
+            self._cap()
         else:
             client.last_ms = max(client.last_ms, event_ms)
             client.touched_ms = now_ms
@@ -112,6 +130,11 @@ class SessionTracker:
         ordered = sorted(self._clients.items(), key=lambda kv: kv[1].touched_ms)
         self._clients = OrderedDict(ordered)
         self._evict(now_ms)
+        self._cap()
+
+    def _cap(self) -> None:
+        while len(self._clients) > self.max_clients:
+            self._clients.popitem(last=False)  # the least recently touched
 
     def _evict(self, now_ms: int) -> None:
         while self._clients:

@@ -9,6 +9,9 @@ charts are inline SVG drawn by `static/dashboard.js`. The prediction service mou
 
 Errors are `{"error": <code>, "detail": <what was wrong>}`: 404 no snapshot yet, no champion card,
 or an unknown asset; 503 a snapshot that is not JSON.
+
+The dashboard has no login: what it answers names no path of the machine. The snapshot's home,
+card and report paths are shown relative to the home, and errors name files the same way.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ def read_snapshot(settings: Settings) -> dict[str, Any]:
     """The current snapshot; 404 when the monitoring job has not written one, 503 when the file
     is not a JSON object (the job writes it atomically, so this means it was edited by hand)."""
     path = snapshot_path(settings)
+    shown = _shown(settings, path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -66,12 +70,12 @@ def read_snapshot(settings: Settings) -> dict[str, Any]:
         snapshot = json.loads(text, parse_constant=lambda _: None)
     except json.JSONDecodeError as exc:
         raise HTTPException(
-            503, f"{path} is not valid JSON ({exc}): rerun `smallboat monitor check`"
+            503, f"{shown} is not valid JSON ({exc}): rerun `smallboat monitor check`"
         ) from None
     if not isinstance(snapshot, dict):
         raise HTTPException(
             503,
-            f"{path} holds a {type(snapshot).__name__}, not a JSON object: rerun "
+            f"{shown} holds a {type(snapshot).__name__}, not a JSON object: rerun "
             "`smallboat monitor check`",
         )
     return snapshot
@@ -88,8 +92,31 @@ def champion_card_path(settings: Settings, snapshot: dict[str, Any]) -> Path:
     if not path.is_absolute():
         path = settings.home_dir / path
     if not path.is_file():
-        raise HTTPException(404, f"the champion's model card {path} does not exist")
+        raise HTTPException(
+            404, f"the champion's model card {_shown(settings, path)} does not exist"
+        )
     return path
+
+
+def _shown(settings: Settings, path: Path | str) -> str:
+    """`path` as an outsider may see it: relative to the home, else its name only."""
+    path = Path(path)
+    try:
+        return path.relative_to(settings.home_dir).as_posix()
+    except ValueError:
+        return path.name
+
+
+def public_snapshot(settings: Settings, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """The snapshot without the machine's paths (the home, the card's and report's)."""
+    public = dict(snapshot)
+    if isinstance(public.get("home"), str):
+        public["home"] = Path(public["home"]).name
+    for key, field in (("champion", "card_path"), ("drift", "report_path")):
+        part = public.get(key)
+        if isinstance(part, dict) and isinstance(part.get(field), str) and part[field]:
+            public[key] = {**part, field: _shown(settings, part[field])}
+    return public
 
 
 def dashboard_router(settings: Settings) -> APIRouter:
@@ -113,11 +140,17 @@ def dashboard_router(settings: Settings) -> APIRouter:
 
     # The two routes that read files are plain functions: FastAPI runs them in its thread pool,
     # off the event loop that the prediction service's requests share.
-    @router.get("/api/snapshot")
+    @router.get(
+        "/api/snapshot",
+        responses={
+            404: {"description": "No snapshot yet: run `smallboat monitor check`."},
+            503: {"description": "The snapshot file is not a JSON object."},
+        },
+    )
     def snapshot() -> JSONResponse:
         """The latest monitoring snapshot, as `smallboat monitor check` wrote it. Its contract
         belongs to the monitoring job; the page treats every field as possibly missing."""
-        return JSONResponse(read_snapshot(settings), headers=NO_STORE)
+        return JSONResponse(public_snapshot(settings, read_snapshot(settings)), headers=NO_STORE)
 
     @router.get("/card", include_in_schema=False)
     def card() -> FileResponse:

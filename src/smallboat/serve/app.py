@@ -19,16 +19,23 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import torch
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from smallboat.config import Settings
 from smallboat.data.log.predictions import PredictionLog
 from smallboat.serve.metrics import MetricsMiddleware, ServeMetrics
+from smallboat.serve.prediction_log import open_replica_log
 from smallboat.serve.routes import admin, kserve, oip, ops, predict, sagemaker
 from smallboat.serve.scoring import LoadedModel, Scorer, load_model
-from smallboat.serve.sessions import SessionStore, SessionStoreError, open_session_store
+from smallboat.serve.sessions import (
+    SessionStore,
+    SessionStoreError,
+    SessionTooLarge,
+    open_session_store,
+)
 from smallboat.web.body import BodyLimit
-from smallboat.web.errors import install_error_handlers
+from smallboat.web.errors import complete_openapi, error_response, install_error_handlers
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,7 @@ def create_app(
     bundle: Path | None = None,
     sessions: SessionStore | None = None,
     replica: str | None = None,
+    replicas: int = 1,
     routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
     """The prediction app. The model is `model`, else loaded when the app starts from `bundle`
@@ -47,7 +55,8 @@ def create_app(
     (Redis when SMALLBOAT_REDIS_URL is set). Both close when the app stops.
 
     Every prediction goes to the prediction log of `replica` (SMALLBOAT_SERVE_REPLICA, else
-    host-port) unless SMALLBOAT_PREDICTION_LOG is false. `routers` are mounted beside the API
+    host-port; `<replica>-w<i>` for the i-th of `replicas` worker processes) unless
+    SMALLBOAT_PREDICTION_LOG is false. `routers` are mounted beside the API
     (the CLI mounts the monitoring dashboard this way: serve does not import monitor).
     """
     settings = settings or Settings()
@@ -63,7 +72,7 @@ def create_app(
         store = sessions if sessions is not None else open_session_store(settings)
         scorer = Scorer(loaded, on_batch=metrics.batch)
         predictions = (
-            await asyncio.to_thread(PredictionLog.open, settings, name)
+            await asyncio.to_thread(open_replica_log, settings, name, replicas)
             if settings.prediction_log
             else PredictionLog(None, name, max_pending=0)
         )
@@ -105,6 +114,17 @@ def create_app(
     app.include_router(admin.router)
     for router in routers:
         app.include_router(router)
-    install_error_handlers(app, invalid_status=422, statuses={SessionStoreError: 503})
+    install_error_handlers(app, invalid_status=422, statuses={SessionTooLarge: 413})
+    app.add_exception_handler(SessionStoreError, _store_unavailable)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    complete_openapi(app)
     return app
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """A 503 that does not name the store: its host and port are for the log, not for any
+    caller (SessionStoreError's message names them, password hidden)."""
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return error_response(
+        503, "the session store is unavailable; the service's log names the cause"
+    )

@@ -14,6 +14,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     field_validator,
     model_validator,
 )
@@ -39,8 +40,19 @@ def _empty_is_null(value: Any) -> Any:
     return None if value == "" else value
 
 
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not true or false")
+    return value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_not_bool)]
+"""An integer field: JSON's true and false are refused (pydantic would read them as 1 and 0);
+1.0 is taken, as JSON Schema counts it an integer."""
+
 OptionalId = Annotated[
-    Annotated[str, Field(min_length=1, max_length=MAX_ID)] | None,
+    # No min_length: "" is taken (as null), and the schema must say so.
+    Annotated[str, Field(max_length=MAX_ID)] | None,
     BeforeValidator(utf8_text),
     BeforeValidator(_empty_is_null),
 ]
@@ -60,7 +72,9 @@ class BrowsingEvent(BaseModel):
     event_type: EventType
     product_action: Annotated[Action | None, BeforeValidator(_empty_is_null)] = None
     product_sku_hash: OptionalId = None
-    server_timestamp_epoch_ms: int = Field(ge=0, le=2**53, description="Event time, epoch ms.")
+    server_timestamp_epoch_ms: WholeNumber = Field(
+        ge=0, le=2**53, description="Event time, epoch ms."
+    )
     hashed_url: OptionalUrl = None
 
     @model_validator(mode="after")
@@ -107,8 +121,11 @@ class PredictBody(BaseModel):
     sessions: list[SessionEvents] | None = Field(
         default=None, min_length=1, max_length=MAX_BATCH_SESSIONS
     )
-    k: int = Field(default=DEFAULT_K, description=f"Next items to return per session (1..{MAX_K}).")
-    exclude_seen: bool = Field(
+    # `true` is not 1 and "yes" is not a boolean: the schema says integer and boolean.
+    k: WholeNumber = Field(
+        default=DEFAULT_K, description=f"Next items to return per session (1..{MAX_K})."
+    )
+    exclude_seen: StrictBool = Field(
         default=False, description="Leave SKUs the session already holds out of next_items."
     )
 

@@ -2,7 +2,8 @@
 
 An app sets `app.state.body_limit = BodyLimit(max_bytes, setting)` and gives its routers
 `route_class=BoundedBodyRoute`; a longer body is a 413 naming the limit and the setting that
-raises it, checked on Content-Length, while reading, and after un-gzipping.
+raises it, checked on Content-Length, while reading, and after un-gzipping (every member of the gzip
+stream).
 """
 
 from __future__ import annotations
@@ -60,19 +61,36 @@ def _too_large(what: str, bound: BodyLimit) -> HTTPException:
 
 
 def _gunzip(data: bytes, bound: BodyLimit) -> bytes:
+    """Every member of a gzip body (`gzip(a) + gzip(b)` is one valid stream, what some clients
+    send), bounded by the limit after inflating; bytes after the last member are a 400."""
     limit = bound.max_bytes
-    inflater = zlib.decompressobj(wbits=31)
-    try:
-        out = inflater.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise HTTPException(
-            400, f"body: Content-Encoding is gzip but the body is not ({exc})"
-        ) from None
-    if len(out) > limit:
-        raise _too_large(f"inflates to more than {limit:,} bytes", bound)
-    if not inflater.eof:
-        raise HTTPException(400, "body: the gzip stream is truncated")
-    return out
+    out = bytearray()
+    rest = data
+    while True:
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            out += inflater.decompress(rest, limit + 1 - len(out))
+        except zlib.error as exc:
+            where = f" from byte {len(data) - len(rest):,}" if rest is not data else ""
+            raise HTTPException(
+                400, f"body: Content-Encoding is gzip but the body is not{where} ({exc})"
+            ) from None
+        if len(out) > limit:
+            raise _too_large(f"inflates to more than {limit:,} bytes", bound)
+        if not inflater.eof:
+            raise HTTPException(400, "body: the gzip stream is truncated")
+        rest = inflater.unused_data
+        if not rest:
+            return bytes(out)
+        if not rest.startswith(_GZIP_MAGIC):
+            raise HTTPException(
+                400,
+                f"body: {len(rest):,} bytes after the end of the gzip stream are not gzip "
+                "(trailing garbage)",
+            )
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class BoundedBodyRoute(APIRoute):

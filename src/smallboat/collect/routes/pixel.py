@@ -10,10 +10,11 @@ counted as ignored (`collect.ga`), never refused.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -88,15 +89,20 @@ async def collect_hit(request: Request, store: StoreDep, counters: CountersDep) 
             "description": "Canonical JSON events: how many were logged. A UA hit: a 1x1 GIF.",
         },
         **ERRORS,
+        401: {"model": ErrorBody, "description": "JSON events without the key, when one is set."},
+        403: {"model": ErrorBody, "description": "JSON events with a wrong key."},
     },
 )
 async def collect_post(request: Request, store: StoreDep, counters: CountersDep) -> Response:
     """Canonical JSON events (`Content-Type: application/json`: one event or a list), or one
     Universal Analytics hit in the body (text/plain or form-encoded, what analytics.js sends
-    with sendBeacon and for long hits); answers once every row is durable."""
+    with sendBeacon and for long hits); answers once every row is durable. With
+    SMALLBOAT_COLLECT_KEY set, JSON events need that key (`Authorization: Bearer <key>` or
+    `X-Smallboat-Key`); unset, anyone may post them."""
     received = now_ms()
     media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media == "application/json" or media.endswith("+json"):
+        _check_key(request)
         with counting_refusals(counters, "json"):
             events = _json_events(await request.body())
             hits = json_hits(events.root, received_ms=received, policy=store.time_policy)
@@ -132,6 +138,26 @@ async def collect_batch(request: Request, store: StoreDep, counters: CountersDep
             mapped.add(_ua(form(line), store, received, where=f"line {i + 1}: "))
     await _log_ua(store, counters, mapped, received)
     return _gif()
+
+
+def _check_key(request: Request) -> None:
+    """JSON events name their session (a purchase for anyone's): with SMALLBOAT_COLLECT_KEY set
+    they need it, as `Authorization: Bearer <key>` or `X-Smallboat-Key: <key>`."""
+    key: str = request.app.state.settings.collect_key
+    if not key:
+        return
+    scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+    given = bearer.strip() if scheme.lower() == "bearer" else ""
+    given = given or request.headers.get("x-smallboat-key", "").strip()
+    if not given:
+        raise HTTPException(
+            401,
+            "JSON events need the collector's key (SMALLBOAT_COLLECT_KEY): send it as "
+            "Authorization: Bearer <key> or X-Smallboat-Key: <key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not secrets.compare_digest(given.encode(), key.encode()):
+        raise HTTPException(403, "the key is not the collector's (SMALLBOAT_COLLECT_KEY)")
 
 
 def _json_events(body: bytes) -> JsonEvents:

@@ -25,7 +25,11 @@ from smallboat.web.errors import ERROR_CODES, describe_errors, error_response
 router = APIRouter(tags=["sagemaker"], route_class=BoundedBodyRoute)
 
 
-@router.get("/ping")
+@router.get(
+    "/ping",
+    response_class=Response,
+    responses={200: {"description": "The model is loaded (an empty body).", "content": {}}},
+)
 async def ping(scorer: ScorerDep) -> Response:
     """SageMaker's container health check: 200 once the model is loaded."""
     return Response(status_code=200)
