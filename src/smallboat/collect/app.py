@@ -26,6 +26,7 @@ from smallboat.config import Settings
 from smallboat.data.log.wal import LogWriteError
 from smallboat.web.body import BodyLimit
 from smallboat.web.errors import complete_openapi, install_error_handlers
+from smallboat.web.telemetry import telemetry
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def create_app(
         title="smallboat collector",
         summary="Pixel, JSON and Segment-compatible event collection on a durable log.",
         lifespan=lifespan,
+        telemetry=telemetry(settings),
     )
     app.state.settings = settings
     app.state.counters = HitCounters()

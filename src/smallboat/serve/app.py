@@ -36,6 +36,7 @@ from smallboat.serve.sessions import (
 )
 from smallboat.web.body import BodyLimit
 from smallboat.web.errors import complete_openapi, error_response, install_error_handlers
+from smallboat.web.telemetry import telemetry
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ def create_app(
         summary="Purchase intent of shopping sessions; smallboat's API, SageMaker's, KServe's "
         "v1 and the Open Inference Protocol (v2).",
         lifespan=lifespan,
+        telemetry=telemetry(settings),
     )
     app.state.settings = settings
     app.state.metrics = metrics
