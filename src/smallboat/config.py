@@ -7,8 +7,9 @@ Nothing here touches the disk at import time: `Settings()` only computes paths, 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -65,6 +66,12 @@ class Settings(BaseSettings):
         description="How often the running collector compacts closed segments (0: never; use "
         "`smallboat collect compact`).",
     )
+    log_min_free_bytes: int = Field(
+        default=16 << 20,
+        description="Readiness (`/readyz` of the collector and the prediction service) says not "
+        "ready while the disk holding the write-ahead log has fewer free bytes than this (room "
+        "for one default collector segment); 0: only a failed write counts.",
+    )
     collect_cors_origins: str = Field(
         default="",
         description="Comma-separated origins (`https://shop.example`) whose pages may send to the "
@@ -76,6 +83,44 @@ class Settings(BaseSettings):
         description="Most bytes the log of refused events (`smallboat collect rejects`) keeps; "
         "the oldest half is dropped past it.",
     )
+    collect_max_clients: int = Field(
+        default=100_000,
+        description="Most clients (UA `cid`s without a session id) the collector tracks "
+        "sessions for (about 450 bytes each); past it the least recently seen is forgotten and "
+        "its next hit starts a new session.",
+    )
+    collect_key: str = Field(
+        default="",
+        description="Key that `POST /collect` JSON events must carry (`Authorization: Bearer "
+        "<key>` or `X-Smallboat-Key`); empty: anyone who reaches the collector may post events "
+        "for any session, purchases included.",
+    )
+
+    http_max_header_bytes: int = Field(
+        default=32 * 1024,
+        description="Most bytes of a request's head (request line and headers) either server "
+        "reads; a longer head is answered 431.",
+    )
+    http_keep_alive_seconds: int = Field(
+        default=5,
+        description="Either server closes a connection idle this long (before its first "
+        "request or between requests).",
+    )
+    http_request_timeout_seconds: float = Field(
+        default=30.0,
+        description="A request not fully received this long after its first byte is answered "
+        "408 (head incomplete) or its connection closed (body stalled).",
+    )
+    http_parser: Literal["auto", "httptools", "h11"] = Field(
+        default="auto",
+        description="uvicorn's HTTP/1.1 parser (auto: httptools); the limits above hold for both.",
+    )
+    http_telemetry: bool = Field(
+        default=False,
+        description="FastAPI's native OpenTelemetry (request spans, metrics, logs) on both servers, "
+        "for a process whose OpenTelemetry SDK providers are configured. Off: FastAPI skips the "
+        "per-request check (about 5 us, ~2% of a pixel hit).",
+    )
 
     serve_host: str = Field(
         default="127.0.0.1", description="Address the prediction service binds."
@@ -85,6 +130,18 @@ class Settings(BaseSettings):
     )
     serve_max_body_bytes: int = Field(
         default=1 << 20, description="Largest request body the prediction service reads."
+    )
+    serve_workers: int = Field(
+        default=1,
+        description="Processes of `smallboat serve` sharing its port (one per core is the most "
+        "that helps); more than one needs SMALLBOAT_REDIS_URL, so any worker answers any "
+        "session.",
+    )
+    serve_runtime: Literal["onnx", "torch"] = Field(
+        default="onnx",
+        description="What runs the model in the prediction service: onnx (ONNX Runtime, the "
+        "bundle's serving graph, derived from the weights when the bundle has none) or torch "
+        "(PyTorch, the fused network).",
     )
     serve_threads: int = Field(
         default=1,
@@ -131,6 +188,17 @@ class Settings(BaseSettings):
         default=1_000,
         description="Most raw events kept per stored session; the oldest go first.",
     )
+    session_max_session_bytes: int = Field(
+        default=1 << 20,
+        description="Most bytes one session may hold in the in-process store (its rows' text "
+        "plus ~400 bytes a row); the oldest rows go first, and one append larger than this by "
+        "itself is answered 413.",
+    )
+    session_max_bytes: int = Field(
+        default=256 << 20,
+        description="Most bytes all sessions of the in-process store hold together (estimated "
+        "like SMALLBOAT_SESSION_MAX_SESSION_BYTES); the least recently used sessions go first.",
+    )
 
     monitor_window_hours: float = Field(
         default=24.0,
@@ -162,6 +230,13 @@ class Settings(BaseSettings):
         description="Where `smallboat retrain` reaches the prediction service to hot-reload it "
         "(empty: http://<serve_host>:<serve_port>).",
     )
+
+    @field_validator("admin_token", "collect_key")
+    @classmethod
+    def _strip_secret(cls, value: str) -> str:
+        # A token read from a file (`$(cat token)`, a secret mount) often ends in a newline,
+        # which no client sends: such a token could never match.
+        return value.strip()
 
     @property
     def home_dir(self) -> Path:

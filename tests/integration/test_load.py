@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import duckdb
@@ -253,3 +254,58 @@ def test_cli_load_failure_is_one_line(settings: Settings, shared_data: Path) -> 
     assert len(lines) == 1
     assert lines[0].startswith(f"error: 2019-Oct-head.csv line {CUT_LINE:,}: the line has 8 fields")
     assert "Traceback" not in result.output
+
+
+def test_a_torn_last_manifest_line_is_cut_with_a_warning(
+    settings: Settings, coveo_folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    load_path(coveo_folder, settings=settings)
+    manifest = settings.landing_dir / "_manifest.jsonl"
+    whole = manifest.read_bytes()
+    torn = json.dumps({"sha256": "ab" * 32, "table": "catalog"})[:40]
+    manifest.write_bytes(whole + torn.encode())  # a load killed while appending
+
+    again = load_path(coveo_folder, settings=settings)
+    assert [f.already_loaded for f in again.files] == [True, True, True]
+    assert manifest.read_bytes() == whole
+    assert f"{manifest}: removed a torn last line (40 bytes" in caplog.text
+
+
+def test_a_bad_manifest_line_in_the_middle_is_a_one_line_error(
+    settings: Settings, coveo_folder: Path
+) -> None:
+    load_path(coveo_folder, settings=settings)
+    manifest = settings.landing_dir / "_manifest.jsonl"
+    lines = manifest.read_bytes().splitlines(keepends=True)
+    damaged = b"".join([lines[0], b'{"sha256": "x", "tab\n', *lines[1:]])
+    manifest.write_bytes(damaged)
+
+    result = CliRunner().invoke(app, ["data", "load", str(coveo_folder)], terminal_width=400)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    [line] = result.output.strip().splitlines()
+    assert f"{manifest} line 2 is not a JSON object" in line
+    assert manifest.read_bytes() == damaged  # corruption is reported, never "repaired"
+
+
+def test_a_dead_loads_temp_file_is_removed_and_a_live_ones_is_kept(
+    settings: Settings, coveo_folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = settings.table_landing_dir("browsing_events")
+    folder.mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        stale = folder / f".browsing_events.tmp-{dead.pid}-0badf00d"
+        stale.write_bytes(b"\0" * 172_000)
+        running = folder / f".browsing_events.tmp-{live.pid}-00c0ffee"
+        running.write_bytes(b"\0" * 1_000)
+
+        load_path(coveo_folder, settings=settings)
+        assert not stale.exists()
+        assert running.read_bytes() == b"\0" * 1_000
+        assert f"removed {stale} (172,000 bytes), left by process {dead.pid}" in caplog.text
+    finally:
+        live.kill()
+        live.wait()

@@ -35,6 +35,7 @@ def test_status_of_a_home_without_a_collector(settings: Settings) -> None:
         "collector: not running",
         "log: 0 segment(s), 0 bytes; pending compaction: 0 segment(s), 0 bytes",
         "landed: 0 segment(s) compacted, 0 rows in 0 file(s), 0 duplicate(s) dropped",
+        "quarantined: no corrupt log segment",
         "ignored hits: none",
         "refused hits: none",
     ]

@@ -4,6 +4,9 @@ written never fails or slows a prediction."""
 
 from __future__ import annotations
 
+import errno
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +169,36 @@ def test_a_full_log_drops_instead_of_blocking(tmp_path: Path) -> None:
     frame = landed(settings)
     assert len(frame) == 2 and frame["n_events"].tolist() == [0, 0]
     assert compact_predictions(settings).rows_landed == 0  # landed once
+
+
+def test_a_failing_prediction_log_makes_the_service_not_ready_until_it_recovers(
+    bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    settings = Settings(home=tmp_path / "home", log_min_free_bytes=0)
+    app = create_app(settings, bundle=bundle, replica="disk")
+    with TestClient(app) as client:
+        assert client.get("/readyz").status_code == 200
+        monkeypatch.setattr(os, "fdatasync", full)
+        monkeypatch.setattr(os, "fsync", full)
+        r = client.post("/v1/predict", json={"events": raw(session(np.random.default_rng(2), 3))})
+        assert r.status_code == 200  # the answer never waits for the log
+        app.state.prediction_log.flush()  # the flusher's write fails: the log is poisoned
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["error"] == "unavailable"
+        assert "the prediction log cannot write" in ready.json()["detail"]
+        assert "No space left on device" in ready.json()["detail"]
+        monkeypatch.undo()
+        deadline = time.monotonic() + 10
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "the prediction log did not recover"
+            time.sleep(0.1)
+    # A nearly full disk is not ready either, even before any write failed.
+    tight = Settings(home=tmp_path / "home", log_min_free_bytes=1 << 62)
+    with TestClient(create_app(tight, bundle=bundle, replica="tight")) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert "SMALLBOAT_LOG_MIN_FREE_BYTES" in ready.json()["detail"]

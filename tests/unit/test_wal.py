@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import threading
 import time
@@ -197,14 +198,54 @@ def test_a_failed_fsync_fails_the_append_and_every_later_one(
     def broken(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    with WriteAheadLog.open(tmp_path / "log") as wal:
+    with WriteAheadLog.open(tmp_path / "log", recover_seconds=60) as wal:
         wal.write(records(1))
         monkeypatch.setattr(os, "fdatasync", broken)
         with pytest.raises(LogWriteError, match="Input/output error"):
             wal.write(records(1))
         monkeypatch.undo()
-        with pytest.raises(LogWriteError, match="nothing is accepted until the process restarts"):
+        # Refused at once, until the writer's next recovery try (60 s away here).
+        with pytest.raises(LogWriteError, match="nothing is accepted until a probe write"):
             wal.write(records(1))
+        assert wal.readiness_problem(0) is not None
+
+
+def test_a_failed_write_recovers_by_itself_keeping_every_acknowledged_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC at the fsync (a full disk): the failed append is refused, the log stays refusing
+    while the disk stays full, then, once fsync works again, closes the poisoned segment at its
+    acknowledged prefix and takes appends in a new segment, with no restart."""
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    folder = tmp_path / "log"
+    with WriteAheadLog.open(folder, recover_seconds=0.05) as wal:
+        wal.write(records(3))
+        poisoned = wal.active
+        assert poisoned is not None
+        acknowledged = poisoned.path.stat().st_size
+        monkeypatch.setattr(os, "fdatasync", full)
+        monkeypatch.setattr(os, "fsync", full)  # the recovery's own fsyncs fail too
+        with pytest.raises(LogWriteError, match="No space left"):
+            wal.write(records(1, start=3))  # written to the page cache, never acknowledged
+        time.sleep(0.3)  # several recovery tries, all failing
+        assert wal.refusal() is not None
+        assert wal.active == poisoned
+        monkeypatch.undo()
+        deadline = time.monotonic() + 5
+        while wal.refusal() is not None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert wal.refusal() is None, "the log did not recover once the disk took writes"
+        assert wal.recoveries == 1
+        assert wal.active is not None and wal.active.id > poisoned.id
+        # The poisoned segment ends exactly at its acknowledged prefix: clean, not torn.
+        assert poisoned.path.stat().st_size == acknowledged
+        assert scan_segment(poisoned.path).torn_bytes == 0
+        wal.write(records(2, start=10))
+    assert all_records(folder) == [*records(3), *records(2, start=10)]
+    assert not (folder / wal_module.PROBE_FILE).exists()
 
 
 def test_segments_roll_by_size(tmp_path: Path) -> None:

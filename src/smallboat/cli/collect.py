@@ -48,10 +48,17 @@ def collect_serve_cmd(
 @friendly_errors
 def collect_compact_cmd() -> None:
     """Land every event acknowledged so far in landing/browsing_events/, exactly once (a
-    running collector first closes its active log segment on request)."""
+    running collector first closes its active log segment on request). A corrupt log segment is
+    landed as far as it is intact, moved to the log's quarantine/ and reported: exit status 1."""
     from smallboat.collect.control import compact_now
+    from smallboat.data.log.compact import CorruptSegmentError
 
-    console.print(compact_now(Settings()).render())
+    try:
+        report = compact_now(Settings())
+    except CorruptSegmentError as exc:  # the rest was compacted: say so, then fail in one line
+        console.print(exc.report.render(), highlight=False, markup=False)
+        raise
+    console.print(report.render())
 
 
 @collect_app.command("status")

@@ -6,7 +6,8 @@ stops. `compact_now` asks that collector to roll its active segment (`POST /admi
 answers once everything acknowledged before it is in a closed segment), then compacts: so it
 lands every event acknowledged up to the moment it runs, exactly once (compaction's protocol,
 `smallboat.data.log.compact`, is unchanged; the roll only closes a segment early).
-`collector_status` gathers what `smallboat collect status` shows.
+`collector_status` gathers what `smallboat collect status` shows, including the corrupt log
+segments compaction set aside (the collector's and the prediction logs').
 """
 
 from __future__ import annotations
@@ -25,8 +26,15 @@ from smallboat.collect.compaction import compact_events, log_dir, state_path
 from smallboat.collect.counters import KINDS, Snapshot
 from smallboat.config import Settings
 from smallboat.data.land.atomic import fsync_dir
-from smallboat.data.log.compact import CompactionReport
-from smallboat.data.log.segments import SEGMENT_MAGIC, list_segments, writer_is_live
+from smallboat.data.log.compact import CompactionReport, CorruptSegmentError
+from smallboat.data.log.predictions import quarantined_predictions
+from smallboat.data.log.segments import (
+    SEGMENT_MAGIC,
+    QuarantinedSegment,
+    list_segments,
+    quarantined_segments,
+    writer_is_live,
+)
 from smallboat.errors import SmallboatError
 from smallboat.schema import BROWSING_EVENTS
 
@@ -112,7 +120,11 @@ def compact_now(settings: Settings) -> CompactionReport:
     if writer_is_live(log_dir(settings)):
         _admin(settings, "POST", "/admin/roll")
         rolled = True
-    report = compact_events(settings)
+    try:
+        report = compact_events(settings)
+    except CorruptSegmentError as exc:
+        exc.report.rolled = rolled
+        raise
     report.rolled = rolled
     return report
 
@@ -132,6 +144,8 @@ class CollectorStatus:
     landing_files: int = 0
     counters: Snapshot = field(default_factory=lambda: {kind: {} for kind in KINDS})
     records_logged: int | None = None
+    quarantined: list[QuarantinedSegment] = field(default_factory=list)
+    """Corrupt segments of the collector's log and the prediction logs, set aside."""
 
     def lines(self) -> list[str]:
         out = []
@@ -151,6 +165,10 @@ class CollectorStatus:
             f"landed: {self.compacted_segments} segment(s) compacted, {self.rows_landed:,} rows in "
             f"{self.landing_files} file(s), {self.duplicates:,} duplicate(s) dropped"
         )
+        if not self.quarantined:
+            out.append("quarantined: no corrupt log segment")
+        for q in self.quarantined:
+            out.append(f"quarantined: {q.describe()}")
         for kind in KINDS:
             counted = self.counters.get(kind, {})
             if not counted:
@@ -179,6 +197,7 @@ def collector_status(settings: Settings) -> CollectorStatus:
         segment_bytes=sum(sizes),
         pending_segments=len(pending),
         pending_bytes=sum(pending),
+        quarantined=quarantined_segments(folder) + quarantined_predictions(settings),
     )
     if live and segments and sizes[-1] > len(SEGMENT_MAGIC):
         status.pending_segments += 1  # the active segment holds records: it lands after a roll

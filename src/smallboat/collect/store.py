@@ -19,7 +19,7 @@ from smallboat.collect.events import EventRecord, Hit, TimePolicy, now_ms
 from smallboat.collect.models import Ready
 from smallboat.collect.sessions import SessionTracker, load_clients
 from smallboat.config import Settings
-from smallboat.data.log.compact import open_state
+from smallboat.data.log.compact import CorruptSegmentError, open_state
 from smallboat.data.log.segments import compaction_lock, scan_segment
 from smallboat.data.log.wal import WriteAheadLog
 
@@ -95,8 +95,9 @@ class EventStore:
         return len(hits)
 
     def ready(self) -> Ready:
-        """The log's counters; raises LogWriteError when the log can no longer write."""
-        refused = self.wal.refusal()
+        """The log's counters; raises LogWriteError when the log cannot write now (a failed
+        write it has not recovered from yet) or its disk is nearly full."""
+        refused = self.wal.readiness_problem(self.settings.log_min_free_bytes)
         if refused is not None:
             raise refused
         stats = self.wal.stats
@@ -121,6 +122,9 @@ class EventStore:
         while not self._stop.wait(self.settings.collect_compact_seconds):
             try:
                 report = compact_events(self.settings, segments=self.wal.closed_segments())
+            except CorruptSegmentError as exc:
+                log.error("%s", exc)  # the rest of the log was compacted
+                continue
             except Exception:
                 log.exception("background compaction failed; retrying in the next pass")
                 continue
@@ -134,7 +138,7 @@ def _rebuild_tracker(settings: Settings, wal: WriteAheadLog) -> SessionTracker:
     Runs under the compaction lock, so no segment is compacted (and deleted) half-way through.
     """
     started = time.perf_counter()
-    tracker = SessionTracker()
+    tracker = SessionTracker(max_clients=settings.collect_max_clients)
     now = now_ms()
     with compaction_lock(log_dir(settings)):
         observed = 0

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import queue
+import re
 import secrets
 import threading
 from collections.abc import Iterable
@@ -47,8 +48,49 @@ to plain encoding (pyarrow's 1 MB default gives up early): files ~40% smaller, a
 
 
 def temp_name(folder: Path, stem: str) -> Path:
-    """A hidden temporary name in `folder`, unique per process and call, matching no `*.parquet`."""
+    """A hidden temporary name in `folder`, unique per process and call, matching no `*.parquet`;
+    it names the writing process, so `remove_stale_temps` can tell a dead writer's leftovers."""
     return folder / f".{stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+_TEMP_NAME = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]{8}$")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
+
+
+def remove_stale_temps(folders: Iterable[Path]) -> list[tuple[Path, int]]:
+    """Delete the temp files (`temp_name`) in `folders` whose writing process is dead (a load or
+    compaction that was killed); returns each removed file with its size. A live process's temp
+    file is never touched (nor one whose pid now belongs to another live process)."""
+    removed: list[tuple[Path, int]] = []
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            match = _TEMP_NAME.match(path.name)
+            if match is None or _process_alive(int(match.group(1))):
+                continue
+            try:
+                size = path.stat().st_size
+                path.unlink()
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            log.warning(
+                "removed %s (%s bytes), left by process %s, which is gone",
+                path,
+                f"{size:,}",
+                match.group(1),
+            )
+            removed.append((path, size))
+    return removed
 
 
 def fsync_dir(folder: Path) -> None:

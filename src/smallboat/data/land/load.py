@@ -7,7 +7,10 @@ call has loaded, so a failed load leaves nothing behind and a reader never sees 
 
 Loads are idempotent by content: each file's sha256 is recorded in `landing/_manifest.jsonl`
 (one line per file and table), and a file whose bytes were loaded before is reported as already
-loaded and skipped. Bad rows stop the load (`fail`, the default) or go to
+loaded and skipped (a torn last manifest line, from a load killed while recording, is cut off
+with a warning; `manifest.read_manifest`). The temp files of a load or compaction that was
+killed are removed by the next load, with a warning naming each and its size (never a live
+process's). Bad rows stop the load (`fail`, the default) or go to
 `rejects/<source>-<hash16>.jsonl` (`skip`); the summary counts them either way.
 
 A zip (the Coveo release is published as one) is unpacked into a temporary folder under the home
@@ -29,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from smallboat.config import Settings
-from smallboat.data.land.atomic import AtomicJsonLines, LandingWriter
+from smallboat.data.land.atomic import AtomicJsonLines, LandingWriter, remove_stale_temps
 from smallboat.data.land.manifest import BackgroundHash, append_manifest, read_manifest
 from smallboat.data.land.report import FileLoad, LoadDisplay, LoadSummary, TableLoad, load_display
 from smallboat.data.sources.base import OnBadRows, Problem, Problems, ReadStats, Source
@@ -230,6 +233,9 @@ def _load_files(
 ) -> LoadSummary:
     files, ignored = _files_of(adapter, path)
     started = time.perf_counter()
+    landing = settings.landing_dir
+    tables = sorted(p for p in landing.iterdir() if p.is_dir()) if landing.is_dir() else []
+    remove_stale_temps([*tables, settings.rejects_dir])
     previous: dict[str, list[dict[str, Any]]] = {}
     for entry in read_manifest(settings):
         previous.setdefault(entry["sha256"], []).append(entry)

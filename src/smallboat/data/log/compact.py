@@ -11,6 +11,13 @@ For each closed segment, oldest first, under the log's compaction lock:
    let the caller record its own state, `on_commit`);
 5. delete the segment file.
 
+A corrupt segment (`smallboat.data.log.segments`: bad bytes that a valid frame follows, or a bad
+tail anywhere but in the last segment of a log whose writer is not running) goes through steps
+1-4 with every valid frame it holds, before and after the bad bytes; step 5 moves it, unchanged,
+to the log's `quarantine/` folder instead of deleting it. The pass compacts the other segments as
+usual and then raises CorruptSegmentError naming each file and its byte ranges, so a command
+that compacts exits non-zero.
+
 A crash anywhere is repaired by running compaction again. Before step 4 the segment is not done
 and no key of it is recorded, so the retry computes the same rows (segments are compacted in
 order, so no other segment committed in between) and replaces the same file. After step 4 the
@@ -36,20 +43,26 @@ import pyarrow as pa
 from smallboat.config import Settings
 from smallboat.data.land.atomic import fsync_dir, land_batches
 from smallboat.data.log.segments import (
+    QuarantinedSegment,
     Segment,
+    SegmentScan,
     closed_segments,
     compaction_lock,
+    describe_ranges,
+    list_segments,
+    quarantine_segment,
     scan_segment,
     writer_is_live,
 )
+from smallboat.errors import DataError
 from smallboat.schema import Table
 
 log = logging.getLogger(__name__)
 
 Record = Mapping[str, Any]
 Hook = Callable[[str, Segment], None]
-"""Called after each step of a segment ('read', 'landed', 'committed', 'deleted'): tests use it
-to crash the compactor at a given point."""
+"""Called after each step of a segment ('read', 'landed', 'committed', then 'deleted' or
+'quarantined'): tests use it to crash the compactor at a given point."""
 
 _SCHEMA = """
 create table if not exists segments (
@@ -107,6 +120,8 @@ class CompactionReport:
     rolled: bool = False
     """Whether the running writer closed its active segment on request before this pass, so
     everything it had acknowledged was compacted."""
+    quarantined: list[QuarantinedSegment] = field(default_factory=list)
+    """Corrupt segments this pass compacted (their valid frames) and set aside."""
 
     @property
     def records(self) -> int:
@@ -129,10 +144,30 @@ class CompactionReport:
             live = ""
         if not self.segments:
             return f"nothing to compact: no closed log segments{live}"
+        quarantined = (
+            f", {len(self.quarantined)} corrupt segment(s) quarantined" if self.quarantined else ""
+        )
         return (
             f"compacted {len(self.segments)} segment(s): {self.records:,} records, "
-            f"{self.rows_landed:,} rows landed, {self.duplicates:,} duplicate(s) dropped, "
-            f"in {self.seconds:.2f} s{live}"
+            f"{self.rows_landed:,} rows landed, {self.duplicates:,} duplicate(s) dropped"
+            f"{quarantined}, in {self.seconds:.2f} s{live}"
+        )
+
+
+class CorruptSegmentError(DataError):
+    """A compaction pass found corrupt segments: it landed their valid frames and quarantined
+    them; `report` is the whole pass (the other segments were compacted as usual)."""
+
+    def __init__(self, report: CompactionReport) -> None:
+        self.report = report
+        first = report.quarantined[0]
+        more = len(report.quarantined) - 1
+        others = f" (and {more} more corrupt segment(s))" if more else ""
+        super().__init__(
+            f"log segment {first.path.name} is corrupt at {describe_ranges(first.ranges)}: its "
+            f"{first.records:,} intact record(s) were landed and the file was moved, unchanged, "
+            f"to {first.path}{others}; inspect it (the rest of the log was compacted), then "
+            "delete it from the quarantine"
         )
 
 
@@ -179,15 +214,27 @@ def compact(
     with compaction_lock(log_dir), closing(open_state(state_path)) as con:
         report.writer_live = writer_is_live(log_dir)
         todo = sorted(closed_segments(log_dir) if segments is None else segments)
+        listing = list_segments(log_dir)
+        # Only the last segment of a log nobody writes can end in a torn write.
+        may_be_torn = None if report.writer_live or not listing else listing[-1].name
         done = done_segments(con)
         for segment in todo:
             if not segment.path.exists():
-                continue  # compacted and deleted by an earlier pass
+                continue  # compacted and deleted (or quarantined) by an earlier pass
             if segment.name in done:
-                _delete(segment, hook)  # a pass that crashed between commit and delete
+                # A pass that crashed between commit and delete (or quarantine).
+                scan = scan_segment(segment.path)
+                bad = scan.bad_ranges(tail_is_torn=segment.name == may_be_torn)
+                _finish(segment, scan, bad, report, hook)
                 continue
-            report.segments.append(_compact_segment(segment, con, spec, settings, hook))
+            report.segments.append(
+                _compact_segment(
+                    segment, con, spec, settings, hook, report, segment.name == may_be_torn
+                )
+            )
     report.seconds = time.perf_counter() - started
+    if report.quarantined:
+        raise CorruptSegmentError(report)
     return report
 
 
@@ -197,9 +244,19 @@ def _compact_segment(
     spec: CompactionSpec,
     settings: Settings,
     hook: Hook | None,
+    report: CompactionReport,
+    tail_is_torn: bool,
 ) -> SegmentResult:
     scan = scan_segment(segment.path)
-    if scan.torn_bytes:
+    bad = scan.bad_ranges(tail_is_torn=tail_is_torn)
+    if bad:
+        log.error(
+            "%s is corrupt at %s: landing its %d intact records, then quarantining it",
+            segment.path,
+            describe_ranges(bad),
+            len(scan.records),
+        )
+    elif scan.torn_bytes:
         log.warning(
             "%s: ignoring a torn tail of %d bytes (never acknowledged)",
             segment.path,
@@ -246,7 +303,7 @@ def _compact_segment(
         if spec.on_commit is not None:
             spec.on_commit(con, kept)
     _step(hook, "committed", segment)
-    _delete(segment, hook)
+    _finish(segment, scan, bad, report, hook)
     log.info(
         "compacted %s: %d records, %d landed, %d duplicates",
         segment.name,
@@ -281,6 +338,21 @@ def _prune(con: sqlite3.Connection, before_ms: int) -> None:
     ).fetchall()
     con.executemany("delete from messages where segment = ?", expired)
     con.executemany("update segments set keys_pruned = 1 where name = ?", expired)
+
+
+def _finish(
+    segment: Segment,
+    scan: SegmentScan,
+    bad: list[tuple[int, int]],
+    report: CompactionReport,
+    hook: Hook | None,
+) -> None:
+    """Delete a compacted segment, or set it aside when it is corrupt."""
+    if not bad:
+        _delete(segment, hook)
+        return
+    report.quarantined.append(quarantine_segment(segment, bad, len(scan.records)))
+    _step(hook, "quarantined", segment)
 
 
 def _delete(segment: Segment, hook: Hook | None) -> None:

@@ -7,7 +7,9 @@ waits for a disk, and a log that is failing, or that is behind by more than `max
 drops rows and counts them instead of slowing or failing a prediction. `compact_predictions`
 lands every replica's closed segments as
 `landing/predictions/predictions-<replica>-<segment>.parquet` (the generic protocol of
-`smallboat.data.log.compact`: exactly once, crash-safe), where dbt reads them.
+`smallboat.data.log.compact`: exactly once, crash-safe), where dbt reads them. A corrupt segment
+is landed as far as it is intact, set aside in its log's `quarantine/` and reported: the pass
+compacts every replica, then raises CorruptSegmentError.
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from smallboat.config import Settings
-from smallboat.data.log.compact import CompactionReport, CompactionSpec, compact
+from smallboat.data.log.compact import (
+    CompactionReport,
+    CompactionSpec,
+    CorruptSegmentError,
+    compact,
+)
+from smallboat.data.log.segments import QuarantinedSegment, quarantined_segments
 from smallboat.data.log.wal import WriteAheadLog
 from smallboat.errors import SmallboatError
 from smallboat.schema import PREDICTIONS
@@ -177,6 +185,16 @@ class PredictionLog:
     def enabled(self) -> bool:
         return self.wal is not None
 
+    def readiness_problem(self, min_free_bytes: int) -> str | None:
+        """Why the log cannot take rows now (its write-ahead log failed and has not recovered
+        yet, or its disk has fewer than `min_free_bytes` free); None when it can, or when it is
+        off (then every row is counted as dropped, by design)."""
+        wal = self.wal
+        if wal is None:
+            return None
+        problem = wal.readiness_problem(min_free_bytes)
+        return None if problem is None else str(problem)
+
     def record(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Buffer rows for the log; never blocks on the disk and never raises."""
         if not rows:
@@ -244,13 +262,31 @@ def compact_predictions(settings: Settings) -> CompactionReport:
         log_dir = replica_dir / "log"
         if not log_dir.is_dir():
             continue
-        report = compact(
-            log_dir,
-            replica_dir / "state.sqlite",
-            _compaction_spec(replica_dir),
-            settings=settings,
-        )
+        try:
+            report = compact(
+                log_dir,
+                replica_dir / "state.sqlite",
+                _compaction_spec(replica_dir),
+                settings=settings,
+            )
+        except CorruptSegmentError as exc:  # the other replicas are compacted all the same
+            report = exc.report
         total.segments.extend(report.segments)
+        total.quarantined.extend(report.quarantined)
         total.seconds += report.seconds
         total.writer_live = total.writer_live or report.writer_live
+    if total.quarantined:
+        raise CorruptSegmentError(total)
     return total
+
+
+def quarantined_predictions(settings: Settings) -> list[QuarantinedSegment]:
+    """The corrupt prediction-log segments set aside, every replica's."""
+    root = predictions_dir(settings)
+    if not root.is_dir():
+        return []
+    return [
+        q
+        for replica_dir in sorted(p for p in root.iterdir() if p.is_dir())
+        for q in quarantined_segments(replica_dir / "log")
+    ]

@@ -10,18 +10,43 @@ the writer.
 Durability: `append` hands its records to one writer thread, which takes every append pending at
 that moment, writes them in one call, calls fsync ONCE, and only then resolves each append's
 future (group commit): a caller that waits for its future knows its records are on disk, and many
-concurrent callers share one fsync. An fsync that fails poisons the log: every pending and later
-append fails, since the page cache can no longer be trusted (restart to recover).
+concurrent callers share one fsync.
+
+A failed write or fsync (ENOSPC, EIO) poisons the log: the group being written and every append
+queued behind it fail (none was acknowledged), and later appends are refused at once (the
+collector answers 503, readiness says not ready). The writer thread then tries to recover every
+`recover_seconds`, without restarting and without risking an acknowledged record:
+
+1. The poisoned segment is never written again. Its acknowledged prefix (`_active_bytes`: every
+   byte up to the last fsync that SUCCEEDED) was on disk when that fsync returned, and the log
+   only appends, so nothing rewrote it. The bytes after it belong to appends that failed. They
+   are never fsync'd again and never trusted: after a failed fsync Linux may mark the dirty pages
+   clean while they still sit in the page cache, unwritten, so a second fsync can "succeed"
+   without the data being on disk (PostgreSQL's "fsyncgate"), and a read would show bytes the disk
+   does not have. So the recovery does not retry them: it truncates the segment to the
+   acknowledged prefix and fsyncs the truncation. The segment is then closed and clean (a torn
+   tail in a closed segment would read as corruption).
+2. A probe write of `_PROBE_BYTES` to a scratch file, with fsync, must succeed: the disk takes
+   writes again.
+3. Only then a NEW segment is started (created and fsync'd with its folder) and appends are
+   accepted again. A step that fails leaves the log refusing; the next try starts over at 1.
+
+The one thing this cannot repair is a device that damaged bytes it had already written (an EIO
+on a block shared by the acknowledged prefix and a failed write): the frames' CRCs show it at
+compaction, which sets the segment aside as corrupt (`smallboat.data.log.segments`). A failure
+that is not an OSError (a bug in the writer thread) is not recovered from: restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import logging
 import os
 import queue
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -36,6 +61,7 @@ from smallboat.data.log.segments import (
     SEGMENT_SUFFIX,
     WRITER_LOCK,
     Segment,
+    describe_ranges,
     encode_frame,
     list_segments,
     scan_segment,
@@ -46,10 +72,14 @@ log = logging.getLogger(__name__)
 
 _GROUP_MAX_BYTES = 8 << 20
 """Most bytes one group commit writes: bounds the writer's memory under a burst."""
+_PROBE_BYTES = 64 << 10
+"""What a recovery probe writes and fsyncs before the log takes appends again."""
+PROBE_FILE = ".probe"
 
 
 class LogWriteError(SmallboatError):
-    """The log could not make records durable (a failed write or fsync); the log is unusable."""
+    """The log could not make records durable (a failed write or fsync); it refuses appends
+    until it recovers (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -86,12 +116,17 @@ class WriteAheadLog:
         segment_bytes: int = 16 << 20,
         segment_seconds: float = 30.0,
         durable: bool = True,
+        recover_seconds: float = 1.0,
     ) -> None:
         self.folder = folder
         self.segment_bytes = segment_bytes
         self.segment_seconds = segment_seconds
+        self.recover_seconds = recover_seconds
         self.recovered_bytes = 0
         """Torn-tail bytes truncated from the previous writer's last segment on open."""
+        self.recoveries = 0
+        """How often the log recovered from a failed write since it was opened."""
+        self._recoverable = False
         self._durable = durable
         self._queue: queue.Queue[_Append | Future[Segment | None] | None] = queue.Queue()
         self._lock_fd: int | None = None
@@ -114,13 +149,18 @@ class WriteAheadLog:
         segment_bytes: int = 16 << 20,
         segment_seconds: float = 30.0,
         durable: bool = True,
+        recover_seconds: float = 1.0,
     ) -> WriteAheadLog:
         """Take the writer lock, truncate a torn tail, start a new segment and the writer thread.
 
         Raises SmallboatError when another process holds the folder's writer lock.
         """
         wal = cls(
-            folder, segment_bytes=segment_bytes, segment_seconds=segment_seconds, durable=durable
+            folder,
+            segment_bytes=segment_bytes,
+            segment_seconds=segment_seconds,
+            durable=durable,
+            recover_seconds=recover_seconds,
         )
         wal._open()
         return wal
@@ -156,6 +196,15 @@ class WriteAheadLog:
         # (compacting its intact records) at any point here; then there is nothing to truncate.
         try:
             scan = scan_segment(segment.path)
+            if scan.corrupt:
+                # A valid frame follows bad bytes: corruption, not a torn write. Never truncate
+                # it; it is closed now, and compaction lands its valid frames and sets it aside.
+                log.error(
+                    "%s is corrupt at %s; left as it is for compaction to quarantine",
+                    segment.path,
+                    describe_ranges(scan.bad_ranges(tail_is_torn=False)),
+                )
+                return 0
             if scan.torn_bytes == 0:
                 return 0
             log.warning(
@@ -178,12 +227,14 @@ class WriteAheadLog:
         path = self.folder / f"{name}{SEGMENT_SUFFIX}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         try:
-            os.write(fd, SEGMENT_MAGIC)
+            if os.write(fd, SEGMENT_MAGIC) != len(SEGMENT_MAGIC):
+                raise OSError(errno.ENOSPC, "short write of a segment header", str(path))
             if self._durable:
                 os.fsync(fd)
                 fsync_dir(self.folder)
         except BaseException:
             os.close(fd)
+            path.unlink(missing_ok=True)  # never leave a half-made segment behind
             raise
         if self._fd is not None:
             os.close(self._fd)
@@ -262,6 +313,23 @@ class WriteAheadLog:
         with self._put_lock:
             return self._refusal()
 
+    def readiness_problem(self, min_free_bytes: int) -> LogWriteError | None:
+        """Why this log is not ready to take records: a refusal (a failed write, a closed log),
+        or a disk with fewer than `min_free_bytes` free; None when ready."""
+        refused = self.refusal()
+        if refused is not None or min_free_bytes <= 0:
+            return refused
+        try:
+            free = shutil.disk_usage(self.folder).free
+        except OSError as exc:
+            return LogWriteError(f"the disk of the log at {self.folder} cannot be read: {exc}")
+        if free < min_free_bytes:
+            return LogWriteError(
+                f"the disk holding the log at {self.folder} has {free:,} bytes free, fewer than "
+                f"SMALLBOAT_LOG_MIN_FREE_BYTES ({min_free_bytes:,}): free some space"
+            )
+        return None
+
     def close(self) -> None:
         """Write what is queued, stop the writer thread, release the writer lock."""
         if self._thread is None:
@@ -301,9 +369,13 @@ class WriteAheadLog:
         return None
 
     def _failure(self) -> LogWriteError:
+        if self._recoverable:
+            until = f"until a probe write succeeds (tried every {self.recover_seconds:g} s)"
+        else:
+            until = "until the process restarts"
         return LogWriteError(
             f"the log at {self.folder} failed to write ({self._failed}); nothing is accepted "
-            "until the process restarts"
+            f"{until}"
         )
 
     # -- the writer thread ------------------------------------------------------------------
@@ -317,6 +389,7 @@ class WriteAheadLog:
             # and queued, and everything after, rather than leave callers waiting forever.
             log.exception("the writer thread of the log at %s died", self.folder)
             with self._put_lock:
+                self._recoverable = False
                 if self._failed is None:
                     self._failed = exc
             while True:
@@ -340,7 +413,9 @@ class WriteAheadLog:
             try:
                 item = self._queue.get(timeout=self._wait_seconds())
             except queue.Empty:
-                if self._due_for_age_roll():
+                if self._failed is not None and self._recoverable:
+                    self._try_recover()  # recover_seconds after the failure or the last try
+                elif self._due_for_age_roll():
                     self._roll_now(None)
                 continue
             group, rolls, stop = self._drain(item)
@@ -379,13 +454,58 @@ class WriteAheadLog:
         return group, rolls, stop
 
     def _wait_seconds(self) -> float | None:
+        if self._failed is not None and self._recoverable:
+            return self.recover_seconds
         if self._active_first_write is None:
             return None
         return max(0.0, self._active_first_write + self.segment_seconds - time.monotonic())
 
     def _due_for_age_roll(self) -> bool:
         first = self._active_first_write
-        return first is not None and time.monotonic() - first >= self.segment_seconds
+        return (
+            self._failed is None
+            and first is not None
+            and time.monotonic() - first >= self.segment_seconds
+        )
+
+    def _fail(self, exc: BaseException, what: str) -> None:
+        """Poison the log (the writer thread only); an OSError can be recovered from."""
+        if self._failed is None:
+            log.error("the log at %s failed to %s (%s); refusing appends", self.folder, what, exc)
+            with self._put_lock:
+                self._recoverable = isinstance(exc, OSError)
+                self._failed = exc
+
+    def _try_recover(self) -> None:
+        """Close the poisoned segment at its acknowledged prefix, probe, start a new segment
+        (the module docstring says why in this order); on failure stay poisoned."""
+        assert self._fd is not None and self._active is not None
+        try:
+            os.ftruncate(self._fd, self._active_bytes)
+            if self._durable:
+                os.fsync(self._fd)
+            self._probe()
+            self._start_segment(self._active.id)
+        except OSError as exc:
+            log.debug("the log at %s is still failing: %s", self.folder, exc)
+            return
+        with self._put_lock:
+            cause, self._failed = self._failed, None
+        self.recoveries += 1
+        log.warning("the log at %s writes again (it had failed: %s)", self.folder, cause)
+
+    def _probe(self) -> None:
+        path = self.folder / PROBE_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(bytes(_PROBE_BYTES))
+            while view:
+                view = view[os.write(fd, view) :]
+            if self._durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+            path.unlink(missing_ok=True)
 
     def _commit(self, group: list[_Append]) -> None:
         """Write a group with one fsync, then resolve its futures (or fail them all).
@@ -416,9 +536,7 @@ class WriteAheadLog:
             if self._durable:
                 os.fdatasync(self._fd)
         except BaseException as exc:
-            if self._failed is None:
-                log.exception("the log at %s failed to write; failing every append", self.folder)
-                self._failed = exc
+            self._fail(exc, "write")
             for append in group:
                 append.future.set_exception(self._failure())
             return
@@ -440,8 +558,7 @@ class WriteAheadLog:
             if closed is not None and self._failed is None:
                 self._start_segment(closed.id)
         except BaseException as exc:
-            log.exception("the log at %s failed to start a new segment", self.folder)
-            self._failed = exc
+            self._fail(exc, "start a new segment")
         if future is None or not future.set_running_or_notify_cancel():
             return
         if self._failed is not None:
