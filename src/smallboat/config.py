@@ -117,7 +117,8 @@ class Settings(BaseSettings):
     )
     http_telemetry: bool = Field(
         default=False,
-        description="FastAPI's native OpenTelemetry (request spans, metrics, logs) on both servers, "
+        description="FastAPI's native OpenTelemetry (request spans, metrics, logs) on both "
+        "servers, "
         "for a process whose OpenTelemetry SDK providers are configured. Off: FastAPI skips the "
         "per-request check (about 5 us, ~2% of a pixel hit).",
     )

@@ -535,12 +535,13 @@ def test_a_big_batch_reports_errors_like_a_small_one(service: str) -> None:
     small = {"events": [event]}
     big = {"events": [{**event, "hashed_url": "u" * 4000}] * 20}  # ~80 KB: past the threshold
     bad = {"events": [{**event, "event_type": "nope"}, {"server_timestamp_epoch_ms": "x"}]}
-    for body in (
+    bodies: list[dict[str, Any]] = [
         {"sessions": ["SESSIONS", bad], "k": 0},
         {"sessions": [bad, "SESSIONS"], "extra": 1},
         {"sessions": ["SESSIONS"], "events": [event]},
         {"sessions": ["SESSIONS"], "session_id": "top"},
-    ):
+    ]
+    for body in bodies:
         answers = []
         for good in (small, big):
             sessions = [good if s == "SESSIONS" else s for s in body["sessions"]]

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml  # type: ignore[import-untyped]  # PyYAML comes with dbt, its stubs do not
+import yaml  # type: ignore[import-untyped,unused-ignore]  # PyYAML comes with dbt, its stubs do not
 
 from smallboat import schema
 from smallboat.data.synth import release
