@@ -25,7 +25,6 @@ import httpx
 from smallboat.collect.compaction import compact_events, log_dir, state_path
 from smallboat.collect.counters import KINDS, Snapshot
 from smallboat.config import Settings
-from smallboat.data.land.atomic import fsync_dir
 from smallboat.data.log.compact import CompactionReport, CorruptSegmentError
 from smallboat.data.log.predictions import quarantined_predictions
 from smallboat.data.log.segments import (
@@ -35,6 +34,7 @@ from smallboat.data.log.segments import (
     quarantined_segments,
     writer_is_live,
 )
+from smallboat.durable import fsync_dir
 from smallboat.errors import SmallboatError
 from smallboat.schema import BROWSING_EVENTS
 

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from typing import Any
 import duckdb
 
 from smallboat.config import Settings
+from smallboat.durable import process_alive
 from smallboat.errors import SmallboatError
 
 logger = logging.getLogger(__name__)
@@ -186,7 +188,7 @@ def build_status(settings: Settings) -> BuildStatus:
     if building_path(settings).exists() or lock.exists():
         holder = _read_lock(lock)
         pid = holder.get("pid")
-        if isinstance(pid, int) and _alive(pid) and building_path(settings).exists():
+        if isinstance(pid, int) and process_alive(pid) and building_path(settings).exists():
             running = pid
         elif building_path(settings).exists():
             interrupted = str(holder.get("started_at", "an unknown time"))
@@ -205,16 +207,6 @@ def _read_lock(lock: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 @contextlib.contextmanager
@@ -246,16 +238,6 @@ def build_lock(settings: Settings) -> Iterator[None]:
 
 def remove_file(path: Path) -> None:
     """Remove a DuckDB file with its write-ahead log and spill folder, if present."""
-    import shutil
-
     for leftover in (path, path.with_name(path.name + ".wal")):
         leftover.unlink(missing_ok=True)
     shutil.rmtree(path.with_name(path.name + ".tmp"), ignore_errors=True)
-
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

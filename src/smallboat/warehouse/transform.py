@@ -45,11 +45,11 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from smallboat import schema
 from smallboat.config import Settings
+from smallboat.durable import fsync_path
 from smallboat.errors import QualityGateError, SmallboatError
 from smallboat.warehouse.db import (
     build_lock,
     building_path,
-    fsync_file,
     open_file,
     remove_file,
     stamp_build,
@@ -186,14 +186,14 @@ def _swap_in(settings: Settings, result: TransformResult) -> None:
     wal = building.with_name(building.name + ".wal")
     if wal.exists():
         raise SmallboatError(f"{building} kept a write-ahead log after its checkpoint: not swapped")
-    fsync_file(building)
+    fsync_path(building)
     live = settings.warehouse_path
     stale_wal = live.with_name(live.name + ".wal")
     if stale_wal.exists():  # it belongs to the file being replaced and must not replay on the new
         logger.warning("removing %s, a write-ahead log of the replaced warehouse", stale_wal)
         stale_wal.unlink()
     os.replace(building, live)
-    fsync_file(live.parent)
+    fsync_path(live.parent)
 
 
 def prepare_landing(settings: Settings) -> list[Path]:

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from smallboat.config import Settings
+from smallboat.durable import fsync_dir, process_alive
 from smallboat.errors import DataError
 from smallboat.schema import Table
 
@@ -56,16 +57,6 @@ def temp_name(folder: Path, stem: str) -> Path:
 _TEMP_NAME = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]{8}$")
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, another user's
-    return True
-
-
 def remove_stale_temps(folders: Iterable[Path]) -> list[tuple[Path, int]]:
     """Delete the temp files (`temp_name`) in `folders` whose writing process is dead (a load or
     compaction that was killed); returns each removed file with its size. A live process's temp
@@ -76,7 +67,7 @@ def remove_stale_temps(folders: Iterable[Path]) -> list[tuple[Path, int]]:
             continue
         for path in folder.iterdir():
             match = _TEMP_NAME.match(path.name)
-            if match is None or _process_alive(int(match.group(1))):
+            if match is None or process_alive(int(match.group(1))):
                 continue
             try:
                 size = path.stat().st_size
@@ -91,15 +82,6 @@ def remove_stale_temps(folders: Iterable[Path]) -> list[tuple[Path, int]]:
             )
             removed.append((path, size))
     return removed
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename, creation or deletion in `folder` durable by fsyncing the folder itself."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _dictionary_columns(table: Table) -> list[str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from smallboat.config import Settings
-from smallboat.data.land.atomic import fsync_dir
+from smallboat.durable import fsync_dir
 from smallboat.errors import DataError
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,7 @@ from typing import Any
 import pyarrow as pa
 
 from smallboat.config import Settings
-from smallboat.data.land.atomic import fsync_dir, land_batches
+from smallboat.data.land.atomic import land_batches
 from smallboat.data.log.segments import (
     QuarantinedSegment,
     Segment,
@@ -54,6 +54,7 @@ from smallboat.data.log.segments import (
     scan_segment,
     writer_is_live,
 )
+from smallboat.durable import fsync_dir
 from smallboat.errors import DataError
 from smallboat.schema import Table
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smallboat.data.land.atomic import fsync_dir
+from smallboat.durable import fsync_dir
 from smallboat.errors import DataError
 
 SEGMENT_MAGIC = b"SBWAL\x00\x01\n"

@@ -55,7 +55,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smallboat.data.land.atomic import fsync_dir
 from smallboat.data.log.segments import (
     SEGMENT_MAGIC,
     SEGMENT_SUFFIX,
@@ -66,6 +65,7 @@ from smallboat.data.log.segments import (
     list_segments,
     scan_segment,
 )
+from smallboat.durable import fsync_dir
 from smallboat.errors import SmallboatError
 
 log = logging.getLogger(__name__)
