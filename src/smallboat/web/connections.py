@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -118,7 +119,45 @@ class _RecordingConnection(h11.Connection):
             raise
 
 
-class LimitedH11Protocol(H11Protocol):
+class _Deadlines:
+    """The timers both protocols add to uvicorn's: the idle timer from the connection's start
+    (uvicorn arms it after a first answer only, so a connection that never sends a request would
+    stay open) and one deadline from a request's first byte to its last."""
+
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    limits: HttpLimits
+    request_timer: asyncio.TimerHandle | None
+    timeout_keep_alive: int
+    timeout_keep_alive_task: asyncio.TimerHandle | None
+
+    def _awaiting_head(self) -> bool:
+        """No byte of the current request's head has been parsed to its end yet."""
+        raise NotImplementedError
+
+    def _arm_idle_timer(self, handler: Callable[[], None]) -> None:
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, handler)
+
+    def _start_request_timer(self) -> None:
+        self.request_timer = self.loop.call_later(
+            self.limits.request_timeout_s, self._request_timed_out
+        )
+
+    def _stop_request_timer(self) -> None:
+        if self.request_timer is not None:
+            self.request_timer.cancel()
+            self.request_timer = None
+
+    def _request_timed_out(self) -> None:
+        self.request_timer = None
+        if self.transport.is_closing():
+            return
+        if self._awaiting_head():
+            self.transport.write(error_bytes(408, _timed_out(self.limits)))
+        self.transport.close()
+
+
+class LimitedH11Protocol(_Deadlines, H11Protocol):
     """uvicorn's h11 protocol with the limits above (h11 bounds the head itself)."""
 
     def __init__(
@@ -135,33 +174,17 @@ class LimitedH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
-        # uvicorn arms its keep-alive timer after a first answer only: arm it now, so that a
-        # connection that never sends a request is closed like an idle one.
-        self.timeout_keep_alive_task = self.loop.call_later(
-            self.timeout_keep_alive, self.timeout_keep_alive_handler
-        )
+        self._arm_idle_timer(self.timeout_keep_alive_handler)
 
     def data_received(self, data: bytes) -> None:
         if self.request_timer is None and self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
-            self.request_timer = self.loop.call_later(
-                self.limits.request_timeout_s, self._request_timed_out
-            )
+            self._start_request_timer()
         super().data_received(data)
         if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY) or self.transport.is_closing():
             self._stop_request_timer()
 
-    def _stop_request_timer(self) -> None:
-        if self.request_timer is not None:
-            self.request_timer.cancel()
-            self.request_timer = None
-
-    def _request_timed_out(self) -> None:
-        self.request_timer = None
-        if self.transport.is_closing():
-            return
-        if self.conn.their_state is h11.IDLE:
-            self.transport.write(error_bytes(408, _timed_out(self.limits)))
-        self.transport.close()
+    def _awaiting_head(self) -> bool:
+        return self.conn.their_state is h11.IDLE
 
     def send_400_response(self, msg: str) -> None:
         refused = self.conn.refused
@@ -179,7 +202,7 @@ class LimitedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
 
-class LimitedHttpToolsProtocol(HttpToolsProtocol):
+class LimitedHttpToolsProtocol(_Deadlines, HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits above: the head is counted here, since
     neither llhttp nor uvicorn bound it."""
 
@@ -199,16 +222,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
-        # As for h11: the idle timer runs from the connection's start.
-        self.timeout_keep_alive_task = self.loop.call_later(
-            self.timeout_keep_alive, self.timeout_keep_alive_handler
-        )
+        self._arm_idle_timer(self.timeout_keep_alive_handler)
 
     def data_received(self, data: bytes) -> None:
         if self.request_timer is None:
-            self.request_timer = self.loop.call_later(
-                self.limits.request_timeout_s, self._request_timed_out
-            )
+            self._start_request_timer()
         if self.reading_head:
             self.head_bytes += len(data)
         super().data_received(data)
@@ -232,18 +250,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.head_bytes = 0
         self._stop_request_timer()
 
-    def _stop_request_timer(self) -> None:
-        if self.request_timer is not None:
-            self.request_timer.cancel()
-            self.request_timer = None
-
-    def _request_timed_out(self) -> None:
-        self.request_timer = None
-        if self.transport.is_closing():
-            return
-        if self.reading_head:
-            self.transport.write(error_bytes(408, _timed_out(self.limits)))
-        self.transport.close()
+    def _awaiting_head(self) -> bool:
+        return self.reading_head
 
     def _refuse(self, status: int, detail: str) -> None:
         self._stop_request_timer()
