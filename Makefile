@@ -23,17 +23,20 @@ test: $(STAMP) system-deps js-deps snowflake-deps lint typecheck pytest
 # Programs the tests and the demo run for real, installed only when missing (one apt-get update,
 # then the missing packages): Debian's redis-server (the session-store tests start their own on a
 # free port of 127.0.0.1), chromium and chromium-driver (the dashboard test drives a headless
-# browser with Selenium).
+# browser with Selenium), nginx (the replicas test puts collectors and services behind it), and a
+# Java 17 runtime (the Spark warehouse test runs dbt on a local PySpark).
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	install="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing"; \
 	if [ "$$(id -u)" = 0 ]; then bash -c "$$install"; \
 	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo -n bash -c "$$install"; \
-	else echo "missing Debian packages:$$missing; installing them needs root: run 'sudo apt-get install$$missing' (Debian/Ubuntu), or put redis-server, chromium and chromedriver on PATH" >&2; exit 1; fi
+	else echo "missing Debian packages:$$missing; installing them needs root: run 'sudo apt-get install$$missing' (Debian/Ubuntu), or put redis-server, chromium, chromedriver, nginx and java on PATH" >&2; exit 1; fi
 
 # The trackers' own JavaScript libraries the collector tests run unchanged (tests/js/package.json,
 # locked in tests/js/package-lock.json), installed with the machine's npm when the lock changed.

@@ -23,8 +23,16 @@ class Settings(BaseSettings):
         description="Folder holding all state: landing files, warehouse, runs, registry, logs.",
     )
     threads: int = Field(default=2, description="Threads DuckDB and PyTorch may use.")
-    memory_limit: str = Field(default="3GB", description="DuckDB memory limit for large jobs.")
-    dbt_target: str = Field(default="duckdb", description="profiles.yml target used by transform.")
+    memory_limit: str = Field(
+        default="3GB",
+        description="DuckDB memory limit for large jobs; on the spark dbt target also the Spark "
+        "driver's heap (at least 256MB).",
+    )
+    dbt_target: str = Field(
+        default="duckdb",
+        description="profiles.yml target used by transform and read by training: duckdb, spark "
+        "(a local PySpark; marts as Parquet under the home) or snowflake.",
+    )
     load_max_unzipped_bytes: int = Field(
         default=32 << 30,
         description="Most bytes `smallboat data load` unpacks from one zip (the Coveo release "
@@ -47,6 +55,13 @@ class Settings(BaseSettings):
     )
     collect_host: str = Field(default="127.0.0.1", description="Address the collector binds.")
     collect_port: int = Field(default=8081, description="Port the collector listens on.")
+    collect_replica: str = Field(
+        default="",
+        pattern=r"^([A-Za-z0-9_-][A-Za-z0-9_.-]{0,63})?$",
+        description="This collector's replica id (letters, digits, `_.-`): several collectors on "
+        "one home each write their own log, `collect/replicas/<id>/log`, all landed by one "
+        "compaction; empty: the single log `collect/log`.",
+    )
     collect_max_body_bytes: int = Field(
         default=512 * 1024, description="Largest request body (after gzip) the collector reads."
     )
@@ -143,6 +158,13 @@ class Settings(BaseSettings):
         description="What runs the model in the prediction service: onnx (ONNX Runtime, the "
         "bundle's serving graph, derived from the weights when the bundle has none) or torch "
         "(PyTorch, the fused network).",
+    )
+    serve_sections: bool = Field(
+        default=False,
+        description="Time each section of a prediction (parse and validate, collapse, encode, "
+        "summary, forward pass, next items, answers, prediction log) and export the totals as "
+        "smallboat_serve_section_seconds{section} on /metrics: where a request's CPU goes "
+        "(bench/serve.py turns it on; ~1 us per request).",
     )
     serve_threads: int = Field(
         default=1,

@@ -176,7 +176,7 @@ def test_warn_severity_failure_is_recorded_without_stopping_the_build(
 
 
 def test_empty_landing_folder_gets_a_canonical_empty_file(warehouse: Settings) -> None:
-    empty = warehouse.table_landing_dir("search_events") / "_empty.parquet"
+    empty = warehouse.table_landing_dir("search_events") / "empty.parquet"
     assert empty.exists()
     assert _query(warehouse, "select count(*) as n from main.stg_landing__search_events") == [
         {"n": 0}

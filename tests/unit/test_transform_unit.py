@@ -58,9 +58,9 @@ def test_prepare_landing_writes_empty_canonical_files_only_where_missing(
 
     assert sorted(p.parent.name for p in written) == ["catalog", "predictions", "search_events"]
     for path in written:
-        assert path.name == "_empty.parquet"
+        assert path.name == "empty.parquet"
         assert pq.read_schema(path).equals(schema.LANDING_TABLES[path.parent.name].arrow_schema)
-    assert not (folder / "_empty.parquet").exists()
+    assert not (folder / "empty.parquet").exists()
     assert prepare_landing(settings) == []  # idempotent
 
 

@@ -113,7 +113,9 @@ def prepare_intent_data(
     """Read the warehouse and build the tokenised training data (vocabulary fit on train).
 
     The live warehouse is always one whole build (`warehouse/db.py`); a newer build that is
-    running, was interrupted or failed beside it is logged as a warning, never mixed in."""
+    running, was interrupted or failed beside it is logged as a warning, never mixed in. It is
+    the warehouse of the target `settings.dbt_target` names: DuckDB's file, or on Spark the live
+    build's Parquet marts (read through DuckDB's read_parquet), giving the same arrays."""
     from smallboat.warehouse.db import build_warnings, connect
 
     with connect(settings, read_only=True) as con:

@@ -12,6 +12,11 @@ Readers open the live file through `connect` (read-only; a lock held by another 
 one-line error), and `build_warnings` says what they should warn about: a file without a build
 record (made by an older smallboat, which wrote in place, or by hand: it may be a torn build), a
 build running now, or a newer attempt that was interrupted or failed.
+
+On Spark (`SMALLBOAT_DBT_TARGET=spark`) the warehouse is the live build's Parquet folders
+(`warehouse/spark.py`: per-build schemas, swapped in by an atomic pointer), and `connect` gives
+readers an in-memory DuckDB connection whose views read them, with the same build record, so every
+reader (TrainFlow's prepare, next-item, monitoring, the summary) reads Spark's output unchanged.
 """
 
 from __future__ import annotations
@@ -33,6 +38,12 @@ import duckdb
 from smallboat.config import Settings
 from smallboat.durable import process_alive
 from smallboat.errors import SmallboatError
+from smallboat.warehouse.spark import (
+    SPARK_TARGET,
+    spark_live,
+    spark_live_path,
+    spark_unnamed_builds,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +63,14 @@ def build_lock_path(settings: Settings) -> Path:
     return live.with_name(f"{live.stem}.building.lock")
 
 
+def _building_exists(settings: Settings) -> bool:
+    """Whether a build that is not (yet) live is on disk: the building file on DuckDB, a build
+    folder that live.json names neither as live nor as the one before on Spark."""
+    if settings.dbt_target != SPARK_TARGET:
+        return building_path(settings).exists()
+    return bool(spark_unnamed_builds(settings))
+
+
 def connect(settings: Settings, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open the live warehouse; read-only connections need a finished build there already.
 
@@ -60,6 +79,8 @@ def connect(settings: Settings, *, read_only: bool = False) -> duckdb.DuckDBPyCo
     close the connection (use it as a context manager). Transforms never open the live file for
     writing, so a reader is never locked out by a build that is running.
     """
+    if settings.dbt_target == SPARK_TARGET:
+        return _connect_spark(settings, read_only=read_only)
     path = settings.warehouse_path
     if read_only and not path.exists():
         raise SmallboatError(
@@ -89,6 +110,51 @@ def open_file(settings: Settings, path: Path, *, read_only: bool) -> duckdb.Duck
             "for it to finish or stop it, then retry (smallboat itself never writes this file "
             "in place)"
         ) from None
+
+
+def _connect_spark(settings: Settings, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection reading the live Spark build: one view per mart folder
+    (`read_parquet` over its part files), and its build record as `_smallboat_build`. The folder
+    is resolved once, here: a build swapped in later is seen by the next connection, never mixed
+    into this one."""
+    if not read_only:
+        raise SmallboatError(
+            "the Spark warehouse is written only by `smallboat transform` (dbt on Spark): "
+            "open it read-only"
+        )
+    live = spark_live(settings)
+    if live is None:
+        raise SmallboatError(
+            f"no Spark warehouse build at {spark_live_path(settings)}: run `smallboat data load`, "
+            "then `SMALLBOAT_DBT_TARGET=spark smallboat transform`"
+        )
+    folder = Path(live["location"])
+    if not folder.is_dir():
+        raise SmallboatError(
+            f"the live Spark build {folder} named by {spark_live_path(settings)} is missing: "
+            "run `smallboat transform` to rebuild it"
+        )
+    con = duckdb.connect(
+        ":memory:", config={"threads": settings.threads, "memory_limit": settings.memory_limit}
+    )
+    try:
+        for mart in sorted(p for p in folder.iterdir() if p.is_dir()):
+            if not any(mart.glob("*.parquet")):
+                continue  # a table Spark did not finish writing is not a mart
+            glob = str(mart / "*.parquet").replace("'", "''")
+            con.execute(f"create view main.\"{mart.name}\" as select * from read_parquet('{glob}')")
+        con.execute(
+            f"create table main.{BUILD_TABLE} (started_at varchar not null, "
+            "finished_at varchar not null, select_nodes varchar, record varchar not null)"
+        )
+        con.execute(
+            f"insert into main.{BUILD_TABLE} values (?, ?, ?, ?)",
+            [live["started_at"], live["finished_at"], live.get("select"), live["record"]],
+        )
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 def _has_build_record(con: duckdb.DuckDBPyConnection) -> bool:
@@ -185,12 +251,13 @@ def build_status(settings: Settings) -> BuildStatus:
     """A running, interrupted or failed build beside the live warehouse (from files only)."""
     running, interrupted = None, None
     lock = build_lock_path(settings)
-    if building_path(settings).exists() or lock.exists():
+    building = _building_exists(settings)
+    if building or lock.exists():
         holder = _read_lock(lock)
         pid = holder.get("pid")
-        if isinstance(pid, int) and process_alive(pid) and building_path(settings).exists():
+        if isinstance(pid, int) and process_alive(pid) and building:
             running = pid
-        elif building_path(settings).exists():
+        elif building:
             interrupted = str(holder.get("started_at", "an unknown time"))
     failed = None
     latest = settings.quality_dir / "latest.json"

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from smallboat.config import Settings
 from smallboat.warehouse.db import BUILD_TABLE, build_warnings, connect
+from smallboat.warehouse.spark import SPARK_TARGET, spark_live
 
 MARTS: tuple[str, ...] = ("session_events", "sessions", "intent_examples", "sku_features")
 """The tables `smallboat transform` builds for training and serving, in data-path order."""
@@ -30,8 +31,11 @@ def warehouse_summary(settings: Settings) -> RenderableType:
     """
     with connect(settings, read_only=True) as con:
         existing = _existing_tables(con)
+        where = settings.warehouse_path
+        if settings.dbt_target == SPARK_TARGET:
+            where = (spark_live(settings) or {}).get("location", where)
         parts: list[RenderableType] = [
-            Text(f"warehouse {settings.warehouse_path}", style="bold"),
+            Text(f"warehouse {where}", style="bold"),
             *_built_by(con, existing),
             *(Text(f"warning: {line}", style="yellow") for line in build_warnings(settings, con)),
             _row_counts(con, existing),

@@ -16,6 +16,11 @@ gate passed is stamped with its record and renamed over `warehouse.duckdb`. A ki
 build leaves the live warehouse as it was, and readers keep reading it while a build runs. One
 transform runs per home at a time (a file lock; a second one is refused in one line).
 
+On Spark (target `spark`, dbt-spark in session mode: a local PySpark in this process), dbt writes
+the marts as Parquet into schemas named for this build under `<home>/spark/builds/`, and only a
+build whose gate passed is named live (`warehouse/spark.py`: `live.json`, replaced atomically); a
+failed build's folders are removed. A Spark build is always whole: `select` is refused there.
+
 In-process behaviour, checked by the tests: `run_transform` may be called any number of times in
 one process (a second build reuses the home's partial parse, ~2 s of overhead instead of ~5).
 dbt-duckdb would keep the file open after a build by default; the profile sets `keep_open: false`
@@ -55,14 +60,24 @@ from smallboat.warehouse.db import (
     stamp_build,
 )
 from smallboat.warehouse.quality import NodeResult, TransformResult
+from smallboat.warehouse.spark import (
+    SPARK_TARGET,
+    build_environment,
+    remove_spark_build,
+    spark_builds_dir,
+    spark_schema,
+    spark_unnamed_builds,
+    swap_in_spark,
+)
 
 logger = logging.getLogger(__name__)
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parent / "dbt"
 """The packaged dbt project; also its profiles directory."""
 
-EMPTY_LANDING_FILE = "_empty.parquet"
-"""Written into a landing folder that has no Parquet yet, so the source glob always matches."""
+EMPTY_LANDING_FILE = "empty.parquet"
+"""Written into a landing folder that has no Parquet yet, so the source glob always matches (a
+name without a leading `_`: Spark skips those)."""
 
 FAILURE_SAMPLE_ROWS = 3
 
@@ -99,16 +114,29 @@ def _build(
     settings: Settings, *, select: str | None, vars: dict[str, Any], progress: bool
 ) -> TransformResult:
     """One build under the home's build lock: dbt into the building file, record, gate, swap."""
+    on_duckdb = settings.dbt_target == "duckdb"
+    on_spark = settings.dbt_target == SPARK_TARGET
+    if on_spark and select:
+        raise SmallboatError(
+            f"--select {select!r}: the spark target builds the whole warehouse (its marts are "
+            "swapped in together); run `smallboat transform` without --select"
+        )
     prepare_landing(settings)
     args = _dbt_args(settings, select=select, vars=vars)
-    on_duckdb = settings.dbt_target == "duckdb"
     building = building_path(settings)
     if on_duckdb:
         _start_building_file(settings, copy_live=select is not None)
 
     started_at = datetime.now(UTC)
+    spark_build = spark_schema(started_at)
+    extra_env: dict[str, str] = {}
+    if on_spark:
+        for leftover in spark_unnamed_builds(settings):  # a build that was killed
+            logger.warning("removing %s, left by a transform that did not finish", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+        extra_env = build_environment(settings, spark_build)
     clock = time.perf_counter()
-    with _dbt_environment(settings, building):
+    with _dbt_environment(settings, building, extra_env):
         from dbt.cli.main import dbtRunner  # heavy import (~1 s): only when a build is asked for
 
         logger.info("dbt %s", " ".join(args))
@@ -133,14 +161,20 @@ def _build(
         )
         replace(record, error=error).write(settings.quality_dir)
         remove_file(building)
+        if on_spark:
+            remove_spark_build(settings, spark_build)
         raise SmallboatError(error)
-    nodes = _with_failure_samples(settings, tuple(_node_result(r) for r in run_results), building)
+    nodes = _with_failure_samples(
+        settings, tuple(_node_result(r) for r in run_results), building if on_duckdb else None
+    )
     result = replace(record, nodes=nodes)
     if result.success and not outcome.success:  # a failure dbt reports without a failing node
         result = replace(result, error=f"dbt build failed: {outcome.exception or 'see dbt.log'}")
     if not result.success:
         result = result.write(settings.quality_dir)
         remove_file(building)  # the live warehouse stays the last build that passed
+        if on_spark:
+            remove_spark_build(settings, spark_build)
         if result.error is not None:
             raise SmallboatError(result.error)
         raise QualityGateError(result.gate_message())
@@ -153,6 +187,21 @@ def _build(
             )
             replace(result, error=error).write(settings.quality_dir)
             remove_file(building)
+            raise SmallboatError(error) from None
+    if on_spark:
+        try:
+            record_text = json.dumps(replace(result, results_path=None).to_dict(), default=str)
+            swap_in_spark(
+                settings,
+                schema=spark_build,
+                started_at=started_at,
+                select=select,
+                record=record_text,
+            )
+        except OSError as exc:  # a full disk, say: live.json stays as it was
+            error = f"the build passed its gate but could not be named live: {exc}"
+            replace(result, error=error).write(settings.quality_dir)
+            remove_spark_build(settings, spark_build)
             raise SmallboatError(error) from None
     return result.write(settings.quality_dir)
 
@@ -207,7 +256,9 @@ def prepare_landing(settings: Settings) -> list[Path]:
     for name, table in schema.LANDING_TABLES.items():
         folder = settings.table_landing_dir(name)
         folder.mkdir(parents=True, exist_ok=True)
-        if any(folder.glob("*.parquet")):
+        # Spark skips files whose names start with `_` or `.`: a folder holding only such files
+        # (an older smallboat's `_empty.parquet`) gets a placeholder every engine reads.
+        if any(not p.name.startswith(("_", ".")) for p in folder.glob("*.parquet")):
             continue
         path = folder / EMPTY_LANDING_FILE
         tmp = folder / f"{EMPTY_LANDING_FILE}.tmp"
@@ -250,7 +301,9 @@ def _dbt_args(settings: Settings, *, select: str | None, vars: dict[str, Any]) -
 
 
 @contextmanager
-def _dbt_environment(settings: Settings, warehouse_file: Path) -> Iterator[None]:
+def _dbt_environment(
+    settings: Settings, warehouse_file: Path, extra: Mapping[str, str] | None = None
+) -> Iterator[None]:
     """Set the variables the profile and sources read, and restore the old values afterwards."""
     wanted = {
         "SMALLBOAT_HOME": str(settings.home_dir),
@@ -259,6 +312,7 @@ def _dbt_environment(settings: Settings, warehouse_file: Path) -> Iterator[None]
         "SMALLBOAT_MEMORY_LIMIT": settings.memory_limit,
         "SMALLBOAT_DBT_TARGET": settings.dbt_target,
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        **(extra or {}),
     }
     saved = {key: os.environ.get(key) for key in wanted}
     os.environ.update(wanted)
@@ -338,29 +392,41 @@ def _node_result(run_result: Any) -> NodeResult:
 
 
 def _with_failure_samples(
-    settings: Settings, nodes: tuple[NodeResult, ...], building: Path
+    settings: Settings, nodes: tuple[NodeResult, ...], building: Path | None
 ) -> tuple[NodeResult, ...]:
-    """Attach a few stored failing rows to each failed or warned test (DuckDB target only).
+    """Attach a few stored failing rows to each failed or warned test.
 
     The project stores every test's failing rows (store_failures) in the audit schema, so the gate
-    can say *what* failed (the unknown value, the measured share), not only how many rows. A sample
-    that cannot be read never hides the gate's verdict: the test is reported without one.
+    can say *what* failed (the unknown value, the measured share), not only how many rows. They are
+    read from the building DuckDB file, or on Spark from the audit tables' Parquet folders (`None`
+    for `building`); other targets get none. A sample that cannot be read never hides the gate's
+    verdict: the test is reported without one.
     """
     wanted = [
         n
         for n in nodes
         if n.is_test and n.failures_relation and n.status in {"fail", "warn"} and n.failures
     ]
-    if not wanted or settings.dbt_target != "duckdb" or not building.exists():
+    on_spark = settings.dbt_target == SPARK_TARGET
+    if not wanted or not (on_spark or (building is not None and building.exists())):
         return nodes
     samples: dict[str, list[dict[str, Any]]] = {}
     try:
-        with open_file(settings, building, read_only=True) as con:
+        con = (
+            duckdb.connect(":memory:")
+            if on_spark or building is None
+            else open_file(settings, building, read_only=True)
+        )
+        with con:
             for n in wanted:
                 try:
-                    query = f"select * from {n.failures_relation} limit {FAILURE_SAMPLE_ROWS}"
-                    table = con.sql(query)
-                    samples[n.unique_id] = table.to_arrow_table().to_pylist()
+                    relation = str(n.failures_relation)
+                    if on_spark:  # schema.table -> <builds>/<schema>/<table>/*.parquet
+                        folder, _, table = relation.replace("`", "").rpartition(".")
+                        files = spark_builds_dir(settings) / folder / table / "*.parquet"
+                        relation = f"read_parquet('{files}')"
+                    query = f"select * from {relation} limit {FAILURE_SAMPLE_ROWS}"
+                    samples[n.unique_id] = con.sql(query).to_arrow_table().to_pylist()
                 except Exception as exc:  # a sample is a courtesy: never let it mask the verdict
                     logger.debug("no failure sample for %s: %s", n.name, exc)
     except Exception as exc:

@@ -2,7 +2,7 @@
 -- deduplicated here: session_events does that, so the tests below see the data as it landed.
 with source as (
 
-    select * from {{ source('landing', 'browsing_events') }}
+    select * from {{ landing_table('browsing_events') }}
 
 ),
 

@@ -2,7 +2,7 @@
 -- sku_features picks one row per SKU.
 with source as (
 
-    select * from {{ source('landing', 'catalog') }}
+    select * from {{ landing_table('catalog') }}
 
 ),
 

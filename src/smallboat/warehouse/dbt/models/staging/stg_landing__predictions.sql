@@ -2,7 +2,7 @@
 -- Compaction lands each logged prediction once; nothing is dropped here.
 with source as (
 
-    select * from {{ source('landing', 'predictions') }}
+    select * from {{ landing_table('predictions') }}
 
 ),
 
@@ -17,14 +17,14 @@ final as (
         cast(predicted_at_ms as {{ dbt.type_bigint() }}) as predicted_at_ms,
         cast(event_time_ms as {{ dbt.type_bigint() }}) as event_time_ms,
         cast(model_version as {{ dbt.type_string() }}) as model_version,
-        cast(purchase_probability as double precision) as purchase_probability,
-        cast(latency_ms as double precision) as latency_ms,
+        cast(purchase_probability as {{ type_double() }}) as purchase_probability,
+        cast(latency_ms as {{ type_double() }}) as latency_ms,
         cast(n_events as {{ dbt.type_int() }}) as n_events,
         cast(n_pageview as {{ dbt.type_int() }}) as n_pageview,
         cast(n_detail as {{ dbt.type_int() }}) as n_detail,
         cast(n_add as {{ dbt.type_int() }}) as n_add,
         cast(n_remove as {{ dbt.type_int() }}) as n_remove,
-        cast(duration_s as double precision) as duration_s,
+        cast(duration_s as {{ type_double() }}) as duration_s,
         cast(events_after_add as {{ dbt.type_int() }}) as events_after_add,
         cast(events_used as {{ dbt.type_int() }}) as events_used,
         cast(oov_skus as {{ dbt.type_int() }}) as oov_skus,

@@ -2,7 +2,7 @@
 -- pass through untouched: their types differ between warehouses (DuckDB lists, Snowflake arrays).
 with source as (
 
-    select * from {{ source('landing', 'search_events') }}
+    select * from {{ landing_table('search_events') }}
 
 ),
 
