@@ -35,21 +35,40 @@ def collect_serve_cmd(
     port: Annotated[
         int | None, typer.Option(help="Port [default: SMALLBOAT_COLLECT_PORT, 8081].")
     ] = None,
+    replica: Annotated[
+        str | None,
+        typer.Option(
+            help="This collector's replica id: its own log on the home "
+            "[default: SMALLBOAT_COLLECT_REPLICA; empty: the single log]."
+        ),
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Processes sharing the port, each with its own log slot <replica>-w<i>."
+        ),
+    ] = 1,
 ) -> None:
     """Run the collector: GA4 /g/collect and /mp/collect, Universal Analytics /collect and
     /batch, JSON POST /collect, Segment's /v1/batch, /v1/track, /v1/page; /metrics."""
     from smallboat.collect.server import serve
 
-    settings = Settings()
-    serve(settings, host=host or settings.collect_host, port=port or settings.collect_port)
+    settings = Settings() if replica is None else Settings(collect_replica=replica)
+    serve(
+        settings,
+        host=host or settings.collect_host,
+        port=port or settings.collect_port,
+        workers=workers,
+    )
 
 
 @collect_app.command("compact")
 @friendly_errors
 def collect_compact_cmd() -> None:
-    """Land every event acknowledged so far in landing/browsing_events/, exactly once (a
-    running collector first closes its active log segment on request). A corrupt log segment is
-    landed as far as it is intact, moved to the log's quarantine/ and reported: exit status 1."""
+    """Land every event acknowledged so far in landing/browsing_events/, exactly once (every
+    replica's log; each running collector first closes its active log segment on request). A
+    corrupt log segment is landed as far as it is intact, moved to the log's quarantine/ and
+    reported: exit status 1."""
     from smallboat.collect.control import compact_now
     from smallboat.data.log.compact import CorruptSegmentError
 
@@ -64,8 +83,8 @@ def collect_compact_cmd() -> None:
 @collect_app.command("status")
 @friendly_errors
 def collect_status_cmd() -> None:
-    """The collector's log segments, what awaits compaction, what landed, and the hits a
-    running collector ignored or refused (per protocol and reason)."""
+    """Each replica's log segments and collector, what awaits compaction, what landed, and the
+    hits the running collectors ignored or refused (per protocol and reason)."""
     from smallboat.collect.control import collector_status
 
     for line in collector_status(Settings()).lines():

@@ -9,13 +9,16 @@ SMALLBOAT_COLLECT_CORS_ORIGINS may call with credentials (CORS).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 
+from smallboat.collect.control import ROLL_SIGNAL, Control, remove_control, write_control
 from smallboat.collect.counters import HitCounters
 from smallboat.collect.events import HitError
 from smallboat.collect.fastlane import FastLane
@@ -23,6 +26,7 @@ from smallboat.collect.rejects import RejectsLog
 from smallboat.collect.routes import admin, ga4, ops, pixel, segment, snowplow
 from smallboat.collect.store import EventStore
 from smallboat.config import Settings
+from smallboat.data.log.segments import Segment
 from smallboat.data.log.wal import LogWriteError
 from smallboat.web.body import BodyLimit
 from smallboat.web.errors import complete_openapi, install_error_handlers
@@ -36,10 +40,13 @@ def create_app(
     *,
     store: EventStore | None = None,
     admin_token: str | None = None,
+    control: Control | None = None,
 ) -> FastAPI:
     """The collector app. Without `store`, one opens when the app starts; either way the store
     closes when the app stops (uvicorn's graceful shutdown). The admin routes take `admin_token`
-    (default: SMALLBOAT_ADMIN_TOKEN; none: they are off)."""
+    (default: SMALLBOAT_ADMIN_TOKEN; none: they are off). With `control` (a served collector,
+    `collect.server`), the running app publishes it beside its log and rolls the log's active
+    segment on `control.ROLL_SIGNAL` (how `smallboat collect compact` asks every replica)."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -47,9 +54,17 @@ def create_app(
         opened = store if store is not None else EventStore.open(settings)
         app.state.store = opened
         log.info("collector log at %s", opened.wal.folder)
+        if control is not None:
+            asyncio.get_running_loop().add_signal_handler(ROLL_SIGNAL, _roll, opened)
+            write_control(settings, control)
         try:
             yield
         finally:
+            if control is not None:
+                remove_control(settings)
+                # A CLI that read the control file just before may still signal: ignore it
+                # (the default action of SIGUSR1 would end the process mid-close).
+                asyncio.get_running_loop().add_signal_handler(ROLL_SIGNAL, _ignore)
             opened.close()
 
     app = FastAPI(
@@ -93,6 +108,21 @@ def create_app(
     app.add_middleware(FastLane, owner=app, cors=bool(origins))
     complete_openapi(app)
     return app
+
+
+def _roll(store: EventStore) -> None:
+    """Roll the log's active segment (on ROLL_SIGNAL); the writer thread does it once every
+    append queued before is durable."""
+
+    def done(future: Future[Segment | None]) -> None:
+        if future.exception() is not None:
+            log.error("rolling the log on request failed: %s", future.exception())
+
+    store.wal.roll().add_done_callback(done)
+
+
+def _ignore() -> None:
+    return None
 
 
 def _sdk_fields(request: Request, code: str, detail: str) -> dict[str, str]:

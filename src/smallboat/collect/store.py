@@ -1,9 +1,10 @@
 """The collector's write path: resolve sessions, append to the write-ahead log, compact.
 
-`EventStore.open` takes the log's writer lock, rebuilds the session tracker from what the log and
-the compaction state remember, and starts a background thread that compacts closed segments
-every `collect_compact_seconds`. `log(hits)` returns once the hits are fsync'd: the HTTP
-handlers answer 2xx only after it returns.
+`EventStore.open` takes the writer lock of its replica's log (SMALLBOAT_COLLECT_REPLICA), rebuilds
+the session tracker from what the log and the compaction state remember, and starts a background
+thread that compacts the closed segments of every replica's log every `collect_compact_seconds`.
+`log(hits)` returns once the hits are fsync'd: the HTTP handlers answer 2xx only after it
+returns.
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ class EventStore:
     def _compact_loop(self) -> None:
         while not self._stop.wait(self.settings.collect_compact_seconds):
             try:
-                report = compact_events(self.settings, segments=self.wal.closed_segments())
+                # Every replica's closed segments: a replica that died is landed by the others.
+                report = compact_events(self.settings)
             except CorruptSegmentError as exc:
                 log.error("%s", exc)  # the rest of the log was compacted
                 continue

@@ -4,9 +4,7 @@ handed to the app's `PredictionLog`, which buffers and never blocks the answer."
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -15,6 +13,8 @@ from fastapi import Request
 
 from smallboat.config import Settings
 from smallboat.data.log.predictions import PredictionLog, prediction_row, predictions_dir
+from smallboat.data.log.segments import claim_worker_slot
+from smallboat.errors import SmallboatError
 from smallboat.serve.metrics import STARTED_KEY
 from smallboat.serve.scoring import Outcome
 
@@ -26,33 +26,17 @@ MAX_REQUEST_ID = 128
 
 def open_replica_log(settings: Settings, replica: str, replicas: int = 1) -> PredictionLog:
     """This process's prediction log: `replica`'s, or with several worker processes on one port
-    the first free of `<replica>-w0` .. `<replica>-w<replicas-1>`: a worker claims its slot with
-    an exclusive lock on `predictions/<slot>.claim`, held while the process lives, so a
-    restarted worker takes the one its predecessor left. Landed by the same compaction as any
+    the first free of `<replica>-w0` .. `<replica>-w<replicas-1>` (`claim_worker_slot`: a
+    restarted worker takes the slot its predecessor left). Landed by the same compaction as any
     replica's."""
     if replicas <= 1:
         return PredictionLog.open(settings, replica)
-    folder = predictions_dir(settings)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(replicas):
-            slot = f"{replica}-w{i}"
-            claim = os.open(folder / f"{slot}.claim", os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(claim)
-                continue
-            _claims.append(claim)  # held (open) until the process exits
-            return PredictionLog.open(settings, slot)
-    except OSError as exc:
+        slot = claim_worker_slot(predictions_dir(settings), replica, replicas)
+    except (OSError, SmallboatError) as exc:
         log.error("the prediction log of %s is off: %s", replica, exc)
         return PredictionLog(None, replica, max_pending=0)
-    log.error("the prediction log is off: %s-w0..w%d are all held", replica, replicas - 1)
-    return PredictionLog(None, replica, max_pending=0)
-
-
-_claims: list[int] = []
+    return PredictionLog.open(settings, slot)
 
 
 def record_predictions(

@@ -3,8 +3,9 @@
 of ignored and refused hits (`smallboat collect status`).
 
 The token is SMALLBOAT_ADMIN_TOKEN, or one the collector makes up when it starts and writes,
-readable only by its user, to `<home>/collect/server.json` (`collect.control`), where the CLI
-finds it. Without a token the routes answer 404.
+readable only by its user, to `server.json` beside its replica's log (`collect.control`), where
+the CLI finds it. Without a token the routes answer 404. (`smallboat collect compact` asks for
+the roll with a signal instead, which also reaches each worker of a shared port.)
 """
 
 from __future__ import annotations

@@ -19,9 +19,14 @@ usual and then raises CorruptSegmentError naming each file and its byte ranges, 
 that compacts exits non-zero.
 
 A crash anywhere is repaired by running compaction again. Before step 4 the segment is not done
-and no key of it is recorded, so the retry computes the same rows (segments are compacted in
-order, so no other segment committed in between) and replaces the same file. After step 4 the
-retry only finishes step 5. Nothing is landed twice and nothing acknowledged is skipped.
+and no key of it is recorded, so the retry computes its rows again and replaces the same file:
+the same rows, or fewer when another log sharing the state (a replica's) committed one of its
+keys in between, and then the replaced file no longer holds that key. After step 4 the retry
+only finishes step 5. Nothing is landed twice and nothing acknowledged is skipped.
+
+Several logs may share one state database (the collector's replicas, each with its own log, so a
+retried event that two replicas acknowledged lands once): step 2 then checks every log's landed
+keys, and passes hold the state's lock, so two compactors never both land the same key.
 
 Keys are kept for `dedup_days` after their segment was compacted: a retry arriving later than
 that lands again.
@@ -52,6 +57,7 @@ from smallboat.data.log.segments import (
     list_segments,
     quarantine_segment,
     scan_segment,
+    state_lock,
     writer_is_live,
 )
 from smallboat.durable import fsync_dir
@@ -99,6 +105,13 @@ class CompactionSpec:
     prefix: str
     on_commit: Callable[[sqlite3.Connection, Sequence[Record]], None] | None = None
     dedup_days: float = 7.0
+    namespace: str = ""
+    """Put before a segment's name in the state database: several logs (replicas) sharing one
+    state name their segments apart (`a/<segment>`); empty for a log with a state of its own."""
+
+    def state_name(self, segment: Segment) -> str:
+        """The segment's name in the state database."""
+        return f"{self.namespace}{segment.name}"
 
 
 @dataclass
@@ -208,11 +221,18 @@ def compact(
 ) -> CompactionReport:
     """Compact the closed segments of `log_dir` (or the given ones) into landing Parquet.
 
-    Safe to call from several processes: passes are serialised by the log's compaction lock.
+    Safe to call from several processes and threads at once, also for several logs sharing
+    one state database (the collector's replicas): a pass holds the state's lock
+    (`segments.state_lock`), so a key two logs hold is checked and recorded by one pass at a
+    time, and the log's compaction lock, so a state rebuild never reads a half-deleted log.
     """
     started = time.perf_counter()
     report = CompactionReport()
-    with compaction_lock(log_dir), closing(open_state(state_path)) as con:
+    with (
+        state_lock(state_path),
+        compaction_lock(log_dir),
+        closing(open_state(state_path)) as con,
+    ):
         report.writer_live = writer_is_live(log_dir)
         todo = sorted(closed_segments(log_dir) if segments is None else segments)
         listing = list_segments(log_dir)
@@ -222,7 +242,7 @@ def compact(
         for segment in todo:
             if not segment.path.exists():
                 continue  # compacted and deleted (or quarantined) by an earlier pass
-            if segment.name in done:
+            if spec.state_name(segment) in done:
                 # A pass that crashed between commit and delete (or quarantine).
                 scan = scan_segment(segment.path)
                 bad = scan.bad_ranges(tail_is_torn=segment.name == may_be_torn)
@@ -265,7 +285,8 @@ def _compact_segment(
         )
     _step(hook, "read", segment)
     keys = [spec.key(r) for r in scan.records]
-    landed_elsewhere = _keys_of_other_segments(con, set(keys), segment.name)
+    name = spec.state_name(segment)
+    landed_elsewhere = _keys_of_other_segments(con, set(keys), name)
     kept: list[Record] = []
     kept_keys: list[str] = []
     seen: set[str] = set()
@@ -287,12 +308,12 @@ def _compact_segment(
     with _transaction(con):
         con.executemany(
             "insert or ignore into messages (message_id, segment) values (?, ?)",
-            ((k, segment.name) for k in kept_keys),
+            ((k, name) for k in kept_keys),
         )
         con.execute(
             "insert into segments values (?, ?, ?, ?, ?, ?, 0)",
             (
-                segment.name,
+                name,
                 len(scan.records),
                 len(kept),
                 len(scan.records) - len(kept),
@@ -312,9 +333,7 @@ def _compact_segment(
         len(kept),
         len(scan.records) - len(kept),
     )
-    return SegmentResult(
-        segment.name, len(scan.records), len(kept), len(scan.records) - len(kept), path
-    )
+    return SegmentResult(name, len(scan.records), len(kept), len(scan.records) - len(kept), path)
 
 
 def _keys_of_other_segments(con: sqlite3.Connection, keys: set[str], segment: str) -> set[str]:

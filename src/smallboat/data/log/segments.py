@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from smallboat.durable import fsync_dir
-from smallboat.errors import DataError
+from smallboat.errors import DataError, SmallboatError
 
 SEGMENT_MAGIC = b"SBWAL\x00\x01\n"
 """The first 8 bytes of every segment: names the format and its version."""
@@ -105,6 +105,11 @@ class SegmentScan:
 def encode_frame(record: Mapping[str, Any]) -> bytes:
     """One record as a frame (compact JSON payload)."""
     payload = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return payload_frame(payload)
+
+
+def payload_frame(payload: bytes) -> bytes:
+    """A frame around a record's JSON payload (`encode_frame`'s bytes)."""
     length = _LENGTH.pack(len(payload))
     crc = zlib.crc32(payload, zlib.crc32(length))
     return _FRAME_HEADER.pack(FRAME_MAGIC, len(payload), crc) + payload
@@ -234,6 +239,46 @@ def compaction_lock(folder: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+@contextlib.contextmanager
+def state_lock(state_path: Path) -> Iterator[None]:
+    """Hold the lock of a compaction state database (`<state>.lock`): one landing pass at a time
+    over every log that shares it, so a key two logs hold is checked and recorded atomically."""
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_path.with_name(state_path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+_slot_claims: list[int] = []
+"""Descriptors of the worker slots this process claimed: held open (locked) until it exits."""
+
+
+def claim_worker_slot(folder: Path, replica: str, workers: int) -> str:
+    """The first free slot of `<replica>-w0` .. `<replica>-w<workers-1>` for this process.
+
+    Worker processes sharing one port each need a log of their own: a worker claims its slot with
+    an exclusive lock on `<folder>/<slot>.claim`, held while the process lives, so a restarted
+    worker takes the one its predecessor left. Raises SmallboatError when every slot is held.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(workers):
+        slot = f"{replica}-w{i}"
+        claim = os.open(folder / f"{slot}.claim", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(claim)
+            continue
+        _slot_claims.append(claim)
+        return slot
+    raise SmallboatError(
+        f"every worker slot {replica}-w0..w{workers - 1} in {folder} is held by a live process"
+    )
 
 
 @dataclass(frozen=True)
