@@ -4,6 +4,8 @@ client that retried to the other replica)."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import threading
 from collections import Counter
 from pathlib import Path
@@ -12,11 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from smallboat.collect.compaction import compact_events, log_dir, replicas
-from smallboat.collect.control import collector_status
+from smallboat.collect.control import Control, collector_status, roll_replica, write_control
 from smallboat.collect.events import EventRecord
 from smallboat.config import Settings
 from smallboat.data.log.segments import Segment, claim_worker_slot
 from smallboat.data.log.wal import WriteAheadLog
+from smallboat.durable import process_start
 from smallboat.errors import SmallboatError
 from smallboat.schema import BROWSING_EVENTS
 
@@ -162,3 +165,32 @@ def _segments(settings: Settings, replica: str) -> str:
         f"{len(files)} segment(s), {size:,} bytes; pending compaction: {len(pending)} "
         f"segment(s), {sum(p.stat().st_size for p in pending):,} bytes"
     )
+
+
+def test_a_reused_pid_is_never_signalled(home: Settings) -> None:
+    """A dead collector's control file names a pid the system gave to another process since: the
+    roll request must not reach it (SIGUSR1 ends a process that does not handle it)."""
+    settings = home.model_copy(update={"collect_replica": "a"})
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        started = process_start(bystander.pid)
+        assert started is not None
+        # the collector that wrote this file had the bystander's pid but started earlier
+        write_control(
+            settings, Control(bystander.pid, "http://127.0.0.1:9", "t", started=started - 1)
+        )
+        with WriteAheadLog.open(log_dir(settings, "a")) as wal:
+            wal.write([record("m1", 1)])  # an acknowledged event in the active segment
+            with pytest.raises(SmallboatError, match="published no running pid"):
+                roll_replica(settings, "a", timeout=0.5)
+        assert bystander.poll() is None, "the bystander was signalled"
+        # the same file naming the bystander as it is (its real start time) is signalled
+        write_control(settings, Control(bystander.pid, "http://127.0.0.1:9", "t", started=started))
+        with WriteAheadLog.open(log_dir(settings, "a")) as wal:
+            wal.write([record("m2", 2)])
+            with pytest.raises(SmallboatError, match="did not close its active segment"):
+                roll_replica(settings, "a", timeout=0.5)
+        assert bystander.wait(timeout=5) == -signal.SIGUSR1
+    finally:
+        bystander.kill()
+        bystander.wait()

@@ -49,7 +49,7 @@ from smallboat.data.log.segments import (
     quarantined_segments,
     writer_is_live,
 )
-from smallboat.durable import fsync_dir
+from smallboat.durable import fsync_dir, process_start
 from smallboat.errors import SmallboatError
 from smallboat.schema import BROWSING_EVENTS
 
@@ -69,6 +69,9 @@ class Control:
     token: str
     shared: bool = False
     """Whether worker processes share `url` (then a request reaches any one of them)."""
+    started: int | None = None
+    """The process's start time (`durable.process_start`): a signal goes to `pid` only while it
+    names the same process, never to a later one that was given the same pid."""
 
 
 def control_path(settings: Settings, replica: str | None = None) -> Path:
@@ -84,7 +87,7 @@ def write_control(settings: Settings, control: Control) -> None:
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         body = {"pid": control.pid, "url": control.url, "token": control.token}
-        json.dump({**body, "shared": control.shared}, f)
+        json.dump({**body, "shared": control.shared, "started": control.started}, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(temp, path)
@@ -107,6 +110,7 @@ def read_control(settings: Settings, replica: str | None = None) -> Control | No
             url=str(data["url"]),
             token=str(data["token"]),
             shared=bool(data.get("shared", False)),
+            started=None if data.get("started") is None else int(data["started"]),
         )
     except FileNotFoundError:
         return None
@@ -151,7 +155,7 @@ def roll_replica(settings: Settings, replica: str, *, timeout: float = ADMIN_TIM
             return True  # its active segment holds nothing acknowledged
         active = listed[-1]
         control = read_control(settings, replica)
-        if control is not None:
+        if control is not None and _same_process(control):
             try:
                 os.kill(control.pid, ROLL_SIGNAL)
                 break
@@ -173,6 +177,15 @@ def roll_replica(settings: Settings, replica: str, *, timeout: float = ADMIN_TIM
         f"the collector of {folder} (pid {control.pid}) did not close its active segment "
         f"{active.name} within {timeout:.0f} s; see its log (`/readyz` says why it cannot write)"
     )
+
+
+def _same_process(control: Control) -> bool:
+    """Whether `control.pid` still names the collector that wrote `control` (a dead collector's
+    pid may be reused by any process, which SIGUSR1 would end). Without a recorded start time
+    (no /proc) the pid is trusted."""
+    if control.started is None:
+        return True
+    return process_start(control.pid) == control.started
 
 
 def compact_now(settings: Settings) -> CompactionReport:

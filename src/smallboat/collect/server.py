@@ -27,6 +27,7 @@ from smallboat.collect.control import Control
 from smallboat.collect.store import EventStore
 from smallboat.config import Settings
 from smallboat.data.log.segments import claim_worker_slot
+from smallboat.durable import process_start
 from smallboat.errors import SmallboatError
 from smallboat.web.connections import run_app
 from smallboat.web.process import ServerProcess
@@ -68,7 +69,7 @@ def serve(
         run_app(f"{__name__}:worker_app", settings, factory=True, workers=workers, **options)
         return
     store = EventStore.open(settings)
-    control = Control(pid=os.getpid(), url=url, token=token)
+    control = Control(pid=os.getpid(), url=url, token=token, started=process_start(os.getpid()))
     try:
         run_app(
             create_app(settings, store=store, admin_token=token, control=control),
@@ -93,6 +94,7 @@ def worker_app() -> FastAPI:
         url=os.environ.get(WORKER_URL_ENV, ""),
         token=settings.admin_token,
         shared=True,
+        started=process_start(os.getpid()),
     )
     log.info("collector worker %d writes the log of replica %s", os.getpid(), slot)
     return create_app(settings, admin_token=settings.admin_token, control=control)
