@@ -18,6 +18,7 @@
 
     flock /tmp/smallboat-bench.lock .venv/bin/python bench/collect.py
     .venv/bin/python bench/collect.py --seconds 5 --concurrency 32 --only UA GA4
+    .venv/bin/python bench/collect.py --app-cpu   # the app's CPU per request, no HTTP server
 """
 
 from __future__ import annotations
@@ -150,6 +151,88 @@ def render(runs: list[Run], landed: int, duplicates: int, compact_s: float) -> T
     return table
 
 
+def app_cpu(data: Path, home: Path, plans: list[tuple[str, str, int]], console: Console) -> None:
+    """CPU per request of the collector app alone (no HTTP server): each plan's requests called
+    in this process as ASGI, 16 in flight, on a real log (fsync'd); process CPU / requests."""
+    import asyncio
+    import base64
+
+    from smallboat.collect.app import create_app
+    from smallboat.collect.replay_requests import Request, requests_of
+    from smallboat.collect.store import EventStore
+    from smallboat.config import Settings
+
+    settings = Settings(
+        home=home, write_keys="bench", collect_max_event_age_days=36500, collect_compact_seconds=0
+    )
+    store = EventStore.open(settings, background_compaction=False)
+    app = create_app(settings, store=store)
+    app.state.store = store
+    auth = b"Basic " + base64.b64encode(b"bench:")
+
+    async def call(r: Request) -> None:
+        path, _, query = r.path.partition("?")
+        headers = [(b"host", b"bench"), (b"authorization", auth)]
+        if r.body is not None:
+            headers += [(b"content-type", b"application/json")]
+            headers += [(b"content-length", str(len(r.body)).encode())]
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": r.method, "scheme": "http", "path": path, "raw_path": path.encode(),
+                 "query_string": query.encode(), "root_path": "", "headers": headers,
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {}}  # fmt: skip
+        received = False
+        statuses: list[int] = []
+
+        async def receive() -> dict[str, object]:
+            nonlocal received
+            if received:
+                await asyncio.sleep(3600)  # no disconnect while the answer is pending
+            received = True
+            return {"type": "http.request", "body": r.body or b"", "more_body": False}
+
+        async def send(message: dict[str, object]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(int(message["status"]))  # type: ignore[call-overload]
+
+        await app(scope, receive, send)  # type: ignore[arg-type]
+        assert statuses[0] < 300, f"{r.method} {r.path}: {statuses}"
+
+    async def run(requests: list[Request]) -> None:
+        queue = iter(requests)
+
+        async def worker() -> None:
+            for r in queue:
+                await call(r)
+
+        await asyncio.gather(*(worker() for _ in range(16)))
+
+    table = Table(title="collector app CPU, no HTTP server (in-process ASGI)", title_justify="left")
+    for column in ("run", "requests", "events", "CPU per request", "CPU per event"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    try:
+        for name, protocol, batch in plans:
+            n = 3_000 if batch == 1 else 30_000
+            requests = list(
+                requests_of(events_table(data, n), protocol=protocol, run=name, batch_size=batch)  # type: ignore[arg-type]
+            )
+            asyncio.run(run(requests[:50]))  # warm up
+            requests = requests[50:]
+            cpu0 = time.process_time()
+            asyncio.run(run(requests))
+            cpu = time.process_time() - cpu0
+            events = sum(r.events for r in requests)
+            table.add_row(
+                name,
+                f"{len(requests):,}",
+                f"{events:,}",
+                f"{cpu / len(requests) * 1e6:,.0f} us",
+                f"{cpu / events * 1e6:,.1f} us",
+            )
+    finally:
+        store.close()
+    console.print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="Length of each paced run.")
@@ -159,6 +242,11 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="Keep state here.")
     parser.add_argument(
         "--only", nargs="*", default=[], help="Run only the runs whose name holds a word."
+    )
+    parser.add_argument(
+        "--app-cpu",
+        action="store_true",
+        help="Only measure the app's CPU per request in this process (no server, no load gen).",
     )
     args = parser.parse_args()
 
@@ -207,6 +295,10 @@ def main() -> None:
         )
     if args.only:
         plans = [p for p in plans if any(word in p[0] for word in args.only)]
+    if args.app_cpu:
+        once = [(name.rsplit(",", 1)[0], p, batch) for name, p, _, rate, _, batch in plans]
+        app_cpu(data, home, [plan for plan in dict.fromkeys(once)], console)
+        return
     runs: list[Run] = []
     with CollectorProcess(home, env=env, log_path=root / "collector.log") as collector:
         assert collector.process is not None

@@ -4,6 +4,9 @@ and counters; and everything the lane does not take must reach the app unchanged
 
 from __future__ import annotations
 
+import base64
+import gzip
+import json
 import warnings
 from typing import Any
 
@@ -18,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from smallboat.collect.app import create_app
 from smallboat.collect.compaction import compact_events
-from smallboat.collect.fastlane import FastLane, query_params
+from smallboat.collect.fastlane import _UNPARSED, FastLane, _loads, query_params
 from smallboat.config import Settings
 from smallboat.schema import BROWSING_EVENTS
 
@@ -48,6 +51,86 @@ HITS: list[tuple[str, dict[str, str]]] = [
 ]  # fmt: skip
 
 
+KEY = "wk"
+BASIC = {"Authorization": "Basic " + base64.b64encode(f"{KEY}:".encode()).decode()}
+JSON = {"Content-Type": "application/json"}
+SEGMENT = {**BASIC, **JSON}
+SP = "/com.snowplowanalytics.snowplow/tp2"
+SP_SCHEMA = "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4"
+PV = {"e": "pv", "duid": "d1", "url": "https://shop.example/", "eid": "e-1", "ttm": "1700000000000"}
+TRACK = {
+    "type": "track",
+    "event": "Product Viewed",
+    "anonymousId": "a1",
+    "messageId": "m1",
+    "properties": {"product_id": "SKU-1", "url": "https://shop.example/p/1"},
+    "timestamp": "2023-11-14T22:13:20.000Z",
+}
+PAGE = {
+    "type": "page",
+    "userId": 42,
+    "messageId": "m2",
+    "context": {"page": {"url": "u"}},
+    "timestamp": "2023-11-14T22:13:21.000Z",
+}
+ROW = {
+    "message_id": "j1",
+    "client_id": "c1",
+    "event_type": "event_product",
+    "product_action": "add",
+    "product_sku_hash": "S",
+    "url": "https://shop.example/",
+    "server_timestamp_epoch_ms": 1700000000000,
+}
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+POSTS: list[tuple[str, dict[str, str], bytes]] = [
+    # Segment: a good batch, one with an ignored message, partly and wholly refused batches,
+    # single calls, a wrong key, bodies only `json` reads (NaN, a lone surrogate, a BOM, an
+    # integer past 64 bits), another media type, a gzip body.
+    ("/v1/batch", SEGMENT, _json({"batch": [TRACK, PAGE]})),
+    ("/v1/batch", SEGMENT, _json({"batch": [TRACK, {"type": "identify", "userId": "u"}]})),
+    ("/v1/batch", SEGMENT, _json({"batch": [TRACK, {"type": "track", "event": "Product Added"}]})),
+    ("/v1/batch", SEGMENT, _json({"batch": [{"type": "page"}]})),
+    ("/v1/track", SEGMENT, _json(TRACK)),
+    ("/v1/page", SEGMENT, _json(PAGE)),
+    ("/v1/page", SEGMENT, b"[1]"),
+    ("/v1/batch", {**JSON, "Authorization": "Basic d3Jvbmc6"}, _json({"batch": [TRACK]})),
+    ("/v1/batch", JSON, _json({"batch": [TRACK]})),
+    ("/v1/batch", SEGMENT, b'{"batch": [{"type": "page", "userId": NaN}]}'),
+    ("/v1/batch", SEGMENT, b'{"batch": [{"type": "page", "userId": "\\ud800"}]}'),
+    ("/v1/batch", SEGMENT, b"\xef\xbb\xbf" + _json({"batch": [PAGE]})),
+    ("/v1/batch", SEGMENT, _json({"batch": [{**PAGE, "userId": 123456789012345678901234567890}]})),
+    ("/v1/batch", SEGMENT, _json({"batch": [{**PAGE, "userId": 1e300}]})),
+    ("/v1/batch", {**BASIC, "Content-Type": "text/plain"}, _json({"batch": [PAGE]})),
+    ("/v1/batch", {**SEGMENT, "Content-Encoding": "gzip"}, gzip.compress(_json({"batch": [PAGE]}))),
+    ("/v1/batch", SEGMENT, b"{not json"),
+    # Snowplow: a page view, an ignored event, a wrong schema, a refused event.
+    (SP, JSON, _json({"schema": SP_SCHEMA, "data": [PV]})),
+    (SP, JSON, _json({"schema": SP_SCHEMA, "data": [{**PV, "e": "pp"}]})),
+    (SP, JSON, _json({"schema": "iglu:x", "data": [PV]})),
+    (SP, JSON, _json({"schema": SP_SCHEMA, "data": [PV, {"e": "pv"}]})),
+    # Canonical JSON, one and a list, a refused one; a UA hit in a POST body and in a batch.
+    ("/collect", JSON, _json(ROW)),
+    ("/collect", JSON, _json([ROW, {**ROW, "message_id": "j2", "event_type": "pageview",
+                                   "product_action": None, "product_sku_hash": None}])),
+    ("/collect", JSON, _json({**ROW, "product_sku_hash": None})),
+    ("/collect", {"Content-Type": "text/plain"},
+     b"v=1&t=pageview&cid=c2&z=9&dl=https%3A%2F%2Fx&ts_ms=1700000000000"),
+    ("/collect", {"Content-Type": "text/plain"}, b"v=1&t=pageview"),
+    ("/batch", {}, b"v=1&t=pageview&cid=c3&z=1&ts_ms=1700000000000\nv=1&t=timing&cid=c3&z=2\n"),
+    ("/batch", {}, b"v=1&t=pageview&cid=c3&z=1\nv=1&t=pageview&z=2\n"),
+    # GA4: two events in a POST body, a refused line.
+    ("/g/collect?v=2&tid=G-1&cid=1.2&sid=5&_p=p&_s=1", {},
+     b"en=page_view&dl=https%3A%2F%2Fx\nen=add_to_cart&pr1=idSKU-9~nmShoe\n"),
+    ("/g/collect?v=2&tid=G-1&cid=1.2&sid=5&_p=p&_s=2", {}, b"en=add_to_cart&pr1=nm\n"),
+]  # fmt: skip
+
+
 class Counting:
     """Wraps the app behind the lane and counts the requests that reach it."""
 
@@ -71,7 +154,11 @@ def _lane(app: FastAPI) -> FastLane:
 @pytest.fixture
 def collect_settings(settings: Settings) -> Settings:
     return settings.model_copy(
-        update={"collect_compact_seconds": 0, "collect_max_event_age_days": 36500.0}
+        update={
+            "collect_compact_seconds": 0,
+            "collect_max_event_age_days": 36500.0,
+            "write_keys": KEY,
+        }
     )
 
 
@@ -121,6 +208,91 @@ def test_the_lane_answers_logs_and_counts_like_the_route(
     assert with_lane[0][0] in (200, 204, 400)
 
 
+def _rejects(client: TestClient) -> list[dict[str, Any]]:
+    rejects = client.app.state.rejects.read()  # type: ignore[attr-defined]
+    return [{k: v for k, v in vars(r).items() if k != "at_ms"} for r in rejects]
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "body"), POSTS, ids=[f"{p[:12]}-{i}" for i, (p, _, _) in enumerate(POSTS)]
+)
+def test_the_lane_answers_posts_like_the_routes(
+    collect_settings: Settings, tmp_path: Any, path: str, headers: dict[str, str], body: bytes
+) -> None:
+    outcomes = []
+    for lane in (True, False):
+        settings = collect_settings.model_copy(update={"home": tmp_path / f"lane-{lane}"})
+        with _client(settings, lane=lane) as client:
+            r = client.post(path, content=body, headers=headers)
+            answer = r.status_code, r.content, {k: v for k, v in r.headers.items() if k != "date"}
+            counters = client.app.state.counters.snapshot()  # type: ignore[attr-defined]
+            records = client.get("/readyz").json()["records"]
+            rejects = _rejects(client)
+        outcomes.append((answer, counters, records, rejects, _landed(settings)))
+    with_lane, without = outcomes
+    assert with_lane == without
+    assert with_lane[0][0] in (200, 204, 400, 401, 415)
+
+
+def test_the_lane_takes_good_posts(collect_settings: Settings) -> None:
+    """The good requests of POSTS are answered by the lane itself."""
+    with _client(collect_settings, lane=True) as client:
+        client.get("/healthz")
+        lane = _lane(client.app)  # type: ignore[arg-type]
+        behind = Counting(lane.app)
+        lane.app = behind
+        for path, headers, body in [POSTS[0], POSTS[1], POSTS[4], POSTS[5], POSTS[12]]:
+            assert client.post(path, content=body, headers=headers).status_code == 200
+        for path, headers, body in [POSTS[17], POSTS[18], POSTS[21], POSTS[22], POSTS[24]]:
+            assert client.post(path, content=body, headers=headers).status_code == 200
+        for path, headers, body in [POSTS[26], POSTS[28]]:
+            assert client.post(path, content=body, headers=headers).status_code in (200, 204)
+        assert behind.calls == 0
+        # What the lane does not take: a partly refused batch, a wrong key, NaN, gzip.
+        for path, headers, body in [POSTS[2], POSTS[7], POSTS[9], POSTS[15]]:
+            client.post(path, content=body, headers=headers)
+        assert behind.calls == 4
+
+
+def test_a_body_over_the_limit_reaches_the_app_whole(collect_settings: Settings) -> None:
+    settings = collect_settings.model_copy(update={"collect_max_body_bytes": 2_000})
+    big = _json({"batch": [{**PAGE, "messageId": f"m{i}"} for i in range(40)]})
+    with _client(settings, lane=True) as client:
+        # Declared too long: the app's 413, its body unread by the lane.
+        r = client.post("/v1/batch", content=big, headers=SEGMENT)
+        assert r.status_code == 413 and "SMALLBOAT_COLLECT_MAX_BODY_BYTES" in r.json()["detail"]
+        # Streamed without a length: the lane stops reading past the limit, the app finishes.
+        chunks = (big[i : i + 500] for i in range(0, len(big), 500))
+        r = client.post("/v1/batch", content=chunks, headers=SEGMENT)
+        assert r.status_code == 413
+        # A streamed body within the limit: the lane reads every chunk.
+        small = _json({"batch": [PAGE]})
+        r = client.post("/v1/batch", content=iter([small[:10], small[10:]]), headers=SEGMENT)
+        assert r.status_code == 200 and r.json()["events"] == 1
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(JSON_VALUES)
+@hsettings(max_examples=400, deadline=None)
+def test_orjson_reads_what_json_reads(value: Any) -> None:
+    """Whatever the lane's parser returns is what `json.loads` (the app's parser) returns; what
+    it does not parse goes to the app."""
+    for text in (json.dumps(value), json.dumps(value, ensure_ascii=False)):
+        try:
+            raw = text.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = text.encode("utf-8", "surrogatepass")
+        parsed = _loads(raw)
+        if parsed is not _UNPARSED:
+            assert json.dumps(parsed) == json.dumps(json.loads(raw))
+
+
 def test_the_lane_takes_good_hits_and_hands_the_rest_to_the_app(collect_settings: Settings) -> None:
     with _client(collect_settings, lane=True) as client:
         client.get("/healthz")  # builds the middleware stack
@@ -138,11 +310,13 @@ def test_the_lane_takes_good_hits_and_hands_the_rest_to_the_app(collect_settings
         assert behind.calls == 1
         counters = client.app.state.counters  # type: ignore[attr-defined]
         assert counters.total("refused", "ga") == 1
-        # Other methods and paths pass through.
-        assert client.head("/collect", params=good).status_code in (200, 405)
+        # An empty gtag.js POST (the query is the event) is the lane's; other methods and
+        # paths pass through.
         assert client.post("/g/collect", params=HITS[4][1]).status_code == 204
+        assert behind.calls == 1
+        assert client.head("/collect", params=good).status_code in (200, 405)
         assert client.get("/healthz").status_code == 200
-        assert behind.calls == 4
+        assert behind.calls == 3
         assert client.get("/readyz").json()["records"] == 4
 
 

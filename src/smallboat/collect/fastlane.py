@@ -1,84 +1,289 @@
-"""The collector's fast lane: single pixel hits answered without FastAPI's routing machinery.
+"""The collector's fast lane: single hits and batches answered without FastAPI's routing.
 
-A pixel hit (UA `GET /collect`, GA4 `GET /g/collect`, Snowplow `GET /i`) is the collector's
-hottest request and its work is small: map the query string, append one record to the log, wait
-for the group commit, answer. Profiled under load, FastAPI's routing, dependency solving, request
-and response objects cost about twice that work (docs/collect.md, "Speed"). This ASGI middleware
-answers the *happy path* of those three routes itself, with the very functions the routes call
-(`routes.pixel._ua`, `ga.ga4_web_hits`, `routes.snowplow._map`, `EventStore.log`, the counters)
-and the same answer (status, body, headers).
+A hit's own work is small: map the query string or body, append to the log, wait for the group
+commit, answer. Profiled under load, FastAPI's routing, dependency solving, body parsing,
+request and response objects cost about twice that work (docs/collect.md, "Speed"). This ASGI
+middleware answers the *happy path* of the collection routes itself, with the very functions
+the routes call and the same answer (status, body, headers):
 
-Anything else goes to the app unchanged: another path or method, a CORS request (an `Origin`
-header while SMALLBOAT_COLLECT_CORS_ORIGINS is set), a hit the mapping refuses, a log that
-cannot write. The lane has then logged and counted nothing, so the app answers exactly as it
-would without the lane: one definition of every error, refusal count and rejects-log entry.
+- `GET /collect`, `GET /g/collect`, `GET /i` (pixel hits);
+- `POST /collect` (canonical JSON events, or a UA hit in the body), `POST /batch` (UA),
+  `POST /g/collect` (gtag.js), `POST /v1/batch|track|page` (Segment, behind the write key),
+  `POST /com.snowplowanalytics.snowplow/tp2` (Snowplow).
+
+Anything else goes to the app unchanged, its body replayed as it was received: another path or
+method, a CORS request (an `Origin` header while SMALLBOAT_COLLECT_CORS_ORIGINS is set), a body
+over the limit or compressed, a missing or wrong key, a body that orjson does not parse (NaN,
+a lone surrogate, a byte order mark: the app's parser decides), an event the mapping refuses
+(even one of a batch), a log that cannot write. The lane has then logged and counted nothing, so
+the app answers exactly as it would without the lane: one definition of every error, refusal
+count and rejects-log entry.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote
 
+import orjson
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from smallboat.collect.counters import count_ignored
 from smallboat.collect.events import now_ms
-from smallboat.collect.ga import ga4_web_hits
-from smallboat.collect.routes import pixel, snowplow
+from smallboat.collect.ga import Mapped, ga4_web_hits
+from smallboat.collect.models import Accepted, SegmentBatch, SnowplowPayload
+from smallboat.collect.protocols import json_hits
+from smallboat.collect.routes import ga4, pixel, segment, snowplow
 from smallboat.collect.routes.refusals import Outcome
 from smallboat.collect.store import EventStore
 from smallboat.data.log.wal import LogWriteError
 
 Params = dict[str, str]
-Handler = Callable[[FastAPI, EventStore, Params, int], Awaitable[bool]]
-"""Logs one hit; False (having logged and counted nothing) when the app must answer instead."""
-
-_GIF_HEADERS = [
-    (b"content-type", b"image/gif"),
-    (b"content-length", str(len(pixel.PIXEL_GIF)).encode()),
-    *((name.lower().encode(), value.encode()) for name, value in pixel.NO_CACHE.items()),
-]
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+"""Status, headers, body."""
 
 
-async def _ua(app: FastAPI, store: EventStore, params: Params, received: int) -> bool:
+@dataclass
+class Incoming:
+    """What a handler gets: the app, its store, the query, the body (b"" for a GET), the
+    headers the lane reads, and the receive time."""
+
+    app: FastAPI
+    store: EventStore
+    params: Params
+    body: bytes
+    headers: dict[bytes, bytes]
+    received: int
+
+
+Handler = Callable[[Incoming], Awaitable[Answer | None]]
+"""Logs a request's rows and returns the answer; None (having logged and counted nothing)
+when the app must answer instead."""
+
+_GIF: Answer = (
+    200,
+    [
+        (b"content-type", b"image/gif"),
+        (b"content-length", str(len(pixel.PIXEL_GIF)).encode()),
+        *((name.lower().encode(), value.encode()) for name, value in pixel.NO_CACHE.items()),
+    ],
+    pixel.PIXEL_GIF,
+)
+_NO_CONTENT: Answer = (204, [], b"")
+_JSON_TYPE = (b"content-type", b"application/json")
+_READ = (b"origin", b"content-type", b"content-encoding", b"content-length", b"authorization")
+_JSON_KEY = b"x-smallboat-key"
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_LONG_RUN = b"0" * 19
+_UNPARSED = object()
+
+
+def _loads(body: bytes) -> Any:
+    """The JSON of a body as the app's parser (`json.loads`) reads it, with orjson (several
+    times faster); `_UNPARSED` when orjson refuses it (the app's parser then decides: it takes
+    NaN, lone surrogates, a byte order mark, UTF-16). orjson reads an integer past 64 bits as a
+    float where `json` keeps it exact: a body with a 19-digit run is read by `json` itself."""
+    if body.translate(_DIGITS_AS_ZERO).find(_LONG_RUN) != -1:  # 10x faster than a regex
+        try:
+            return json.loads(body)
+        except ValueError:
+            return _UNPARSED
     try:
-        mapped = pixel._ua(params, store, received)
-    except Exception:
-        return False
-    await store.log(mapped.hits, received)
-    count_ignored(app.state.counters, pixel.PROTOCOL, mapped.ignored)
-    return True
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _UNPARSED
 
 
-async def _ga4(app: FastAPI, store: EventStore, params: Params, received: int) -> bool:
+def _json_answer(content: dict[str, Any]) -> Answer:
+    """What `JSONResponse(content)` sends, at a tenth of its cost: `content` holds only
+    booleans, integers and an empty list, whose orjson text is the stdlib's."""
+    body = orjson.dumps(content)
+    return 200, [(b"content-length", str(len(body)).encode()), _JSON_TYPE], body
+
+
+def _media(hit: Incoming) -> str:
+    return hit.headers.get(b"content-type", b"").decode("latin-1").partition(";")[0].strip().lower()
+
+
+async def _logged(hit: Incoming, mapped: Mapped, protocol: str, answer: Answer) -> Answer:
+    await hit.store.log(mapped.hits, hit.received)
+    count_ignored(hit.app.state.counters, protocol, mapped.ignored)
+    return answer
+
+
+async def _answered(hit: Incoming, outcome: Outcome, answer: Answer | None = None) -> Answer | None:
+    """A Segment or Snowplow request whose events were all taken (none refused): logged and
+    counted, answered with `answer` or the JSON of what was accepted."""
+    if outcome.refused:
+        return None  # the app refuses them: counted, in the rejects log, listed in its answer
+    app = hit.app
+    accepted = await outcome.answer(hit.store, app.state.counters, app.state.rejects, hit.received)
+    return answer or _json_answer(accepted.model_dump())
+
+
+# -- GET ---------------------------------------------------------------------------------------
+
+
+async def _ua_get(hit: Incoming) -> Answer | None:
     try:
-        mapped = ga4_web_hits(params, [], received_ms=received, policy=store.time_policy)
+        mapped = pixel._ua(hit.params, hit.store, hit.received)
     except Exception:
-        return False
-    await store.log(mapped.hits, received)
-    count_ignored(app.state.counters, "ga4", mapped.ignored)
-    return True
+        return None
+    return await _logged(hit, mapped, pixel.PROTOCOL, _GIF)
 
 
-async def _snowplow(app: FastAPI, store: EventStore, params: Params, received: int) -> bool:
+async def _ga4_get(hit: Incoming) -> Answer | None:
+    try:
+        mapped = ga4_web_hits(
+            hit.params, [], received_ms=hit.received, policy=hit.store.time_policy
+        )
+    except Exception:
+        return None
+    return await _logged(hit, mapped, "ga4", _NO_CONTENT)
+
+
+async def _snowplow_get(hit: Incoming) -> Answer | None:
     outcome = Outcome(snowplow.PROTOCOL, "/i")
     try:
-        snowplow._map(outcome, None, params, store, received, at="")
+        snowplow._map(outcome, None, hit.params, hit.store, hit.received, at="")
     except Exception:
-        return False
-    if outcome.refused:
-        return False
-    await outcome.answer(store, app.state.counters, app.state.rejects, received)
-    return True
+        return None
+    return await _answered(hit, outcome, _GIF)
 
 
-_ROUTES: dict[str, tuple[Handler, int]] = {
-    "/collect": (_ua, 200),
-    "/g/collect": (_ga4, 204),
-    "/i": (_snowplow, 200),
+# -- POST --------------------------------------------------------------------------------------
+
+
+async def _collect_post(hit: Incoming) -> Answer | None:
+    """`POST /collect`: canonical JSON events (behind SMALLBOAT_COLLECT_KEY when set), or a UA
+    hit in the body."""
+    media = _media(hit)
+    if media == "application/json" or media.endswith("+json"):
+        given = pixel.given_key(
+            hit.headers.get(b"authorization", b"").decode("latin-1"),
+            hit.headers.get(_JSON_KEY, b"").decode("latin-1"),
+        )
+        if not pixel.key_matches(given, hit.app.state.settings.collect_key):
+            return None
+        data = _loads(hit.body)
+        if data is _UNPARSED:
+            return None
+        try:
+            events = pixel.json_events_of(data)
+            hits = json_hits(events.root, received_ms=hit.received, policy=hit.store.time_policy)
+        except Exception:
+            return None
+        logged = await hit.store.log(hits, hit.received)
+        return _json_answer(Accepted(events=logged).model_dump())
+    try:
+        mapped = pixel.ua_post(hit.params, hit.body, hit.store, hit.received)
+    except Exception:
+        return None
+    return await _logged(hit, mapped, pixel.PROTOCOL, _GIF)
+
+
+async def _ua_batch(hit: Incoming) -> Answer | None:
+    try:
+        mapped = pixel.ua_batch(hit.body, hit.store, hit.received)
+    except Exception:
+        return None
+    return await _logged(hit, mapped, pixel.PROTOCOL, _GIF)
+
+
+async def _ga4_post(hit: Incoming) -> Answer | None:
+    try:
+        mapped = ga4.ga4_web_rows(hit.params, hit.body, hit.store, hit.received)
+    except Exception:
+        return None
+    return await _logged(hit, mapped, "ga4", _NO_CONTENT)
+
+
+def _write_key_ok(hit: Incoming) -> bool:
+    """What `deps.require_write_key` accepts: basic auth whose user is a write key."""
+    scheme, _, encoded = hit.headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        return False
+    try:
+        user = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")[0]
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    keys = hit.app.state.settings.write_key_set
+    return any(secrets.compare_digest(user.encode(), key.encode()) for key in keys)
+
+
+def _segment_body(hit: Incoming) -> Any:
+    """The JSON of a Segment or Snowplow POST as FastAPI would read it; `_UNPARSED` when the
+    app must read it (another media type: FastAPI decides what it does with it)."""
+    if _media(hit) != "application/json":
+        return _UNPARSED
+    return _loads(hit.body)
+
+
+async def _segment_batch(hit: Incoming) -> Answer | None:
+    if not _write_key_ok(hit):
+        return None
+    data = _segment_body(hit)
+    if data is _UNPARSED:
+        return None
+    try:
+        body = SegmentBatch.model_validate(data)
+        outcome = segment._map(
+            body.batch, hit.store, hit.received, route="/v1/batch", where="batch"
+        )
+    except Exception:
+        return None
+    return await _answered(hit, outcome)
+
+
+def _segment_one(kind: str) -> Handler:
+    async def one(hit: Incoming) -> Answer | None:
+        if not _write_key_ok(hit):
+            return None
+        data = _segment_body(hit)
+        if not isinstance(data, dict):
+            return None
+        try:
+            outcome = segment._map(
+                [{**data, "type": kind}], hit.store, hit.received, route=f"/v1/{kind}"
+            )
+        except Exception:
+            return None
+        return await _answered(hit, outcome)
+
+    return one
+
+
+async def _snowplow_post(hit: Incoming) -> Answer | None:
+    data = _segment_body(hit)
+    if data is _UNPARSED:
+        return None
+    try:
+        body = SnowplowPayload.model_validate(data)
+        outcome = snowplow.payload_outcome(body, hit.store, hit.received)
+    except Exception:
+        return None
+    return await _answered(hit, outcome)
+
+
+_ROUTES: dict[tuple[str, str], Handler] = {
+    ("GET", "/collect"): _ua_get,
+    ("GET", "/g/collect"): _ga4_get,
+    ("GET", "/i"): _snowplow_get,
+    ("POST", "/collect"): _collect_post,
+    ("POST", "/batch"): _ua_batch,
+    ("POST", "/g/collect"): _ga4_post,
+    ("POST", "/v1/batch"): _segment_batch,
+    ("POST", "/v1/track"): _segment_one("track"),
+    ("POST", "/v1/page"): _segment_one("page"),
+    ("POST", "/com.snowplowanalytics.snowplow/tp2"): _snowplow_post,
 }
-"""Path -> (handler, success status): 200 with the GIF, or GA4's 204 No Content."""
 
 
 def query_params(query: bytes) -> Params:
@@ -102,9 +307,41 @@ def query_params(query: bytes) -> Params:
     return out
 
 
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes | None, list[Message]]:
+    """The whole body, or None when it is longer than `limit` or the client left; with the
+    messages received, to replay to the app."""
+    messages: list[Message] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return None, messages
+        size += len(message.get("body", b""))
+        if size > limit:
+            return None, messages
+        if not message.get("more_body", False):
+            break
+    if len(messages) == 1:
+        return messages[0].get("body", b""), messages
+    return b"".join(m.get("body", b"") for m in messages), messages
+
+
+def _replaying(messages: list[Message], receive: Receive) -> Receive:
+    """`receive` with `messages` (what the lane already received) given back first."""
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
+
+
 class FastLane:
-    """ASGI middleware in front of the collector app (`owner`): answers its pixel hits' happy
-    path directly and hands every other request to `app`."""
+    """ASGI middleware in front of the collector app (`owner`): answers the happy path of its
+    collection routes directly and hands every other request to `app`."""
 
     def __init__(self, app: ASGIApp, owner: FastAPI, cors: bool) -> None:
         self.app = app
@@ -112,29 +349,48 @@ class FastLane:
         self.cors = cors
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = _ROUTES.get(scope["path"]) if scope["type"] == "http" else None
+        handler = _ROUTES.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
         store = getattr(self.owner.state, "store", None)
-        if (
-            route is None
-            or scope["method"] != "GET"
-            or store is None
-            or (self.cors and any(name == b"origin" for name, _ in scope["headers"]))
-        ):
+        if handler is None or store is None:
             await self.app(scope, receive, send)
             return
-        handler, status = route
-        received = now_ms()
-        params = query_params(scope["query_string"])
+        headers: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:
+            if name in _READ or name == _JSON_KEY:
+                headers[name] = value
+        if self.cors and b"origin" in headers:
+            await self.app(scope, receive, send)
+            return
+        body = b""
+        if scope["method"] == "POST":
+            if not self._plain_body(headers):
+                await self.app(scope, receive, send)
+                return
+            read, messages = await _read_body(receive, self.owner.state.body_limit.max_bytes)
+            receive = _replaying(messages, receive)
+            if read is None:
+                await self.app(scope, receive, send)
+                return
+            body = read
+        hit = Incoming(
+            self.owner, store, query_params(scope["query_string"]), body, headers, now_ms()
+        )
         try:
-            logged = await handler(self.owner, store, params, received)
+            answer = await handler(hit)
         except LogWriteError:
-            logged = False  # nothing was acknowledged: the app tries and answers its 503
-        if not logged:
+            answer = None  # nothing was acknowledged: the app tries and answers its 503
+        if answer is None:
             await self.app(scope, receive, send)
             return
-        if status == 204:
-            await send({"type": "http.response.start", "status": 204, "headers": []})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        await send({"type": "http.response.start", "status": status, "headers": _GIF_HEADERS})
-        await send({"type": "http.response.body", "body": pixel.PIXEL_GIF})
+        status, answer_headers, answer_body = answer
+        await send({"type": "http.response.start", "status": status, "headers": answer_headers})
+        await send({"type": "http.response.body", "body": answer_body})
+
+    def _plain_body(self, headers: dict[bytes, bytes]) -> bool:
+        """A body the lane may read: not compressed, not declared longer than the limit."""
+        encoding = headers.get(b"content-encoding", b"identity").strip().lower()
+        if encoding not in (b"", b"identity"):
+            return False
+        declared = headers.get(b"content-length")
+        limit: int = self.owner.state.body_limit.max_bytes
+        return declared is None or not declared.isdigit() or int(declared) <= limit

@@ -67,8 +67,10 @@ def _id_text(value: Any) -> Any:
 
 Id = Annotated[
     str,
-    BeforeValidator(_id_text),
+    # The length constraints BEFORE the validator: pydantic-core then checks them natively on
+    # the str the validator returns (after it, they ran as Python code: 3x the cost).
     Field(min_length=1, max_length=MAX_ID),
+    BeforeValidator(_id_text),
     # The schema says what the code takes: text, or a number kept as its text.
     WithJsonSchema(
         {"anyOf": [{"type": "string", "minLength": 1, "maxLength": MAX_ID}, {"type": "number"}]}
@@ -308,9 +310,10 @@ def _tp_text(value: Any) -> Any:
     return utf8_text(value)
 
 
-TpText = Annotated[str, BeforeValidator(_tp_text), Field(max_length=MAX_SNOWPLOW_JSON)]
-TpId = Annotated[str, BeforeValidator(_tp_text), Field(min_length=1, max_length=MAX_ID)]
-TpUrl = Annotated[str, BeforeValidator(_tp_text), Field(max_length=MAX_URL)]
+TpText = Annotated[str, Field(max_length=MAX_SNOWPLOW_JSON), BeforeValidator(_tp_text)]
+TpId = Annotated[str, Field(min_length=1, max_length=MAX_ID), BeforeValidator(_tp_text)]
+TpUrl = Annotated[str, Field(max_length=MAX_URL), BeforeValidator(_tp_text)]
+"""(Constraints before the validator: checked natively, as `Id`'s.)"""
 
 
 class SnowplowEvent(BaseModel):

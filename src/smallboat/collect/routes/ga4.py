@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
@@ -19,9 +20,10 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from smallboat.collect.counters import count_ignored, counting_refusals
 from smallboat.collect.deps import CountersDep, StoreDep
 from smallboat.collect.events import HitError, now_ms
-from smallboat.collect.ga import body_text, form, ga4_mp_hits, ga4_web_hits, validate
+from smallboat.collect.ga import Mapped, body_text, form, ga4_mp_hits, ga4_web_hits, validate
 from smallboat.collect.models import ErrorBody, Ga4MpBody
 from smallboat.collect.routes.pixel import ERRORS
+from smallboat.collect.store import EventStore
 from smallboat.config import Settings
 from smallboat.web.body import BoundedBodyRoute
 from smallboat.web.deps import SettingsDep
@@ -45,14 +47,17 @@ async def ga4_web(request: Request, store: StoreDep, counters: CountersDep) -> R
     the one event of a GET or an empty POST."""
     received = now_ms()
     with counting_refusals(counters, "ga4"):
-        body = body_text(await request.body()) if request.method == "POST" else ""
-        lines = [form(line) for line in body.splitlines() if line.strip()]
-        mapped = ga4_web_hits(
-            dict(request.query_params), lines, received_ms=received, policy=store.time_policy
-        )
+        body = await request.body() if request.method == "POST" else b""
+        mapped = ga4_web_rows(dict(request.query_params), body, store, received)
     await store.log(mapped.hits, received)
     count_ignored(counters, "ga4", mapped.ignored)
     return Response(status_code=204)
+
+
+def ga4_web_rows(query: Mapping[str, str], body: bytes, store: EventStore, received: int) -> Mapped:
+    """The rows of a gtag.js request: the query's parameters, one event per body line."""
+    lines = [form(line) for line in body_text(body).splitlines() if line.strip()]
+    return ga4_web_hits(query, lines, received_ms=received, policy=store.time_policy)
 
 
 @router.post(

@@ -109,14 +109,19 @@ async def collect_post(request: Request, store: StoreDep, counters: CountersDep)
         accepted = Accepted(events=await store.log(hits, received))
         return JSONResponse(accepted.model_dump())
     with counting_refusals(counters, PROTOCOL):
-        text = body_text(await request.body()).strip()
-        if text.startswith(("{", "[")):
-            raise HitError("body", "is not JSON: send it with Content-Type: application/json")
-        if "\n" in text:
-            raise HitError("body", "holds several lines: send several hits to POST /batch")
-        mapped = _ua({**request.query_params, **form(text)}, store, received)
+        mapped = ua_post(request.query_params, await request.body(), store, received)
     await _log_ua(store, counters, mapped, received)
     return _gif()
+
+
+def ua_post(query: Mapping[str, str], body: bytes, store: EventStore, received: int) -> Mapped:
+    """The rows of a UA hit in a POST body (its parameters over the query's)."""
+    text = body_text(body).strip()
+    if text.startswith(("{", "[")):
+        raise HitError("body", "is not JSON: send it with Content-Type: application/json")
+    if "\n" in text:
+        raise HitError("body", "holds several lines: send several hits to POST /batch")
+    return _ua({**query, **form(text)}, store, received)
 
 
 @router.post("/batch", response_class=Response, responses={**GIF_ANSWER, **ERRORS})
@@ -126,18 +131,24 @@ async def collect_batch(request: Request, store: StoreDep, counters: CountersDep
     line)."""
     received = now_ms()
     with counting_refusals(counters, PROTOCOL):
-        lines = [line for line in body_text(await request.body()).splitlines() if line.strip()]
-        if not lines:
-            raise HitError("body", "is empty: send one hit per line")
-        if len(lines) > UA_MAX_BATCH:
-            raise HitError(
-                "body", f"has {len(lines)} hits; at most {UA_MAX_BATCH} per batch are accepted"
-            )
-        mapped = Mapped()
-        for i, line in enumerate(lines):
-            mapped.add(_ua(form(line), store, received, where=f"line {i + 1}: "))
+        mapped = ua_batch(await request.body(), store, received)
     await _log_ua(store, counters, mapped, received)
     return _gif()
+
+
+def ua_batch(body: bytes, store: EventStore, received: int) -> Mapped:
+    """The rows of a `POST /batch` body: every line's hit, or a HitError naming the line."""
+    lines = [line for line in body_text(body).splitlines() if line.strip()]
+    if not lines:
+        raise HitError("body", "is empty: send one hit per line")
+    if len(lines) > UA_MAX_BATCH:
+        raise HitError(
+            "body", f"has {len(lines)} hits; at most {UA_MAX_BATCH} per batch are accepted"
+        )
+    mapped = Mapped()
+    for i, line in enumerate(lines):
+        mapped.add(_ua(form(line), store, received, where=f"line {i + 1}: "))
+    return mapped
 
 
 def _check_key(request: Request) -> None:
@@ -146,9 +157,9 @@ def _check_key(request: Request) -> None:
     key: str = request.app.state.settings.collect_key
     if not key:
         return
-    scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
-    given = bearer.strip() if scheme.lower() == "bearer" else ""
-    given = given or request.headers.get("x-smallboat-key", "").strip()
+    given = given_key(
+        request.headers.get("authorization", ""), request.headers.get("x-smallboat-key", "")
+    )
     if not given:
         raise HTTPException(
             401,
@@ -156,8 +167,20 @@ def _check_key(request: Request) -> None:
             "Authorization: Bearer <key> or X-Smallboat-Key: <key>",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if not secrets.compare_digest(given.encode(), key.encode()):
+    if not key_matches(given, key):
         raise HTTPException(403, "the key is not the collector's (SMALLBOAT_COLLECT_KEY)")
+
+
+def given_key(authorization: str, x_smallboat_key: str) -> str:
+    """The key a request carries: `Authorization: Bearer <key>`, else `X-Smallboat-Key`."""
+    scheme, _, bearer = authorization.partition(" ")
+    given = bearer.strip() if scheme.lower() == "bearer" else ""
+    return given or x_smallboat_key.strip()
+
+
+def key_matches(given: str, key: str) -> bool:
+    """Whether JSON events carrying `given` pass SMALLBOAT_COLLECT_KEY `key` (unset: all do)."""
+    return not key or (bool(given) and secrets.compare_digest(given.encode(), key.encode()))
 
 
 def _json_events(body: bytes) -> JsonEvents:
@@ -169,6 +192,11 @@ def _json_events(body: bytes) -> JsonEvents:
             [{"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error",
               "input": {}, "ctx": {"error": str(exc)}}]
         ) from None  # fmt: skip
+    return json_events_of(data)
+
+
+def json_events_of(data: Any) -> JsonEvents:
+    """The canonical events of a parsed JSON body; RequestValidationError naming the field."""
     try:
         return JsonEvents.model_validate(data)
     except ValidationError as exc:

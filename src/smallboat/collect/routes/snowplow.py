@@ -36,12 +36,19 @@ async def snowplow_post(
     """A batch of tracker-protocol events: the good ones are logged, the bad ones refused one
     by one (`refusals`)."""
     received = now_ms()
+    outcome = payload_outcome(body, store, received)
+    return await outcome.answer(store, counters, rejects, received)
+
+
+def payload_outcome(body: SnowplowPayload, store: EventStore, received: int) -> Outcome:
+    """Each event of a tp2 payload mapped (or refused) on its own; a HitError for a payload
+    whose schema is not `payload_data`."""
     outcome = Outcome(PROTOCOL, "/com.snowplowanalytics.snowplow/tp2")
     if not body.schema_.startswith(PAYLOAD_SCHEMA):
         raise HitError("schema", f"{body.schema_!r} is not {PAYLOAD_SCHEMA}<version>")
     for i, raw in enumerate(body.data):
         _map(outcome, i, raw, store, received, at=f"data[{i}].")
-    return await outcome.answer(store, counters, rejects, received)
+    return outcome
 
 
 @router.get(

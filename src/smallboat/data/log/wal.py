@@ -55,6 +55,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from smallboat.data.log.segments import (
     SEGMENT_MAGIC,
     SEGMENT_SUFFIX,
@@ -63,6 +65,7 @@ from smallboat.data.log.segments import (
     describe_ranges,
     encode_frame,
     list_segments,
+    payload_frame,
     scan_segment,
 )
 from smallboat.durable import fsync_dir
@@ -75,6 +78,23 @@ _GROUP_MAX_BYTES = 8 << 20
 _PROBE_BYTES = 64 << 10
 """What a recovery probe writes and fsyncs before the log takes appends again."""
 PROBE_FILE = ".probe"
+
+
+_FLAT = frozenset({str, int, bool, type(None)})
+"""Value types whose orjson text is byte for byte `encode_frame`'s (floats are not: `1e+16`)."""
+
+
+def frame(record: Mapping[str, Any]) -> bytes:
+    """`encode_frame(record)`, the same bytes, with orjson (~8x faster) when every value is text,
+    an integer, a boolean or null (what the collector logs). Anything else, and what orjson
+    refuses (an integer past 64 bits, a lone surrogate, a key that is not text), takes the
+    stdlib's path: it writes or raises exactly as before."""
+    if all(type(value) in _FLAT for value in record.values()):
+        try:
+            return payload_frame(orjson.dumps(record))
+        except TypeError:  # orjson.JSONEncodeError
+            pass
+    return encode_frame(record)
 
 
 class LogWriteError(SmallboatError):
@@ -254,7 +274,7 @@ class WriteAheadLog:
         Encoding happens here, on the caller's thread; a record that is not JSON-serialisable
         raises TypeError/ValueError at once and nothing of this call is queued.
         """
-        data = b"".join(encode_frame(r) for r in records)
+        data = b"".join([frame(r) for r in records])
         future: Future[int] = Future()
         if self._failed is not None:
             future.set_exception(self._failure())
