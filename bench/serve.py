@@ -49,7 +49,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -423,6 +424,16 @@ class FloorProcess:
         self.process.wait(10)
 
 
+@contextmanager
+def started_process(process: Any, *, timeout: float) -> Iterator[Any]:
+    """A `ServerProcess` started with `timeout` (its `with` uses the default), stopped after."""
+    process.start(timeout=timeout)
+    try:
+        yield process
+    finally:
+        process.__exit__(None, None, None)
+
+
 def tree_pids(pid: int) -> list[int]:
     """`pid` and its children (uvicorn's workers under `serve --workers N`), from /proc."""
     pids = [pid]
@@ -747,6 +758,52 @@ def render_ratios(floor: list[Point], points: list[Point]) -> Table:
     return table
 
 
+SECTIONS = ("parse", "collapse", "encode", "summary", "forward", "next_items", "answers", "log",
+            "respond")  # fmt: skip
+"""The service's sections (SMALLBOAT_SERVE_SECTIONS, `smallboat_serve_section_seconds`)."""
+
+
+def render_sections(points: list[Point]) -> Table:
+    """Where a request's time goes inside the service: each section's mean ms per request (from
+    the service's own perf_counter sections), the rest of the server-side latency (uvicorn's
+    protocol, the ASGI stack, waiting for the batch), and the service's CPU per request."""
+    table = Table(
+        title="profile: ms per request inside the service (SMALLBOAT_SERVE_SECTIONS)",
+        title_justify="left",
+        caption_justify="left",
+    )
+    columns = ["point", *SECTIONS, "rest", "server mean", "CPU/request"]
+    for column in columns:
+        table.add_column(column, justify="left" if column == "point" else "right")
+    for p in points:
+        route = f'{{route="{p.route}"}}'
+        requests = p.counter(f"smallboat_request_duration_seconds_count{route}")
+        if not requests:
+            continue
+        spent = [
+            p.counter(f'smallboat_serve_section_seconds_total{{section="{name}"}}') / requests
+            for name in SECTIONS
+        ]
+        server = p.counter(f"smallboat_request_duration_seconds_sum{route}") / requests
+        cpu = p.server_cores * p.load.seconds / p.load.ok if p.load.ok else float("nan")
+        name = "predict" if p.route == PREDICT_ROUTE else "sessions+redis"
+        table.add_row(
+            f"{name} {p.mode}-loop {p.label}",
+            *[f"{1000 * x:.3f}" for x in spent],
+            f"{1000 * (server - sum(spent)):.3f}",
+            f"{1000 * server:.3f}",
+            f"{1000 * cpu:.3f}",
+        )
+    table.caption = (
+        "parse: request start to scoring (body, JSON, validation; on /v1/sessions also the "
+        "Redis round trip); collapse..answers: the scoring batch (shared by the requests batched "
+        "together); log: the prediction log's row; respond: serializing and sending; rest: "
+        "server latency outside these (ASGI stack, waiting for the batch); CPU/request: the "
+        "service process's CPU seconds over the point / answers (all threads; ms)"
+    )
+    return table
+
+
 def print_errors(console: Console, points: list[Point]) -> None:
     for p in points:
         for what, n in p.load.errors.most_common(5):
@@ -856,7 +913,8 @@ def main() -> None:
     if "a" in args.parts or "c" in args.parts:
         console.rule("a. POST /v1/predict, in-process session store")
         started = time.perf_counter()
-        with ServeProcess(home, log_path=logs[0]) as service:
+        sections = {"SMALLBOAT_SERVE_SECTIONS": "true"}
+        with ServeProcess(home, env=sections, log_path=logs[0]) as service:
             cold_start = time.perf_counter() - started
             console.print(f"  cold start to /readyz 200: {cold_start:.2f} s")
             assert service.process is not None
@@ -878,7 +936,7 @@ def main() -> None:
     if "b" in args.parts:
         console.rule("b. POST /v1/sessions/{id}/events, Redis session store")
         with RedisServer() as redis:
-            env = {"SMALLBOAT_REDIS_URL": redis.url}
+            env = {"SMALLBOAT_REDIS_URL": redis.url, "SMALLBOAT_SERVE_SECTIONS": "true"}
             with ServeProcess(home, env=env, log_path=logs[1]) as service:
                 assert service.process is not None
                 warm_up(service.url, append_requests(sessions, f"warm{os.getpid()}"), console)
@@ -906,7 +964,10 @@ def main() -> None:
             env = {"SMALLBOAT_REDIS_URL": redis.url, "SMALLBOAT_SERVE_WORKERS": str(args.workers)}
             log_path = root / "serve-workers.log"
             logs.append(log_path)
-            with ServeProcess(home, env=env, log_path=log_path) as service:
+            # N workers loading at once on a busy machine can take longer than the default 30 s.
+            with started_process(
+                ServeProcess(home, env=env, log_path=log_path), timeout=120.0
+            ) as service:
                 assert service.process is not None
                 time.sleep(3.0)  # every worker loaded, not just the first to answer
                 warm_up(service.url, predict, console)
@@ -986,6 +1047,21 @@ def main() -> None:
         console.print(table)
     if f_points and a_points:
         console.print(render_ratios(f_points, a_points))
+    if a_points or b_points:
+        console.print(render_sections(a_points + b_points))
+    saturated = [
+        max(closed, key=lambda p: p.throughput)
+        for closed in (
+            [p for p in ps if p.mode == "closed"] for ps in (f_points, a_points, w_points)
+        )
+        if closed
+    ]
+    if saturated:
+        console.print(
+            "saturated (best closed-loop point, answers/s): "
+            + ", ".join(f"{p.part} {p.label} {p.throughput:,.0f}/s" for p in saturated)
+            + " (f: the floor, a: one process, w: --workers)"
+        )
     if cold_start is not None:
         console.print(f"cold start (spawn to /readyz 200, champion from the registry): "
                       f"{cold_start:.2f} s")  # fmt: skip

@@ -351,6 +351,41 @@ def test_health_readiness_and_metrics(service: str) -> None:
     assert float(counted[0].split()[-1]) >= 3
 
 
+SECTIONS = ("parse", "collapse", "encode", "summary", "forward", "next_items", "answers", "log",
+            "respond")  # fmt: skip
+
+
+def _samples(text: str, prefix: str) -> dict[str, float]:
+    return {
+        line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith(prefix)
+    }
+
+
+def test_the_section_profile_is_off_by_default_and_times_every_section_when_on(
+    trained: Trained, service: str
+) -> None:
+    assert "smallboat_serve_section_seconds" not in httpx.get(f"{service}/metrics").text
+    s = max(trained.session_rows, key=lambda i: len(trained.session_rows[i]))
+    rows = trained.session_rows[s]
+    env = {"SMALLBOAT_SERVE_SECTIONS": "true"}
+    with ServeProcess(trained.settings.home_dir, env=env) as process:
+        for k in range(1, 6):
+            r = post(process.url, "/v1/predict", {"events": rows[:k]})
+            assert r.status_code == 200 and r.json()["purchase_probability"] is not None
+        text = httpx.get(f"{process.url}/metrics").text
+    sections = _samples(text, "smallboat_serve_section_seconds_total")
+    assert set(sections) == {
+        f'smallboat_serve_section_seconds_total{{section="{name}"}}' for name in SECTIONS
+    }
+    assert all(seconds > 0 for seconds in sections.values()), sections
+    # every section lies inside its request: together they take at most the requests' time
+    route = '{route="/v1/predict"}'
+    spent = _samples(text, f"smallboat_request_duration_seconds_sum{route}")
+    assert sum(sections.values()) <= sum(spent.values())
+
+
 # -- hot reload --------------------------------------------------------------------------------
 
 

@@ -61,7 +61,7 @@ def create_app(
     (the CLI mounts the monitoring dashboard this way: serve does not import monitor).
     """
     settings = settings or Settings()
-    metrics = ServeMetrics()
+    metrics = ServeMetrics(sections=settings.serve_sections)
     name = replica or settings.serve_replica or f"{socket.gethostname()}-{settings.serve_port}"
 
     @asynccontextmanager

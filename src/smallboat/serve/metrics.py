@@ -23,9 +23,24 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 class ServeMetrics:
-    def __init__(self) -> None:
+    def __init__(self, *, sections: bool = False) -> None:
+        """`sections`: also export where a request's time goes (SMALLBOAT_SERVE_SECTIONS)."""
         self.registry = CollectorRegistry()
         r = self.registry
+        self.sections = (
+            Counter(
+                "smallboat_serve_section_seconds",
+                "Seconds spent in each section of the prediction routes "
+                "(SMALLBOAT_SERVE_SECTIONS): parse (request start to scoring: body read, "
+                "parsing, validation, and on /v1/sessions the session store's round trip), the "
+                "scoring batch's collapse, encode, summary, forward, next_items and answers, log "
+                "(the prediction log's row), respond (serializing and sending the answer).",
+                ["section"],
+                registry=r,
+            )
+            if sections
+            else None
+        )
         self.requests = Counter(
             "smallboat_requests",
             "HTTP requests answered.",
@@ -76,7 +91,15 @@ class ServeMetrics:
         self.model_info.clear()
         self.model_info.labels(version=version).set(1)
 
+    def section(self, name: str, seconds: float) -> None:
+        """Add `seconds` to section `name` when sections are on (else nothing)."""
+        if self.sections is not None:
+            self.sections.labels(name).inc(seconds)
+
     def batch(self, batch: Batch) -> None:
+        if self.sections is not None:
+            for name, seconds in batch.sections.items():
+                self.sections.labels(name).inc(seconds)
         self.batch_sessions.observe(batch.sessions)
         self.forward.observe(batch.forward_seconds)
         for outcomes in batch.outcomes:
@@ -108,6 +131,9 @@ class ServeMetrics:
 
 STARTED_KEY = "smallboat.started"
 """ASGI scope key of the request's start (perf_counter), for the prediction log's latency."""
+SCORED_KEY = "smallboat.scored"
+"""ASGI scope key of the moment a prediction route had its answers and logged them (perf_counter):
+the `respond` section runs from there to the end of the answer."""
 
 
 class MetricsMiddleware:
@@ -138,4 +164,8 @@ class MetricsMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(template, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(template).observe(time.perf_counter() - started)
+            ended = time.perf_counter()
+            self.metrics.latency.labels(template).observe(ended - started)
+            scored = scope.get(SCORED_KEY)
+            if scored is not None:
+                self.metrics.section("respond", ended - scored)

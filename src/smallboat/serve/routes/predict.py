@@ -16,6 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from smallboat.serve import reference
 from smallboat.serve.deps import ScorerDep, SessionsDep
+from smallboat.serve.metrics import SCORED_KEY, STARTED_KEY, ServeMetrics
 from smallboat.serve.models import (
     MAX_BATCH_SESSIONS,
     MAX_ID,
@@ -146,8 +147,20 @@ async def score_logged(
     options: NextItemOptions = NextItemOptions(),
 ) -> list[Outcome]:
     """Score sessions and hand each answer to the prediction log (which never blocks)."""
+    metrics: ServeMetrics = request.app.state.metrics
+    if metrics.sections is None:
+        outcomes = await scorer.score(sessions, options)
+        record_predictions(request, outcomes, session_ids)
+        return outcomes
+    clock = time.perf_counter
+    started = request.scope.get(STARTED_KEY)
+    if started is not None:
+        metrics.section("parse", clock() - started)
     outcomes = await scorer.score(sessions, options)
+    scored = clock()
     record_predictions(request, outcomes, session_ids)
+    request.scope[SCORED_KEY] = now = clock()
+    metrics.section("log", now - scored)
     return outcomes
 
 
