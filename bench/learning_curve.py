@@ -5,9 +5,13 @@ baseline).
 
 For each size: synthesize -> load -> transform (reused when the work folder has them), then the
 whole TrainFlow through the Runner (default grid, the oracle scored on the same test split), with
-session-bootstrap 95% intervals. Prints a Markdown table and writes the rows as JSON.
+session-bootstrap 95% intervals. Prints a Markdown table, writes the rows as JSON (--out) and
+each point into the curve file every TrainFlow card reads (`smallboat.model.curve`; run each size
+as its own invocation, the file merges them by size).
 
-    flock /tmp/smallboat-bench.lock .venv/bin/python bench/learning_curve.py --sizes 20000,50000
+    for n in 20000 50000 200000 500000; do
+        flock /tmp/smallboat-bench.lock .venv/bin/python bench/learning_curve.py --sizes $n
+    done
     flock /tmp/smallboat-bench.lock .venv/bin/python bench/learning_curve.py \\
         --sizes 20000,50000,200000,500000,4934699
 
@@ -58,6 +62,12 @@ def run_size(sessions: int, args: argparse.Namespace) -> dict[str, Any]:
         **params,
     )
     s = outcome.summary or {}
+    from metaflow import Run, namespace
+
+    namespace(None)
+    evaluate = Run(outcome.pathspec)["evaluate"].task
+    assert evaluate is not None, f"{outcome.pathspec} has no evaluate task"
+    report = evaluate.data.report
 
     def point(prefix: str) -> dict[str, float]:
         return {
@@ -70,6 +80,9 @@ def run_size(sessions: int, args: argparse.Namespace) -> dict[str, Any]:
         "sessions": sessions,
         "seed": args.seed,
         "test_examples": int(s.get("n", 0)),
+        "train_examples": int(report["row_counts"]["train"]["examples"]),
+        "chosen": report["best"]["name"],
+        "sweep": {e["name"]: round(e["best_valid_auc"], 4) for e in report["sweep"]},
         "model": point(""),
         "oracle": point("oracle_"),
         "count_baseline": point("count_baseline_"),
@@ -78,6 +91,24 @@ def run_size(sessions: int, args: argparse.Namespace) -> dict[str, Any]:
         "best": (outcome.registration or {}).get("bundle_dir"),
         "seconds": time.perf_counter() - started,
         "run": outcome.pathspec,
+    }
+
+
+def curve_point(r: dict[str, Any]) -> dict[str, Any]:
+    """A row as the curve file keeps it (`smallboat.model.curve`)."""
+    return {
+        "sessions": r["sessions"],
+        "seed": r["seed"],
+        "train_examples": r["train_examples"],
+        "test_examples": r["test_examples"],
+        "model_auc": round(r["model"]["roc_auc"], 4),
+        "model_ci": [round(r["model"]["low"], 4), round(r["model"]["high"], 4)],
+        "oracle_auc": round(r["oracle"]["roc_auc"], 4),
+        "count_baseline_auc": round(r["count_baseline"]["roc_auc"], 4),
+        "gap": round(r["gap"], 4),
+        "target_gap": r["target_gap"],
+        "chosen": r["chosen"],
+        "measured_on": time.strftime("%Y-%m-%d", time.gmtime()),
     }
 
 
@@ -115,11 +146,22 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/smallboat-bench", help="Work folder root.")
     parser.add_argument("--out", default="", help="Write the rows as JSON here too.")
     parser.add_argument("--verbose", action="store_true", help="Show the flows' output.")
+    parser.add_argument(
+        "--no-curve",
+        action="store_true",
+        help="Do not write the points into the curve file the training card reads "
+        "(src/smallboat/model/learning_curve.json); a custom --grid never does.",
+    )
     args = parser.parse_args()
+    from smallboat.model.curve import write_point
+
     rows = []
     for size in (int(x) for x in args.sizes.split(",") if x.strip()):
         rows.append(run_size(size, args))
         print(table(rows[-1:]).splitlines()[-1], flush=True)
+        print(f"chosen {rows[-1]['chosen']}; validation AUC {rows[-1]['sweep']}", flush=True)
+        if not args.no_curve and not args.grid:
+            write_point(curve_point(rows[-1]))
     print()
     print(table(rows))
     if args.out:

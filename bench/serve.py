@@ -587,6 +587,7 @@ def in_process(
             t0 = time.perf_counter()
             inputs = model.predictor.encode(chunk)
             t1 = time.perf_counter()
+            assert model.fused is not None, "a GRU bundle's fused network"
             model.fused.predict(inputs)
             t2 = time.perf_counter()
             if k >= 50:

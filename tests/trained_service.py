@@ -28,10 +28,11 @@ class Trained:
     examples: list[tuple[int, int]]  # (session index, prefix length) per test example
 
 
-def trained_on(settings: Settings) -> Trained:
-    """TrainFlow run once on the home; the test examples as raw rows beside its predictions."""
+def trained_on(settings: Settings, grid: str = GRID) -> Trained:
+    """TrainFlow run once on the home (the sweep `grid`); the test examples as raw rows beside
+    its predictions."""
     outcome = run_train(
-        settings, show_output=False, grid=GRID, bootstrap=0, threads=1, next_item=NEXT_ITEM
+        settings, show_output=False, grid=grid, bootstrap=0, threads=1, next_item=NEXT_ITEM
     )
     from metaflow import Run, namespace
 

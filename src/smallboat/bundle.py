@@ -3,7 +3,8 @@
 A bundle is one directory that carries everything needed to predict:
 
     bundle.json          `BundleMeta`: format, model name, feature spec, model config, metrics
-    weights.pt           the PyTorch state dict
+    weights.pt           the PyTorch state dict (a GRU ensemble)
+    gbm/                 instead of weights.pt, a LightGBM intent model (see GBM_DIR)
     vocab/               the fitted vocabularies (features.Vocabulary)
     card.html            the training run's card, when there is one
     next_item/           the next-item recommender, when the run trained one (model.next_item.store)
@@ -39,6 +40,9 @@ ONNX_FILE = "serving.onnx"
 """The serving graph (`model.onnx_intent`): the fused intent network and the sequence
 recommender's scores as one ONNX graph. Written at publish time; serving derives it from the
 weights for a bundle without one."""
+GBM_DIR = "gbm"
+"""A LightGBM intent model (`model.gbm`): the booster's text and the prod2vec vectors its
+features need; such a bundle has no WEIGHTS_FILE and no ONNX_FILE (serving runs LightGBM)."""
 REFERENCE_FILE = "reference.parquet"
 """The monitoring reference: the summaries (`features.summary`), predictions and labels of the
 training run's held-out test examples; drift checks compare live traffic against it."""

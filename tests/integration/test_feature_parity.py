@@ -283,6 +283,30 @@ def test_training_and_serving_build_the_same_inputs(warehouse: Settings, max_eve
     assert ((log_gap > 0) & (log_gap < 1)).any()
 
 
+def test_training_and_serving_build_the_same_tabular_features(warehouse: Settings) -> None:
+    """The LightGBM candidate's rows (features.tabular) of every example, from training's arrays
+    and from serving's encoding of the raw events, are identical (NaN where NaN)."""
+    from smallboat.features.tabular import tabular_features
+
+    spec = FeatureSpec(max_events=6)
+    data = prepare_intent_data(warehouse, spec)
+    vectors = np.random.default_rng(0).normal(size=(data.vocab.n_sku_tokens, 8))
+    raw = raw_sessions(warehouse)
+    collapsed = warehouse_events(warehouse)
+    for split in SPLITS:
+        examples = data.splits[split]
+        trained = tabular_features(data.inputs(split)[0], vectors)
+        prefixes = [
+            served_prefix(raw[session_id], collapsed[session_id][int(length) - 1])
+            for session_id, length in zip(examples.session_id, examples.prefix_length, strict=True)
+        ]
+        served = tabular_features(encode_sessions(prefixes, data.vocab, spec), vectors)
+        np.testing.assert_array_equal(served, trained, err_msg=f"{split} split")
+        # the similarities are computed, not all missing, on these sessions
+        assert np.isfinite(trained).all(axis=0).sum() < trained.shape[1]
+        assert np.isfinite(trained).any(axis=0).all(), split
+
+
 def test_test_events_kept_for_scoring_encode_like_the_training_arrays(warehouse: Settings) -> None:
     spec = FeatureSpec(max_events=8)
     data = prepare_intent_data(warehouse, spec)

@@ -42,7 +42,10 @@ def test_published_bundle_carries_a_serving_graph_equal_to_pytorch(trained: Trai
     assert len(inputs) == len(trained.offline) > 100
 
     probability, scores = graph.run(inputs)
-    np.testing.assert_allclose(probability, predict_proba(predictor.model, inputs), atol=TOLERANCE)
+    assert predictor.ensemble is not None
+    np.testing.assert_allclose(
+        probability, predict_proba(predictor.ensemble, inputs), atol=TOLERANCE
+    )
     np.testing.assert_allclose(probability, trained.offline, atol=TOLERANCE, rtol=0)
     assert predictor.next_item is not None and scores is not None
     torch_scores = predictor.next_item.scores(inputs).numpy()

@@ -143,6 +143,7 @@ def test_the_card_shows_what_a_reader_needs(first: TrainOutcome) -> None:
         "popularity percentile",
         "The champion/challenger gate",
         "No champion yet",
+        "The learning curve (synthetic data",
     ):
         assert needle in text, needle
     types = re.findall(r'"type": "(\w+)"', text)

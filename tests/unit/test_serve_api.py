@@ -88,8 +88,9 @@ def test_concurrent_requests_share_forward_passes_and_keep_their_answers(bundle:
     rng = np.random.default_rng(0)
     sessions = [session(rng, int(rng.integers(1, 12))) for _ in range(60)]
     model = LoadedModel.from_bundle(bundle)
+    assert model.predictor.ensemble is not None
     expected = predict_proba(
-        model.predictor.model, model.predictor.encode([raw(s) for s in sessions])
+        model.predictor.ensemble, model.predictor.encode([raw(s) for s in sessions])
     )
     batches: list[int] = []
 

@@ -39,12 +39,25 @@ def test_grid_values_come_back_typed_and_names_as_text() -> None:
         ('[{"batch_size": 0}]', "batch_size must be >= 1, got 0"),
         ('[{"dropout": 1.5}]', "dropout must be in [0, 1)"),
         ('[{"name": "a"}, {"name": "a"}]', "names must be unique"),
+        ('[{"kind": "xgboost"}]', "kind 'xgboost' is not one of 'gru' (default), 'lightgbm'"),
+        ('[{"kind": "lightgbm", "hidden": 16}]', "a lightgbm grid entry may set"),
+        ('[{"kind": "lightgbm", "num_leaves": 1}]', "num_leaves must be >= 2, got 1"),
+        ('[{"kind": "lightgbm", "bagging_fraction": 0}]', "bagging_fraction must be in (0, 1]"),
     ],
 )
 def test_bad_grids_are_refused_with_the_reason(grid: str, message: str) -> None:
     with pytest.raises(SmallboatError) as err:
         check_parameters(grid=grid, window_start="", window_end="")
     assert message in str(err.value)
+
+
+def test_a_lightgbm_entry_keeps_its_kind_and_typed_values() -> None:
+    grid, _ = check_parameters(
+        grid='[{"name": "trees", "kind": "lightgbm", "num_leaves": "4"}, {"name": "gru"}]',
+        window_start="",
+        window_end="",
+    )
+    assert grid == [{"num_leaves": 4, "kind": "lightgbm", "name": "trees"}, {"name": "gru"}]
 
 
 def test_a_bad_window_date_names_the_value() -> None:

@@ -19,6 +19,9 @@ DEFAULT_GRID = json.dumps(
     [
         {"name": "gru32"},
         {"name": "gru64-drop3", "hidden": 64, "dropout": 0.3},
+        # for small data: fewer parameters, stronger regularisation
+        {"name": "gru16-drop5", "hidden": 16, "dropout": 0.5, "weight_decay": 0.01},
+        {"name": "lgbm", "kind": "lightgbm"},
     ]
 )
 
@@ -52,7 +55,9 @@ class TrainFlow(FlowSpec):
     grid = Parameter(
         "grid",
         default=DEFAULT_GRID,
-        help="JSON list of IntentConfig overrides, one training branch each ('name' labels it).",
+        help="JSON list of IntentConfig overrides, one training branch each ('name' labels it); "
+        'an entry with "kind": "lightgbm" sets GbmConfig fields instead (LightGBM on the '
+        "prefix's tabular features).",
     )
     seed = Parameter("seed", default=0, type=int, help="Seed of every random choice.")
     skip_transform = Parameter(

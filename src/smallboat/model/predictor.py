@@ -21,6 +21,7 @@ import torch
 from smallboat.bundle import (
     BUNDLE_FORMAT,
     CARD_FILE,
+    GBM_DIR,
     META_FILE,
     MODEL_NAME,
     NEXT_ITEM_DIR,
@@ -35,6 +36,8 @@ from smallboat.bundle import (
 from smallboat.features import FeatureSpec, ModelInputs, Vocabulary, encode_sessions
 from smallboat.features.spec import SKU_FIRST
 from smallboat.model.fused import FusedIntent
+from smallboat.model.gbm import KIND as GBM_KIND
+from smallboat.model.gbm import GbmConfig, GbmIntent
 from smallboat.model.intent import IntentConfig, IntentEnsemble, Sizes, predict_proba
 from smallboat.model.next_item.data import sku_tokens
 from smallboat.model.next_item.recommenders import Recommender, top_k
@@ -46,7 +49,7 @@ from smallboat.model.onnx_intent import OnnxIntent, onnx_bytes
 def save_bundle(
     folder: Path,
     *,
-    model: IntentEnsemble,
+    model: IntentEnsemble | GbmIntent,
     spec: FeatureSpec,
     vocab: Vocabulary,
     metrics: dict[str, Any],
@@ -60,7 +63,16 @@ def save_bundle(
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    torch.save(model.state_dict(), folder / WEIGHTS_FILE)
+    if isinstance(model, GbmIntent):
+        model.save(folder / GBM_DIR)
+        sizes = None
+    else:
+        torch.save(model.state_dict(), folder / WEIGHTS_FILE)
+        sizes = {
+            "n_sku": model.sizes.n_sku,
+            "n_category": model.sizes.n_category,
+            "n_gap": model.sizes.n_gap,
+        }
     vocab.save(folder / VOCAB_DIR)
     meta = {
         "format": BUNDLE_FORMAT,
@@ -68,11 +80,7 @@ def save_bundle(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "feature_spec": spec.to_dict(),
         "model_config": model.config.to_dict(),
-        "sizes": {
-            "n_sku": model.sizes.n_sku,
-            "n_category": model.sizes.n_category,
-            "n_gap": model.sizes.n_gap,
-        },
+        "sizes": sizes,
         "metrics": metrics,
         **(extra or {}),
     }
@@ -86,9 +94,13 @@ def save_bundle(
 
 @dataclass
 class IntentPredictor:
-    """A loaded bundle: predicts P(purchase) from raw browsing events or encoded inputs."""
+    """A loaded bundle: predicts P(purchase) from raw browsing events or encoded inputs.
 
-    model: IntentEnsemble
+    `model` is a GRU ensemble, or a LightGBM model (`model.gbm`, when the sweep chose one): the
+    latter has no torch graph, so `serving_graph`/`onnx` refuse it and serving scores it with
+    LightGBM's own predictor through `predict_inputs`."""
+
+    model: IntentEnsemble | GbmIntent
     spec: FeatureSpec
     vocab: Vocabulary
     meta: BundleMeta
@@ -103,8 +115,11 @@ class IntentPredictor:
     def load(cls, folder: Path) -> IntentPredictor:
         meta = read_current_meta(folder)
         spec = FeatureSpec.from_dict(meta.require("feature_spec", folder))
+        config = meta.require("model_config", folder)
+        if config.get("kind") == GBM_KIND:
+            return cls._with_model(folder, meta, spec, _load_gbm(folder, config))
         model = IntentEnsemble(
-            IntentConfig.from_dict(meta.require("model_config", folder)),
+            IntentConfig.from_dict(config),
             Sizes(**meta.require("sizes", folder)),
         )
         state = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
@@ -117,6 +132,12 @@ class IntentPredictor:
                 "the bundle is damaged or was written by an incompatible smallboat version"
             ) from None
         model.eval()
+        return cls._with_model(folder, meta, spec, model)
+
+    @classmethod
+    def _with_model(
+        cls, folder: Path, meta: BundleMeta, spec: FeatureSpec, model: IntentEnsemble | GbmIntent
+    ) -> IntentPredictor:
         next_item = None
         if (folder / NEXT_ITEM_DIR).is_dir():
             next_item = from_state(load_state(folder / NEXT_ITEM_DIR))
@@ -127,6 +148,11 @@ class IntentPredictor:
             meta=meta,
             next_item=next_item,
         )
+
+    @property
+    def ensemble(self) -> IntentEnsemble | None:
+        """The GRU ensemble, None when the bundle's intent model is LightGBM."""
+        return self.model if isinstance(self.model, IntentEnsemble) else None
 
     @cached_property
     def sku_names(self) -> np.ndarray:
@@ -179,7 +205,11 @@ class IntentPredictor:
         next_model = (
             self.next_item.model if isinstance(self.next_item, SequenceRecommender) else None
         )
-        return onnx_bytes(fused or FusedIntent.from_ensemble(self.model), next_model)
+        if fused is None:
+            if not isinstance(self.model, IntentEnsemble):
+                raise BundleError("a LightGBM intent model has no ONNX serving graph")
+            fused = FusedIntent.from_ensemble(self.model)
+        return onnx_bytes(fused, next_model)
 
     def onnx(self, folder: Path, fused: FusedIntent | None = None) -> OnnxIntent:
         """The serving graph on ONNX Runtime: the bundle's ONNX_FILE, or derived from the
@@ -200,7 +230,20 @@ class IntentPredictor:
         return path
 
     def predict_inputs(self, inputs: ModelInputs) -> np.ndarray:
+        if isinstance(self.model, GbmIntent):
+            return self.model.predict(inputs)
         return predict_proba(self.model, inputs)
 
     def encode(self, sessions: list[list[dict[str, Any]]]) -> ModelInputs:
         return encode_sessions(sessions, self.vocab, self.spec)
+
+
+def _load_gbm(folder: Path, config: dict[str, Any]) -> GbmIntent:
+    try:
+        return GbmIntent.load(GbmConfig.from_dict(config), folder / GBM_DIR)
+    except (OSError, ValueError, TypeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BundleError(
+            f"{folder}: its LightGBM model ({GBM_DIR}/) cannot be loaded ({first}); the bundle is "
+            "damaged or was written by an incompatible smallboat version"
+        ) from None

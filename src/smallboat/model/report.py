@@ -324,6 +324,28 @@ def gate_text(gate: dict[str, Any] | None) -> str:
     )
 
 
+def learning_curve_components(report: dict[str, Any]) -> list[Any]:
+    """Where this run's training-set size sits on the measured learning curve (`model.curve`)."""
+    from metaflow.cards import Markdown, Table
+
+    from smallboat.model.curve import CURVE_HEADERS, curve_rows, load_curve, position_text
+
+    train = report.get("row_counts", {}).get("train")
+    if not train:
+        return []
+    examples = int(train["examples"])
+    points = load_curve()
+    parts: list[Any] = [
+        Markdown(
+            "## The learning curve (synthetic data: model vs the Bayes-optimal oracle)\n"
+            + position_text(examples, points)
+        )
+    ]
+    if points:
+        parts.append(Table(curve_rows(points, examples), headers=CURVE_HEADERS))
+    return parts
+
+
 def card_components(report: dict[str, Any], *, dag: Any = None) -> list[Any]:
     """Metaflow card components for a TrainingReport (TrainFlow's evaluate and card steps)."""
     from metaflow.cards import Markdown, Table, VegaChart
@@ -389,6 +411,7 @@ def card_components(report: dict[str, Any], *, dag: Any = None) -> list[Any]:
             ],
             headers=["split", "examples", "sessions", "positive rate"],
         ),
+        *learning_curve_components(report),
         Markdown("## The sweep (early stopping on validation ROC-AUC)"),
         Table(
             sweep_rows(report["sweep"]),

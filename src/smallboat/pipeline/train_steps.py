@@ -28,6 +28,8 @@ def check_parameters(
     *, grid: str, window_start: str, window_end: str
 ) -> tuple[list[dict[str, Any]], DataWindow]:
     """Parse the sweep grid (a JSON list of IntentConfig overrides) and the data window."""
+    from smallboat.model.gbm import KIND as GBM_KIND
+    from smallboat.model.gbm import GbmConfig
     from smallboat.model.intent import IntentConfig
 
     try:
@@ -43,17 +45,24 @@ def check_parameters(
     from pydantic import TypeAdapter, ValidationError
 
     # prod2vec is fitted once, before the sweep, at the default width: a branch cannot change it.
-    known = {f.name for f in fields(IntentConfig)} - {"sku_dim"}
-    adapter = TypeAdapter(IntentConfig)
+    gru_known = {f.name for f in fields(IntentConfig)} - {"sku_dim"}
+    gbm_known = GbmConfig.field_names() - {"seed"}
     named = []
     for i, entry in enumerate(entries):
-        unknown = sorted(set(entry) - known - {"name"})
+        kind = entry.get("kind", "gru")
+        if kind not in ("gru", GBM_KIND):
+            raise SmallboatError(
+                f"--grid entry {i}: kind {kind!r} is not one of 'gru' (default), '{GBM_KIND}'"
+            )
+        known = gbm_known if kind == GBM_KIND else gru_known
+        adapter: TypeAdapter[Any] = TypeAdapter(GbmConfig if kind == GBM_KIND else IntentConfig)
+        unknown = sorted(set(entry) - known - {"name", "kind"})
         if unknown:
             raise SmallboatError(
                 f"--grid entry {i}: unknown or fixed field(s) {unknown}; "
-                f"a grid entry may set {sorted(known)}"
+                f"a {kind} grid entry may set {sorted(known)}"
             )
-        overrides = {k: v for k, v in entry.items() if k != "name"}
+        overrides = {k: v for k, v in entry.items() if k not in ("name", "kind")}
         try:  # types and ranges, here rather than deep inside a training branch
             checked = adapter.validate_python(overrides, strict=False)
         except ValidationError as exc:
@@ -63,6 +72,8 @@ def check_parameters(
         except ValueError as exc:
             raise SmallboatError(f"--grid entry {i}: {exc}") from None
         values = {k: getattr(checked, k) for k in overrides}  # "32" -> 32, as validated
+        if kind == GBM_KIND:
+            values["kind"] = GBM_KIND
         named.append({**values, "name": str(entry.get("name", f"config{i}"))})
     names = [e["name"] for e in named]
     if len(set(names)) != len(names):
@@ -192,8 +203,11 @@ def train_branch(
     import torch
 
     from smallboat.model.fit import EpochLog, train_intent_model
+    from smallboat.model.gbm import KIND as GBM_KIND
     from smallboat.model.intent import IntentConfig, Sizes
 
+    if entry.get("kind") == GBM_KIND:
+        return _train_gbm_branch(entry, data, sku_vectors, seed=seed, threads=threads)
     overrides = {k: v for k, v in entry.items() if k != "name"}
     config = IntentConfig(**{"seed": seed, **overrides})
     x_train, y_train = data.inputs("train")
@@ -226,6 +240,31 @@ def train_branch(
     )
 
 
+def _train_gbm_branch(
+    entry: dict[str, Any], data: IntentData, sku_vectors: np.ndarray, *, seed: int, threads: int
+) -> Branch:
+    """A LightGBM grid entry: boosted on the prefixes' tabular features, stopped on valid AUC."""
+    from smallboat.model.gbm import GbmConfig, train_gbm
+
+    overrides = {k: v for k, v in entry.items() if k not in ("name", "kind")}
+    config = GbmConfig(**{"seed": seed, **overrides})
+    result = train_gbm(
+        config, data.inputs("train"), data.inputs("valid"), sku_vectors=sku_vectors, threads=threads
+    )
+    print(
+        f"{entry['name']}: {result.best_rounds} boosting rounds, valid AUC "
+        f"{result.best_valid_auc:.4f}, {result.seconds:.1f} s",
+        flush=True,
+    )
+    return Branch(
+        name=entry["name"],
+        config=config.to_dict(),
+        weights=result.model.to_bytes(),
+        summary=result.summary(),
+        history=[],
+    )
+
+
 def pick_best(branches: list[Branch]) -> tuple[Branch, list[dict[str, Any]]]:
     """The branch with the highest validation AUC (ties: the earlier name), and the sweep table."""
     ranked = sorted(branches, key=lambda b: (-_finite(b.summary["best_valid_auc"]), b.name))
@@ -241,10 +280,15 @@ def _finite(x: float) -> float:
 
 
 def load_model(branch: Branch, data: IntentData) -> Any:
+    """The branch's trained model: an IntentEnsemble, or a GbmIntent for a LightGBM entry."""
     import torch
 
+    from smallboat.model.gbm import KIND as GBM_KIND
+    from smallboat.model.gbm import GbmConfig, GbmIntent
     from smallboat.model.intent import IntentConfig, IntentEnsemble, Sizes
 
+    if branch.config.get("kind") == GBM_KIND:
+        return GbmIntent.from_bytes(GbmConfig.from_dict(branch.config), branch.weights)
     config = IntentConfig.from_dict(branch.config)
     model = IntentEnsemble(config, Sizes.of(data.vocab, data.spec))
     model.load_state_dict(torch.load(io.BytesIO(branch.weights), weights_only=True))
@@ -268,13 +312,15 @@ def evaluate(
     including the gate's evidence (`report["gate"]`: the champion scored on this test set)."""
     from smallboat.metrics.intent import flat_metrics
     from smallboat.model.evaluate import evaluate_intent
+    from smallboat.model.gbm import GbmIntent
     from smallboat.model.intent import predict_proba
     from smallboat.model.report import MODELS, summary_prefix
     from smallboat.pipeline.challenge import challenge_champion
     from smallboat.warehouse.quality import transform_digest
 
     x_test, _ = data.inputs("test")
-    prob = predict_proba(load_model(best, data), x_test)
+    model = load_model(best, data)
+    prob = model.predict(x_test) if isinstance(model, GbmIntent) else predict_proba(model, x_test)
     report = evaluate_intent(
         prob,
         data,

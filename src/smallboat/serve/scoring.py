@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ class LoadedModel:
     the serving graph on ONNX Runtime (None when SMALLBOAT_SERVE_RUNTIME is torch)."""
 
     predictor: IntentPredictor
-    fused: FusedIntent
+    fused: FusedIntent | None  # None for a LightGBM intent model (LightGBM's predictor scores)
     version: str
     source: str
     onnx: OnnxIntent | None = None
@@ -63,7 +63,10 @@ class LoadedModel:
         cls, folder: Path, *, version: str | None = None, runtime: str = "onnx"
     ) -> LoadedModel:
         predictor = IntentPredictor.load(folder)
-        fused = FusedIntent.from_ensemble(predictor.model)
+        ensemble = predictor.ensemble
+        if ensemble is None:  # LightGBM: no torch graph, no ONNX graph
+            return cls(predictor, None, version or predictor.version, str(folder), None)
+        fused = FusedIntent.from_ensemble(ensemble)
         graph = predictor.onnx(folder, fused) if runtime == "onnx" else None
         return cls(predictor, fused, version or predictor.version, str(folder), graph)
 
@@ -118,6 +121,13 @@ class Batch:
     outcomes: list[list[Outcome]]
     sessions: int
     forward_seconds: float
+    sections: dict[str, float] = field(default_factory=dict)
+    """Seconds of each part of the batch (`SECTIONS`), for SMALLBOAT_SERVE_SECTIONS."""
+
+
+SECTIONS = ("collapse", "encode", "summary", "forward", "next_items", "answers")
+"""The parts of `score_batch`, in order: collapsing the raw rows, encoding them, the prediction
+log's summary, the serving graph, the next items (top-k and their names), the answers' objects."""
 
 
 class Scorer:
@@ -216,7 +226,10 @@ def score_batch(
         for _ in sessions
     ]
     next_items: dict[int, list[tuple[str, float]]] = {}
+    clock = time.perf_counter
+    marks = [clock()]
     collapsed = [collapse_session(rows) for rows in flat]
+    marks.append(clock())
     scored = [i for i, events in enumerate(collapsed) if events]
     probability = np.full(len(flat), np.nan)
     used = np.zeros(len(flat), dtype=np.int64)
@@ -226,20 +239,22 @@ def score_batch(
     if scored:
         predictor = model.predictor
         inputs = encode_collapsed([collapsed[i] for i in scored], predictor.vocab, predictor.spec)
+        marks.append(clock())
         columns = summarize(inputs, predictor.vocab)
         for row, i in enumerate(scored):
             summary = {name: _plain(values[row]) for name, values in columns.items()}
             summary["events_after_add"] = events_after_first_add(collapsed[i])
             summary["event_time_ms"] = collapsed[i][-1][2]
             summaries[i] = summary
-        started = time.perf_counter()
+        marks.append(clock())
         scores = None
         if model.onnx is not None:
             probability[scored], scores = model.onnx.run(inputs)
-        elif len(scored) <= FUSED_MAX_BATCH:
+        elif model.fused is not None and len(scored) <= FUSED_MAX_BATCH:
             probability[scored] = model.fused.predict(inputs)
         else:
             probability[scored] = model.predictor.predict_inputs(inputs)
+        marks.append(clock())
         recommended = predictor.recommend(
             inputs,
             [per_session[i].k for i in scored],
@@ -251,7 +266,8 @@ def score_batch(
         )
         if recommended is not None:
             next_items = dict(zip(scored, recommended, strict=True))
-        elapsed = time.perf_counter() - started
+        marks.append(clock())
+        elapsed = marks[-1] - marks[-3]
         used[scored] = inputs.events_used
         oov[scored] = inputs.oov_skus
     outcomes = [
@@ -274,7 +290,12 @@ def score_batch(
     for sessions in requests:
         out.append(outcomes[start : start + len(sessions)])
         start += len(sessions)
-    return Batch(out, len(flat), elapsed)
+    marks.append(clock())
+    if len(marks) == len(SECTIONS) + 1:
+        sections = {name: marks[k + 1] - marks[k] for k, name in enumerate(SECTIONS)}
+    else:  # nothing to score: collapsing and the answers only
+        sections = {"collapse": marks[1] - marks[0], "answers": marks[2] - marks[1]}
+    return Batch(out, len(flat), elapsed, sections)
 
 
 def _next_items(pairs: list[tuple[str, float]] | None) -> list[NextItem] | None:

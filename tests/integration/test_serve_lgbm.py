@@ -1,0 +1,108 @@
+"""A LightGBM champion end to end: TrainFlow forced to a grid of only LightGBM on a small synthetic
+home, registered, loaded by `smallboat serve` from the registry and called over HTTP; the served
+probabilities equal the flow's offline test predictions (no train/serve skew through the tabular
+features and the prod2vec vectors the bundle carries)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from smallboat.bundle import GBM_DIR, ONNX_FILE, WEIGHTS_FILE, BundleError
+from smallboat.pipeline.runner import use_metaflow_env
+from smallboat.serve.server import ServeProcess
+from tests.synthetic_home import synthetic_home
+from tests.trained_service import Trained, trained_on
+
+pytestmark = pytest.mark.slow
+
+GRID = json.dumps([{"name": "trees", "kind": "lightgbm", "max_rounds": 300}])
+
+
+@pytest.fixture(scope="module")
+def trained_lgbm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
+    with synthetic_home(tmp_path_factory.mktemp("lgbm"), sessions=8_000, seed=5) as (settings, _):
+        use_metaflow_env(settings)
+        yield trained_on(settings, grid=GRID)
+
+
+@pytest.fixture(scope="module")
+def service(trained_lgbm: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("serve-log") / "serve.log"
+    env = {"SMALLBOAT_SERVE_MAX_BODY_BYTES": str(4 << 20)}
+    with ServeProcess(trained_lgbm.settings.home_dir, env=env, log_path=log) as process:
+        yield process.url
+
+
+def test_the_champion_bundle_holds_a_lightgbm_model_and_no_torch_graph(
+    trained_lgbm: Trained,
+) -> None:
+    from metaflow import Run, namespace
+
+    from smallboat.model.gbm import GbmIntent
+    from smallboat.model.predictor import IntentPredictor
+
+    registration = trained_lgbm.outcome.registration
+    assert registration is not None and registration["decision"] == "promoted"
+    folder = Path(registration["bundle_dir"])
+    assert (folder / GBM_DIR).is_dir()
+    assert not (folder / WEIGHTS_FILE).exists() and not (folder / ONNX_FILE).exists()
+    predictor = IntentPredictor.load(folder)
+    assert isinstance(predictor.model, GbmIntent) and predictor.ensemble is None
+    # the vectors the bundle's features use are the run's prod2vec vectors
+    namespace(None)
+    task = Run(trained_lgbm.outcome.pathspec)["prod2vec"].task
+    assert task is not None
+    np.testing.assert_array_equal(
+        predictor.model.sku_vectors, task.data.sku_vectors.astype(np.float32)
+    )
+    with pytest.raises(BundleError, match="no ONNX serving graph"):
+        predictor.serving_graph()
+    # offline, from raw rows through the bundle: the flow's own predictions
+    again = predictor.predict_inputs(predictor.encode(trained_lgbm.sessions))
+    np.testing.assert_allclose(again, trained_lgbm.offline, atol=1e-9, rtol=0)
+    assert len(np.unique(np.round(trained_lgbm.offline, 6))) > 20  # not a constant model
+
+
+def test_served_predictions_equal_the_flows_offline_predictions(
+    trained_lgbm: Trained, service: str
+) -> None:
+    sessions = trained_lgbm.sessions
+    assert len(sessions) == len(trained_lgbm.offline) > 100
+    served: list[float] = []
+    for start in range(0, len(sessions), 250):
+        chunk = sessions[start : start + 250]
+        r = httpx.post(
+            f"{service}/v1/predict",
+            json={"sessions": [{"events": s} for s in chunk]},
+            timeout=30.0,
+        )
+        assert r.status_code == 200, r.text
+        served += [p["purchase_probability"] for p in r.json()["predictions"]]
+    np.testing.assert_allclose(served, trained_lgbm.offline, atol=1e-6, rtol=0)
+    one = httpx.post(f"{service}/v1/predict", json={"sessions": [{"events": sessions[0]}]})
+    assert one.json()["predictions"][0]["purchase_probability"] == pytest.approx(
+        trained_lgbm.offline[0], abs=1e-6
+    )
+
+
+def test_a_damaged_lightgbm_model_is_a_one_line_bundle_error(
+    trained_lgbm: Trained, tmp_path: Path
+) -> None:
+    import shutil
+
+    from smallboat.model.predictor import IntentPredictor
+
+    registration = trained_lgbm.outcome.registration
+    assert registration is not None
+    copy = tmp_path / "bundle"
+    shutil.copytree(registration["bundle_dir"], copy)
+    (copy / GBM_DIR / "model.txt").write_text("not a model\n")
+    with pytest.raises(BundleError, match="its LightGBM model \\(gbm/\\) cannot be loaded") as err:
+        IntentPredictor.load(copy)
+    assert "\n" not in str(err.value)

@@ -1,0 +1,112 @@
+"""features.tabular on hand-built sessions: the LightGBM candidate's row of a prefix, each expected
+value worked out by hand from the vocabulary of tests/unit/test_features.py (A, B, C are SKU
+tokens 3, 4, 6; A's price decile is 3, B's 10, C has none; leaves c1/x, c1/y, c2/x)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from smallboat.features import event_table, tokenize, windows
+from smallboat.features.spec import ACTION_TOKEN
+from smallboat.features.tabular import TABULAR_FEATURES, tabular_features
+from tests.unit.test_features import SPEC, T0, VOCAB
+
+# prod2vec vectors by SKU token: A along x, B along y, C on the diagonal; specials ignored
+VECTORS = np.zeros((VOCAB.n_sku_tokens, 2), dtype=np.float32)
+VECTORS[3] = [1.0, 0.0]  # A
+VECTORS[4] = [0.0, 1.0]  # B
+VECTORS[6] = [2.0, 2.0]  # C (length does not matter: cosines)
+VECTORS[1] = [5.0, 5.0]  # SKU_NONE: must never count as a product
+
+LN = math.log(1801.0)
+
+
+Event = tuple[str, str | None, int]
+
+
+def row(session: Sequence[Event], prefix: int | None = None) -> dict[str, float]:
+    tokens = tokenize(event_table([session]), VOCAB, SPEC)
+    inputs = windows(tokens, np.array([0]), np.array([prefix or len(session)]), SPEC)
+    values = tabular_features(inputs, VECTORS)
+    assert values.shape == (1, len(TABULAR_FEATURES)) and values.dtype == np.float32
+    return dict(zip(TABULAR_FEATURES, values[0].tolist(), strict=True))
+
+
+SESSION: list[Event] = [
+    ("detail", "A", T0),
+    ("add", "A", T0 + 5_000),
+    ("detail", "B", T0 + 65_000),
+    ("detail", "C", T0 + 125_000),
+]
+
+
+def test_counts_positions_and_prices_of_a_prefix() -> None:
+    r = row(SESSION)
+    assert r["n_events"] == 4 and r["n_add"] == 1 and r["n_detail"] == 3
+    assert r["duration_s"] == 125.0
+    assert (r["action_last"], r["action_prev"], r["action_prev2"]) == (
+        ACTION_TOKEN["detail"],
+        ACTION_TOKEN["detail"],
+        ACTION_TOKEN["add"],
+    )
+    assert r["since_add"] == 2 and r["since_detail"] == 0
+    assert r["cart_nonempty"] == 1 and r["window_adds"] == 1
+    assert r["distinct_skus"] == 3 and r["last_sku_repeats"] == 1
+    assert math.isnan(r["price_last"])  # C has no price
+    assert r["price_mean"] == pytest.approx((3 + 3 + 10) / 3)
+    assert r["add_price_mean"] == 3 and r["add_price_first"] == 3
+    assert r["log_gap_last"] == pytest.approx(math.log(61) / LN, rel=1e-6)
+    assert r["log_gap_max"] == pytest.approx(math.log(61) / LN, rel=1e-6)
+
+
+def test_after_the_first_add_the_gaps_and_category_moves_are_counted() -> None:
+    r = row(SESSION)
+    assert r["after_add_events"] == 2  # B and C came after the add
+    assert r["after_add_log_gap_mean"] == pytest.approx(math.log(61) / LN, rel=1e-6)
+    assert r["after_add_same_moves"] == 0 and r["after_add_other_moves"] == 2
+    assert r["after_add_same_share"] == 0
+    assert r["after_add_details"] == 2 and r["after_add_adds"] == 0
+
+
+def test_prod2vec_similarities_of_the_last_product() -> None:
+    r = row(SESSION)
+    # session products before C: A, A, B -> mean direction (2, 1); cart: A; previous product: B
+    assert r["sim_last_session"] == pytest.approx(3 / math.sqrt(10), rel=1e-6)
+    assert r["sim_last_cart"] == pytest.approx(1 / math.sqrt(2), rel=1e-6)
+    assert r["sim_last_cart_max"] == pytest.approx(1 / math.sqrt(2), rel=1e-6)
+    assert r["sim_last_prev"] == pytest.approx(1 / math.sqrt(2), rel=1e-6)
+
+
+def test_an_add_before_the_window_still_marks_the_events_after_it() -> None:
+    # SPEC keeps the last 4 events: the add (2nd event) falls out of a 6-event prefix's window
+    session: list[Event] = [
+        ("detail", "A", T0),
+        ("add", "A", T0 + 1_000),
+        *[("detail", "A", T0 + 2_000 * i) for i in range(1, 5)],
+    ]
+    r = row(session)
+    assert r["window_adds"] == 0 and math.isnan(r["since_add"])
+    assert r["after_add_events"] == 4 and r["after_add_same_moves"] == 4
+    assert r["cart_nonempty"] == 1  # from the whole-prefix counts
+
+
+def test_a_one_event_prefix_has_missing_similarities_not_errors() -> None:
+    r = row([("pageview", None, T0)])
+    assert r["n_events"] == 1 and r["distinct_skus"] == 0
+    for name in ("sim_last_session", "sim_last_cart", "sim_last_prev", "price_mean", "since_add"):
+        assert math.isnan(r[name]), name
+    assert r["after_add_events"] == 0
+
+
+def test_rows_do_not_depend_on_the_batch_they_are_computed_in() -> None:
+    sessions: list[list[Event]] = [SESSION, [("pageview", None, T0)], SESSION[:2]]
+    tokens = tokenize(event_table(sessions), VOCAB, SPEC)
+    lengths = np.array([4, 1, 2])
+    together = tabular_features(windows(tokens, np.arange(3), lengths, SPEC), VECTORS)
+    for i in range(3):
+        alone = tabular_features(windows(tokens, np.array([i]), lengths[i : i + 1], SPEC), VECTORS)
+        np.testing.assert_array_equal(together[i : i + 1], alone)
