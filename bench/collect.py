@@ -65,9 +65,15 @@ class Run:
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of a process and its live descendants (`--workers`: uvicorn's
+    worker processes), from /proc (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:  # gone meanwhile
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(process_cpu_seconds(int(child)) for child in children)
 
 
 def events_table(data: Path, n: int) -> pa.Table:
@@ -244,6 +250,9 @@ def main() -> None:
         "--only", nargs="*", default=[], help="Run only the runs whose name holds a word."
     )
     parser.add_argument(
+        "--workers", type=int, default=1, help="`collect serve --workers N` (processes)."
+    )
+    parser.add_argument(
         "--app-cpu",
         action="store_true",
         help="Only measure the app's CPU per request in this process (no server, no load gen).",
@@ -300,7 +309,11 @@ def main() -> None:
         app_cpu(data, home, [plan for plan in dict.fromkeys(once)], console)
         return
     runs: list[Run] = []
-    with CollectorProcess(home, env=env, log_path=root / "collector.log") as collector:
+    serve_args = ["--workers", str(args.workers)] if args.workers > 1 else []
+    console.print(f"collector: {args.workers} process(es)")
+    with CollectorProcess(
+        home, env=env, args=serve_args, log_path=root / "collector.log"
+    ) as collector:
         assert collector.process is not None
         for name, protocol, target, rate, n, batch in plans:
             console.print(f"{name}: {n:,} events ...")
