@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from smallboat.collect.events import record_key, record_to_row
@@ -24,9 +25,9 @@ from smallboat.config import Settings
 from smallboat.data.log.compact import (
     CompactionReport,
     CompactionSpec,
-    CorruptSegmentError,
     Hook,
     compact,
+    compact_each,
 )
 from smallboat.data.log.segments import Segment
 from smallboat.schema import BROWSING_EVENTS
@@ -102,23 +103,15 @@ def compact_events(
         names = [settings.collect_replica if replica is None else replica]
     else:
         names = replicas(settings)
-    total = CompactionReport()
-    for name in names:
-        try:
-            report = compact(
-                log_dir(settings, name),
-                state_path(settings),
-                replica_spec(name),
-                settings=settings,
-                segments=segments,
-                hook=hook,
-            )
-        except CorruptSegmentError as exc:
-            report = exc.report
-        total.segments.extend(report.segments)
-        total.quarantined.extend(report.quarantined)
-        total.seconds += report.seconds
-        total.writer_live = total.writer_live or report.writer_live
-    if total.quarantined:
-        raise CorruptSegmentError(total)
-    return total
+    return compact_each(
+        partial(
+            compact,
+            log_dir(settings, name),
+            state_path(settings),
+            replica_spec(name),
+            settings=settings,
+            segments=segments,
+            hook=hook,
+        )
+        for name in names
+    )

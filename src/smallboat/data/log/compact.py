@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -384,3 +384,22 @@ def _delete(segment: Segment, hook: Hook | None) -> None:
 def _step(hook: Hook | None, step: str, segment: Segment) -> None:
     if hook is not None:
         hook(step, segment)
+
+
+def compact_each(passes: Iterable[Callable[[], CompactionReport]]) -> CompactionReport:
+    """Run several logs' compaction passes (one per replica) into one report. A corrupt segment
+    in one log does not stop the others: they are compacted all the same, then the
+    CorruptSegmentError of the whole lot is raised."""
+    total = CompactionReport()
+    for run in passes:
+        try:
+            report = run()
+        except CorruptSegmentError as exc:
+            report = exc.report
+        total.segments.extend(report.segments)
+        total.quarantined.extend(report.quarantined)
+        total.seconds += report.seconds
+        total.writer_live = total.writer_live or report.writer_live
+    if total.quarantined:
+        raise CorruptSegmentError(total)
+    return total

@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,8 @@ from smallboat.config import Settings
 from smallboat.data.log.compact import (
     CompactionReport,
     CompactionSpec,
-    CorruptSegmentError,
     compact,
+    compact_each,
 )
 from smallboat.data.log.segments import QuarantinedSegment, quarantined_segments
 from smallboat.data.log.wal import WriteAheadLog
@@ -254,30 +255,19 @@ class PredictionLog:
 def compact_predictions(settings: Settings) -> CompactionReport:
     """Land the closed segments of every replica's prediction log (of all of them when no
     service is running); one report for the lot."""
-    total = CompactionReport()
     root = predictions_dir(settings)
     if not root.is_dir():
-        return total
-    for replica_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        log_dir = replica_dir / "log"
-        if not log_dir.is_dir():
-            continue
-        try:
-            report = compact(
-                log_dir,
-                replica_dir / "state.sqlite",
-                _compaction_spec(replica_dir),
-                settings=settings,
-            )
-        except CorruptSegmentError as exc:  # the other replicas are compacted all the same
-            report = exc.report
-        total.segments.extend(report.segments)
-        total.quarantined.extend(report.quarantined)
-        total.seconds += report.seconds
-        total.writer_live = total.writer_live or report.writer_live
-    if total.quarantined:
-        raise CorruptSegmentError(total)
-    return total
+        return CompactionReport()
+    return compact_each(
+        partial(
+            compact,
+            replica_dir / "log",
+            replica_dir / "state.sqlite",
+            _compaction_spec(replica_dir),
+            settings=settings,
+        )
+        for replica_dir in sorted(p for p in root.iterdir() if (p / "log").is_dir())
+    )
 
 
 def quarantined_predictions(settings: Settings) -> list[QuarantinedSegment]:
