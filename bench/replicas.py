@@ -236,10 +236,10 @@ def main() -> None:
     # package; the trained home is bench/serve.py's.
     root = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root))
-    from bench.serve import real_sessions, trained_home
     from tests.nginx_balancer import Balancer
     from tests.redis_server import RedisServer
 
+    from bench.serve import real_sessions, trained_home
     from smallboat.collect.server import CollectorProcess
     from smallboat.serve.server import ServeProcess
 
