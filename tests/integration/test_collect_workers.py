@@ -27,6 +27,7 @@ from smallboat.collect.control import read_control
 from smallboat.collect.server import CollectorProcess
 from smallboat.config import Settings
 from smallboat.schema import BROWSING_EVENTS
+from tests.compactors import compact_beside_another
 
 pytestmark = pytest.mark.slow
 
@@ -140,16 +141,7 @@ def test_two_workers_lose_nothing_when_one_is_killed(tmp_path: Path) -> None:
 
         # Compactors at once while it serves: the CLI (rolling each worker), one more, and the
         # workers' background passes.
-        other = threading.Thread(target=compact_events, args=(settings,))
-        other.start()
-        cli = subprocess.run(
-            [sys.executable, "-m", "smallboat.cli", "collect", "compact"],
-            env={**os.environ, "SMALLBOAT_HOME": str(home)},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        other.join(60)
+        cli = compact_beside_another(settings)
         assert cli.returncode == 0, cli.stderr
         keys, slots = landed(settings)
         assert keys == Counter(f"sku-{i:06d}" for i in numbers)  # all acknowledged, once each

@@ -13,9 +13,6 @@ nginx checks passively (open-source nginx has no active checks): a refused conne
 from __future__ import annotations
 
 import base64
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -30,12 +27,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from smallboat.collect.compaction import compact_events
 from smallboat.collect.replay_requests import Protocol, Request, requests_of
 from smallboat.collect.server import CollectorProcess
 from smallboat.config import Settings
 from smallboat.schema import BROWSING_EVENTS
 from smallboat.serve.server import ServeProcess
+from tests.compactors import compact_beside_another
 from tests.nginx_balancer import Balancer
 from tests.trained_service import Trained
 
@@ -235,16 +232,7 @@ def test_replicas_behind_nginx_survive_a_killed_replica(
 
         # Compactors at once: the CLI (rolling replica b, still running), one more in this
         # process, and replica b's background passes; replica a's log is landed by them too.
-        other = threading.Thread(target=compact_events, args=(collect_settings,))
-        other.start()
-        cli = subprocess.run(
-            [sys.executable, "-m", "smallboat.cli", "collect", "compact"],
-            env={**os.environ, "SMALLBOAT_HOME": str(collect_home)},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        other.join(60)
+        cli = compact_beside_another(collect_settings)
         assert cli.returncode == 0, cli.stderr
         skus, replicas = landed_skus(collect_settings)
         assert skus == Counter(f"sku-{i:06d}" for i in numbers)  # every one acknowledged, once
