@@ -44,28 +44,9 @@ def test_oracle_and_intent_examples_hold_the_same_pairs(built: tuple[Settings, P
     assert (merged.label_o == merged.label_w).all()
 
 
-def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
-    """What `make demo` runs, at a small scale: every step, in one command."""
-    env = {**os.environ, "SMALLBOAT_HOME": str(tmp_path / "home")}
-    cmd = [str(Path(sys.executable).parent / "smallboat"), "demo", "--sessions", "3000"]
-    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stderr
-    assert "intent_examples" in first.stdout
-    flat = " ".join(first.stdout.split())  # the console wraps long lines at spaces
-    # step 7: the served champion answered real sessions, and boto3 called it
-    assert "P(purchase) after each click" in flat
-    assert "invoke_endpoint(EndpointName='smallboat-intent') -> P(purchase) = 0." in flat
-    # steps 8-11: live traffic, monitoring, retraining, and where to look
-    for step in ("8. live traffic", "9. monitor", "10. retrain", "11. where to look"):
-        assert step in flat, step
-    assert "clicks collected and predicted on" in flat
-    assert "live ROC-AUC before the shift" in flat and "drift on the latest window" in flat
-    assert "MLflow UI: mlflow ui --backend-store-uri" in flat
-    assert (tmp_path / "home" / "monitor" / "snapshot.json").is_file()
-
-
 def test_demo_refuses_a_home_it_did_not_make(tmp_path: Path) -> None:
-    """The demo starts its home over: it never wipes a home holding someone's warehouse."""
+    """The demo starts its home over: it never wipes a home holding someone's warehouse. (The
+    whole demo runs in tests/integration/test_closed_loop.py, whose tests all read its run.)"""
     home = tmp_path / "home"
     home.mkdir()
     (home / "warehouse.duckdb").write_bytes(b"")

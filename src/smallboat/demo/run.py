@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 
 from rich.console import Console
 
 from smallboat.config import Settings
 from smallboat.data.land.load import load_path
 from smallboat.data.synth.generate import SynthConfig, synthesize
-from smallboat.data.synth.holdout import split_release
+from smallboat.data.synth.holdout import HeldOut, split_release
 from smallboat.demo.collect import replay_demo
-from smallboat.demo.loop import closed_loop, pointers, where_to_look
+from smallboat.demo.loop import LoopResult, closed_loop, pointers, where_to_look
 from smallboat.demo.serve import serve_demo
 from smallboat.errors import SmallboatError
 from smallboat.pipeline.render import render_training
-from smallboat.pipeline.runner import run_train
+from smallboat.pipeline.runner import TrainOutcome, run_train
 from smallboat.warehouse.summary import warehouse_summary
 from smallboat.warehouse.transform import run_transform
 
@@ -62,6 +63,15 @@ def start_demo_home(settings: Settings) -> None:
     marker.write_text("made by `smallboat demo`; the demo starts this home over on each run\n")
 
 
+@dataclass(frozen=True)
+class DemoResult:
+    """What a demo run made: the held-out split, the first training run, the closed loop."""
+
+    held: HeldOut
+    trained: TrainOutcome
+    loop: LoopResult
+
+
 def run_demo(
     settings: Settings,
     console: Console,
@@ -70,7 +80,7 @@ def run_demo(
     seed: int,
     live_fraction: float,
     retrain: bool,
-) -> None:
+) -> DemoResult:
     """The whole path on embedded defaults, printed step by step to `console`."""
     started = time.perf_counter()
     start_demo_home(settings)
@@ -125,3 +135,4 @@ def run_demo(
     for line in pointers(settings, result, outcome):
         console.print(line)
     console.print(f"the demo took {time.perf_counter() - started:,.0f} s")
+    return DemoResult(held, outcome, result)
