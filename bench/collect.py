@@ -17,7 +17,7 @@
    acknowledged event must be there (0 lost), and nothing twice.
 
     flock /tmp/smallboat-bench.lock .venv/bin/python bench/collect.py
-    .venv/bin/python bench/collect.py --seconds 5 --concurrency 32 --only UA GA4
+    .venv/bin/python bench/collect.py --seconds 5 --in-flight 16 64 256 --only UA GA4
     .venv/bin/python bench/collect.py --app-cpu   # the app's CPU per request, no HTTP server
 """
 
@@ -48,6 +48,7 @@ HIT_PACED = 1_000
 class Run:
     name: str
     protocol: str
+    in_flight: int
     target: float
     rate_limit: float | None
     events: int
@@ -74,6 +75,26 @@ def process_cpu_seconds(pid: int) -> float:
         return 0.0
     own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return own + sum(process_cpu_seconds(int(child)) for child in children)
+
+
+def fsync_latency(folder: Path, n: int = 200) -> tuple[float, float]:
+    """p50 and p99 ms of `os.fdatasync` after a 200-byte append in `folder` (what one group
+    commit of the collector's log waits for), measured now, on this disk."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "fsync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+    times: list[float] = []
+    try:
+        for _ in range(n):
+            os.write(fd, b"x" * 200)
+            started = time.perf_counter()
+            os.fdatasync(fd)
+            times.append((time.perf_counter() - started) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink()
+    times.sort()
+    return times[n // 2], times[min(n - 1, int(n * 0.99))]
 
 
 def events_table(data: Path, n: int) -> pa.Table:
@@ -115,6 +136,7 @@ def measure(
     return Run(
         name=name,
         protocol=protocol,
+        in_flight=concurrency,
         target=target,
         rate_limit=rate,
         events=summary.sent,
@@ -130,7 +152,7 @@ def measure(
 
 def render(runs: list[Run], landed: int, duplicates: int, compact_s: float) -> Table:
     table = Table(title="collector ingest over loopback (2 shared cores)", title_justify="left")
-    for column in ("run", "events", "events/s", "target", "ack p50", "ack p99"):
+    for column in ("run", "in flight", "events", "events/s", "target", "ack p50", "ack p99"):
         table.add_column(column, justify="left" if column == "run" else "right")
     table.add_column("load gen CPU", justify="right")
     table.add_column("collector CPU", justify="right")
@@ -139,6 +161,7 @@ def render(runs: list[Run], landed: int, duplicates: int, compact_s: float) -> T
         ok = r.rate >= r.target or r.rate_limit is not None
         table.add_row(
             r.name,
+            str(r.in_flight),
             f"{r.events:,}",
             f"[{'green' if ok else 'red'}]{r.rate:,.0f}[/]",
             f">= {r.target:,.0f}",
@@ -244,7 +267,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="Length of each paced run.")
     parser.add_argument("--segment-events", type=int, default=200_000, help="Full-speed run.")
     parser.add_argument("--ga-hits", type=int, default=15_000, help="Full-speed run.")
-    parser.add_argument("--concurrency", type=int, default=16, help="Requests in flight.")
+    parser.add_argument(
+        "--in-flight",
+        "--concurrency",
+        dest="in_flight",
+        type=int,
+        nargs="+",
+        default=[16],
+        help="Requests in flight (connections of the load generator); several values: each "
+        "full-speed run once per value (the paced runs use the first).",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="Keep state here.")
     parser.add_argument(
         "--only", nargs="*", default=[], help="Run only the runs whose name holds a word."
@@ -308,6 +340,8 @@ def main() -> None:
         once = [(name.rsplit(",", 1)[0], p, batch) for name, p, _, rate, _, batch in plans]
         app_cpu(data, home, [plan for plan in dict.fromkeys(once)], console)
         return
+    p50, p99 = fsync_latency(root / "fsync")
+    console.print(f"fdatasync on this disk now: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
     runs: list[Run] = []
     serve_args = ["--workers", str(args.workers)] if args.workers > 1 else []
     console.print(f"collector: {args.workers} process(es)")
@@ -316,21 +350,22 @@ def main() -> None:
     ) as collector:
         assert collector.process is not None
         for name, protocol, target, rate, n, batch in plans:
-            console.print(f"{name}: {n:,} events ...")
-            runs.append(
-                measure(
-                    name,
-                    protocol,
-                    events=events_table(data, n),
-                    url=collector.url,
-                    server_pid=collector.process.pid,
-                    target=target,
-                    rate=rate,
-                    concurrency=args.concurrency,
-                    write_key=key,
-                    batch_size=batch,
+            for in_flight in args.in_flight if rate is None else args.in_flight[:1]:
+                console.print(f"{name}, {in_flight} in flight: {n:,} events ...")
+                runs.append(
+                    measure(
+                        name,
+                        protocol,
+                        events=events_table(data, n),
+                        url=collector.url,
+                        server_pid=collector.process.pid,
+                        target=target,
+                        rate=rate,
+                        concurrency=in_flight,
+                        write_key=key,
+                        batch_size=batch,
+                    )
                 )
-            )
     started = time.perf_counter()
     settings = Settings(home=home)
     compact_events(settings)
@@ -343,6 +378,8 @@ def main() -> None:
     with closing(sqlite3.connect(home / "collect" / "state.sqlite")) as state:
         [(duplicates,)] = state.execute("select coalesce(sum(duplicates), 0) from segments")
     console.print(render(runs, int(landed), int(duplicates), compact_s))
+    p50, p99 = fsync_latency(root / "fsync")
+    console.print(f"fdatasync on this disk after the runs: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
     console.print(f"state: {root}")
 
 

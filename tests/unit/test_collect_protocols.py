@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from smallboat.collect.events import MAX_FUTURE_SKEW_MS, Hit, HitError, TimePolicy, hash_url
 from smallboat.collect.ga import ua_hits
 from smallboat.collect.models import GaHit, JsonEvent, SegmentMessage
-from smallboat.collect.protocols import json_hits, segment_hits
+from smallboat.collect.protocols import _epoch_ms, json_hits, segment_hits
 from smallboat.collect.sessions import SessionTracker, session_id_for
 from smallboat.schema import SESSION_GAP_MS
 
@@ -265,3 +267,21 @@ def test_tracked_clients_are_capped_and_the_least_recently_seen_forgotten() -> N
     for i in range(1_000):
         tracker.assign(f"flood-{i}", NOW + 5_000, now_ms=NOW + 5_000)
     assert len(tracker) == 3
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.none()  # type: ignore[arg-type]  # the stub allows only naive times
+        | st.just(UTC)
+        | st.builds(
+            timezone, st.timedeltas(min_value=timedelta(hours=-23), max_value=timedelta(hours=23))
+        ),
+    )
+)
+def test_segment_times_are_floored_epoch_milliseconds(moment: datetime) -> None:
+    """Exact for any time, before 1970 too (floored, as a division by one millisecond)."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    expected = (aware - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    assert _epoch_ms(moment) == expected

@@ -58,6 +58,9 @@ def _id_text(value: Any) -> Any:
     Text holding a lone surrogate ("\\ud800" in the JSON) is refused here: the constraints after
     a BeforeValidator do not check it, and it cannot be written as UTF-8.
     """
+    kind = type(value)
+    if kind is str and value.isascii():  # the usual id: nothing to convert or check
+        return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, float) and math.isfinite(value):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from smallboat.collect.events import Hit, HitError, TimePolicy, hash_url, row_id
 from smallboat.collect.models import JsonEvent, SegmentMessage
@@ -36,9 +36,12 @@ def _random_id(protocol: str) -> str:
 
 
 def _epoch_ms(moment: datetime) -> int:
+    """Epoch milliseconds, floored (exact: integer parts, no float; half the cost of dividing
+    by a timedelta)."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
+    delta = moment - _EPOCH
+    return delta.days * 86_400_000 + delta.seconds * 1_000 + delta.microseconds // 1_000
 
 
 def json_hits(events: Sequence[JsonEvent], *, received_ms: int, policy: TimePolicy) -> list[Hit]:

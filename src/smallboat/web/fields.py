@@ -8,7 +8,7 @@ from typing import Any
 def utf8_text(value: Any) -> Any:
     """Refuse text holding a lone surrogate ("\\ud800" in the JSON): it cannot be written as
     UTF-8. For a pydantic BeforeValidator (the length constraints after it do not check this)."""
-    if isinstance(value, str):
+    if isinstance(value, str) and not value.isascii():  # ASCII is UTF-8: no encoding needed
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:

@@ -89,7 +89,7 @@ def frame(record: Mapping[str, Any]) -> bytes:
     an integer, a boolean or null (what the collector logs). Anything else, and what orjson
     refuses (an integer past 64 bits, a lone surrogate, a key that is not text), takes the
     stdlib's path: it writes or raises exactly as before."""
-    if all(type(value) in _FLAT for value in record.values()):
+    if _FLAT.issuperset(map(type, record.values())):  # 2x `all(...)`: no generator
         try:
             return payload_frame(orjson.dumps(record))
         except TypeError:  # orjson.JSONEncodeError
