@@ -191,7 +191,7 @@ def test_replicas_behind_nginx_survive_a_killed_replica(
         for r in ("a", "b")
     ]
     for process in [*collectors, *services]:
-        process.start(timeout=60)
+        process.start()
     try:
         groups = {
             "collect": [f"127.0.0.1:{c.port}" for c in collectors],

@@ -58,8 +58,9 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> Self:
-        """Start the child and wait until it answers 200 on its ready path."""
+    def start(self, timeout: float = 120.0) -> Self:
+        """Start the child and wait until it answers 200 on its ready path (a child that exits
+        fails at once; `timeout` only bounds a slow start, e.g. a model loading on busy cores)."""
         env = {**os.environ, **self.env, "SMALLBOAT_HOME": str(self.home)}
         out = self.log_path.open("ab") if self.log_path is not None else subprocess.DEVNULL
         command = [sys.executable, "-m", "smallboat.cli", *self.command, *self.args]
