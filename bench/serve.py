@@ -20,10 +20,13 @@ a. `POST /v1/predict`, one 20-event session per request, in-process session stor
      <= 3x the floor. Also: cold start (spawn to /readyz 200).
 w. the same on `smallboat serve --workers 2` with sessions in Redis: saturated predictions/s
    (target >= 5,000/s).
-b. `POST /v1/sessions/{id}/events` with the Redis store (a real `redis-server` on 127.0.0.1, a
-   second service with SMALLBOAT_REDIS_URL): open-loop 300/s, one event per request, rotating over
-   50 live sessions that each grow to 20 events before a new session id takes their place (the
-   stored session is 1..20 events, as a shopper clicks). Target: p99 <= 3 ms.
+b. `POST /v1/sessions/{id}/events`, one event per request, on long sessions: 50 live sessions
+   first grown to 1,000 events (appends of 100), then appended to in turn. With the Redis store (a
+   real `redis-server` on 127.0.0.1, a second service with SMALLBOAT_REDIS_URL): open-loop at
+   `--session-rates` (default 300 and 1,000/s). Target: p99 <= 3 ms at 300/s. And the service's CPU
+   per append (closed loop, one client) on sessions of about 10 events (2,000 sessions grown to 10)
+   against sessions of 1,000, with the in-process store and with Redis: an append's cost should
+   not depend on the session's length.
 c. The forward pass's share of latency: the same bundle called in this process (torch 1 thread;
    encode and forward timed apart, median and p99) next to the service's own Prometheus counters
    scraped around each point (mean forward pass per batch, mean sessions per batch, and the
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -73,6 +77,9 @@ EVENTS = 20  # the issue's "sessions of 20 events" (and the model's window L)
 MIN_REAL_EVENTS = 5  # shorter real sessions would be mostly padding
 REQUEST_SESSIONS = 2_000  # distinct request bodies, cycled
 LIVE_SESSIONS = 50  # part b: sessions growing at once (each gets an event every 50/rate s)
+GROWN_EVENTS = 1_000  # part b: the long sessions' length before the point
+SHORT_EVENTS, SHORT_SESSIONS = 10, 2_000  # part b's CPU point on short sessions
+GROW_CHUNK = 100  # events per append while growing the sessions
 # The default architecture with fewer epochs: serving cost depends on the shapes, not on how well
 # the weights learned, and 3 epochs keep the first run to about a minute.
 BENCH_GRID = '[{"name": "bench", "max_epochs": 3}]'
@@ -194,6 +201,45 @@ def append_requests(sessions: list[list[dict[str, Any]]], tag: str) -> Requests:
         generation, event = divmod(turn, EVENTS)
         session = (generation * LIVE_SESSIONS + slot) % len(bodies)
         return f"/v1/sessions/{tag}-{generation}-{slot}/events", bodies[session][event]
+
+    return request
+
+
+def grown_event(rows: list[dict[str, Any]], j: int) -> dict[str, Any]:
+    """Event j of a session continued without end from its (EVENTS) real rows: the rows again
+    and again, each after its own real gap (as `exactly`), computed instead of stored."""
+    ts = [r["server_timestamp_epoch_ms"] for r in rows]
+    gaps = [int(g) for g in np.diff(ts) if g > 0]
+    period = ts[-1] - ts[0] + (int(np.median(gaps)) if gaps else 10_000)
+    lap, k = divmod(j, len(rows))
+    return {**rows[k], "server_timestamp_epoch_ms": ts[k] + lap * period}
+
+
+def grow_sessions(
+    url: str, sessions: list[list[dict[str, Any]]], tag: str, slots: int, events: int
+) -> None:
+    """Sessions `{tag}-{slot}` for slot < `slots`, each given its first `events` events in
+    appends of GROW_CHUNK (unmeasured)."""
+    with httpx.Client(base_url=url, timeout=60.0) as client:
+        for slot in range(slots):
+            rows = sessions[slot % len(sessions)]
+            for start in range(0, events, GROW_CHUNK):
+                chunk = [
+                    grown_event(rows, j) for j in range(start, min(events, start + GROW_CHUNK))
+                ]
+                answer = client.post(f"/v1/sessions/{tag}-{slot}/events", json={"events": chunk})
+                answer.raise_for_status()
+
+
+def grown_appends(
+    sessions: list[list[dict[str, Any]]], tag: str, slots: int, events: int
+) -> Requests:
+    """Request i appends the next event of session `{tag}-{i % slots}`, grown to `events`."""
+
+    def request(i: int) -> tuple[str, bytes]:
+        slot, turn = i % slots, i // slots
+        row = grown_event(sessions[slot % len(sessions)], events + turn)
+        return f"/v1/sessions/{tag}-{slot}/events", encode({"events": [row]})
 
     return request
 
@@ -852,7 +898,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="5 s points: a smoke run.")
     parser.add_argument("--rates", default="300,1000", help="Open-loop rates of parts a, f.")
     parser.add_argument("--concurrency", default="1,8,32", help="Closed-loop workers, a and f.")
-    parser.add_argument("--session-rates", default="300", help="Open-loop rates of part b.")
+    parser.add_argument(
+        "--session-rates", default="300,1000", help="Open-loop rates of part b (Redis)."
+    )
     parser.add_argument(
         "--workers-concurrency", default="16,32", help="Closed-loop workers of part w."
     )
@@ -934,29 +982,51 @@ def main() -> None:
             for workers in _numbers(args.concurrency):
                 a_points.append(measure("a", "closed", workers, **common))
 
+    append_cpu: list[tuple[str, int, float, Point]] = []  # store, events, CPU ms per append
     if "b" in args.parts:
-        console.rule("b. POST /v1/sessions/{id}/events, Redis session store")
-        with RedisServer() as redis:
-            env = {"SMALLBOAT_REDIS_URL": redis.url, "SMALLBOAT_SERVE_SECTIONS": "true"}
-            with ServeProcess(home, env=env, log_path=logs[1]) as service:
+        for store in ("memory", "redis"):
+            console.rule(f"b. POST /v1/sessions/{{id}}/events on long sessions, {store} store")
+            with contextlib.ExitStack() as stack:
+                env = {"SMALLBOAT_SERVE_SECTIONS": "true"}
+                redis_pid = None
+                if store == "redis":
+                    redis = stack.enter_context(RedisServer())
+                    env["SMALLBOAT_REDIS_URL"] = redis.url
+                    redis_pid = redis.process.pid
+                log_path = root / f"serve-sessions-{store}.log"
+                logs.append(log_path)
+                service = stack.enter_context(ServeProcess(home, env=env, log_path=log_path))
                 assert service.process is not None
                 warm_up(service.url, append_requests(sessions, f"warm{os.getpid()}"), console)
-                for k, rate in enumerate(_numbers(args.session_rates)):
-                    tag = f"bench{os.getpid()}-{k}"
-                    b_points.append(
-                        measure(
-                            "b",
-                            "open",
-                            rate,
-                            route=APPEND_ROUTE,
-                            url=service.url,
-                            requests=append_requests(sessions, tag),
-                            seconds=seconds,
-                            server_pid=service.process.pid,
-                            redis_pid=redis.process.pid,
-                            console=console,
-                        )
-                    )
+                common = {
+                    "route": APPEND_ROUTE,
+                    "url": service.url,
+                    "seconds": seconds,
+                    "server_pid": service.process.pid,
+                    "redis_pid": redis_pid,
+                    "console": console,
+                }
+                for events, slots in (
+                    (SHORT_EVENTS, SHORT_SESSIONS),
+                    (GROWN_EVENTS, LIVE_SESSIONS),
+                ):
+                    tag = f"cpu{os.getpid()}-{store}-{events}"
+                    console.print(f"  growing {slots:,} sessions to {events:,} events ...")
+                    grow_sessions(service.url, sessions, tag, slots, events)
+                    cpu0 = process_cpu_seconds(service.process.pid)
+                    point = measure(
+                        f"b {store} {events:,} ev", "closed", 1,
+                        requests=grown_appends(sessions, tag, slots, events), **common,
+                    )  # fmt: skip
+                    cpu = process_cpu_seconds(service.process.pid) - cpu0
+                    append_cpu.append((store, events, cpu / max(1, point.load.ok) * 1000, point))
+                if store == "redis":
+                    for k, rate in enumerate(_numbers(args.session_rates)):
+                        tag = f"bench{os.getpid()}-{k}"
+                        console.print(f"  growing {LIVE_SESSIONS} sessions to {GROWN_EVENTS:,} ...")
+                        grow_sessions(service.url, sessions, tag, LIVE_SESSIONS, GROWN_EVENTS)
+                        requests = grown_appends(sessions, tag, LIVE_SESSIONS, GROWN_EVENTS)
+                        b_points.append(measure("b", "open", rate, requests=requests, **common))
 
     w_points: list[Point] = []
     if "w" in args.parts:
@@ -1035,8 +1105,22 @@ def main() -> None:
         title = "a. POST /v1/predict, one 20-event session per request (in-process store)"
         console.print(render_load(title, a_points, redis=False))
     if b_points:
-        title = "b. POST /v1/sessions/{id}/events, one event per request (Redis store)"
+        title = (
+            f"b. POST /v1/sessions/{{id}}/events, one event per request, {LIVE_SESSIONS} sessions "
+            f"grown to {GROWN_EVENTS:,} events (Redis store)"
+        )
         console.print(render_load(title, b_points, redis=True))
+    if append_cpu:
+        table = Table(
+            title="b. the service's CPU per append (closed loop, one client), by session length",
+            title_justify="left",
+        )
+        for column in ("store", "session events", "appends", "CPU per append", "p50", "p99"):
+            table.add_column(column, justify="left" if column == "store" else "right")
+        for store, events, cpu_ms, point in append_cpu:
+            table.add_row(store, f"{events:,}+", f"{point.load.ok:,}", f"{cpu_ms:.2f} ms",
+                          f"{point.ms(0.5):.2f} ms", f"{point.ms(0.99):.2f} ms")  # fmt: skip
+        console.print(table)
     if w_points:
         title = f"w. POST /v1/predict, serve --workers {args.workers} (Redis sessions)"
         table = render_load(title, w_points, redis=True)
@@ -1075,7 +1159,7 @@ def main() -> None:
         )
     if inproc:
         console.print(render_forward(inproc, a_points + b_points))
-    print_errors(console, a_points + b_points + d_points)
+    print_errors(console, a_points + b_points + [p for *_, p in append_cpu] + d_points)
     log_problems(console, logs)
     console.print(f"home: {home} (reuse: --home {home})")
 

@@ -48,6 +48,17 @@ def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(scenario())
 
 
+WINDOW = 20  # the default model window (FeatureSpec.max_events)
+
+
+async def append(
+    store: SessionStore, session_id: str, rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Append, then read the stored visit back (the raw rows `GET /v1/sessions/{id}` shows)."""
+    await store.append(session_id, rows, window=WINDOW)
+    return await store.get(session_id)
+
+
 @pytest.fixture(params=["memory", "redis"])
 def make_store(request: pytest.FixtureRequest) -> StoreFactory:
     """Builds a store of the parametrized kind (call it inside the test's event loop)."""
@@ -70,17 +81,17 @@ def make_store(request: pytest.FixtureRequest) -> StoreFactory:
 # Shared behaviour ------------------------------------------------------------------------------
 
 
-def test_append_returns_all_rows_so_far_in_event_time_order(make_store: StoreFactory) -> None:
+def test_the_stored_visit_is_every_row_so_far_in_event_time_order(make_store: StoreFactory) -> None:
     async def scenario() -> None:
         store = make_store()
         try:
-            assert times(await store.append("s1", [row(T0 + 1000)])) == [1000]
+            assert times(await append(store, "s1", [row(T0 + 1000)])) == [1000]
             # A pageview arriving after its detail, though it happened before.
-            got = await store.append("s1", [row(T0 + 3000, sku="p1"), row(T0 + 500)])
+            got = await append(store, "s1", [row(T0 + 3000, sku="p1"), row(T0 + 500)])
             assert times(got) == [500, 1000, 3000]
             assert got[2] == row(T0 + 3000, sku="p1")
             assert await store.get("s1") == got
-            assert await store.append("s1", []) == got
+            assert await append(store, "s1", []) == got
         finally:
             await store.close()
 
@@ -93,12 +104,12 @@ def test_get_and_delete(make_store: StoreFactory) -> None:
         try:
             assert await store.get("s1") == []
             assert await store.delete("s1") is False
-            await store.append("s1", [row(T0), row(T0 + 1)])
+            await append(store, "s1", [row(T0), row(T0 + 1)])
             assert times(await store.get("s1")) == [0, 1]
             assert await store.delete("s1") is True
             assert await store.get("s1") == []
             assert await store.delete("s1") is False
-            assert times(await store.append("s1", [row(T0 + 5)])) == [5]
+            assert times(await append(store, "s1", [row(T0 + 5)])) == [5]
         finally:
             await store.close()
 
@@ -109,14 +120,14 @@ def test_a_gap_of_more_than_30_minutes_starts_a_new_visit(make_store: StoreFacto
     async def scenario() -> None:
         store = make_store()
         try:
-            await store.append("s1", [row(T0), row(T0 + MIN)])
+            await append(store, "s1", [row(T0), row(T0 + MIN)])
             # Exactly 30 minutes idle: still the same visit.
             edge = MIN + SESSION_GAP_MS
-            assert times(await store.append("s1", [row(T0 + edge)])) == [0, MIN, edge]
+            assert times(await append(store, "s1", [row(T0 + edge)])) == [0, MIN, edge]
             later = edge + SESSION_GAP_MS + 1
-            assert times(await store.append("s1", [row(T0 + later)])) == [later]
+            assert times(await append(store, "s1", [row(T0 + later)])) == [later]
             assert times(await store.get("s1")) == [later]
-            assert times(await store.append("s1", [row(T0 + later + 7)])) == [later, later + 7]
+            assert times(await append(store, "s1", [row(T0 + later + 7)])) == [later, later + 7]
         finally:
             await store.close()
 
@@ -129,10 +140,10 @@ def test_max_events_keeps_the_newest_appended(make_store: StoreFactory) -> None:
         try:
             # Appended newest event first, so "oldest appended" and "oldest event" differ.
             for t in (50, 40, 30, 20):
-                await store.append("s1", [row(T0 + t)])
-            assert times(await store.append("s1", [row(T0 + 10)])) == [10, 20, 30]
+                await append(store, "s1", [row(T0 + t)])
+            assert times(await append(store, "s1", [row(T0 + 10)])) == [10, 20, 30]
             # One batch larger than the limit keeps its own last rows.
-            got = await store.append("s1", [row(T0 + t) for t in (1, 2, 3, 4, 5)])
+            got = await append(store, "s1", [row(T0 + t) for t in (1, 2, 3, 4, 5)])
             assert times(got) == [3, 4, 5]
             assert times(await store.get("s1")) == [3, 4, 5]
         finally:
@@ -151,7 +162,7 @@ def test_round_trip_preserves_none_ints_and_text_exactly(make_store: StoreFactor
     async def scenario() -> None:
         store = make_store()
         try:
-            assert await store.append("s1", rows) == rows
+            assert await append(store, "s1", rows) == rows
             got = await store.get("s1")
             assert got == rows
             assert [type(r["server_timestamp_epoch_ms"]) for r in got] == [int, int]
@@ -169,8 +180,8 @@ def test_sessions_are_isolated(make_store: StoreFactory) -> None:
     async def scenario() -> None:
         store = make_store()
         try:
-            await store.append("a", [row(T0, sid="a")])
-            await store.append("b", [row(T0 + 1, sid="b"), row(T0 + 2, sid="b")])
+            await append(store, "a", [row(T0, sid="a")])
+            await append(store, "b", [row(T0 + 1, sid="b"), row(T0 + 2, sid="b")])
             assert [r["session_id_hash"] for r in await store.get("a")] == ["a"]
             assert [r["session_id_hash"] for r in await store.get("b")] == ["b", "b"]
             assert await store.delete("a") is True
@@ -197,9 +208,9 @@ def test_memory_sessions_expire_after_ttl_idle() -> None:
     store = MemorySessionStore(ttl_seconds=10, max_sessions=100, max_events=100, clock=clock)
 
     async def scenario() -> None:
-        await store.append("a", [row(T0)])
+        await append(store, "a", [row(T0)])
         clock.now += 8
-        await store.append("a", [row(T0 + 1)])  # an append restarts the TTL...
+        await append(store, "a", [row(T0 + 1)])  # an append restarts the TTL...
         clock.now += 8
         assert times(await store.get("a")) == [0, 1]  # ...a get does not
         clock.now += 2.5
@@ -207,9 +218,9 @@ def test_memory_sessions_expire_after_ttl_idle() -> None:
         assert len(store) == 0
         assert await store.delete("a") is False
         # Appending to an expired session starts it over.
-        await store.append("b", [row(T0)])
+        await append(store, "b", [row(T0)])
         clock.now += 11
-        assert times(await store.append("b", [row(T0 + 5)])) == [5]
+        assert times(await append(store, "b", [row(T0 + 5)])) == [5]
 
     run(scenario)
 
@@ -220,14 +231,14 @@ def test_memory_append_sweeps_expired_sessions_it_does_not_touch() -> None:
 
     async def scenario() -> None:
         for sid in ("a", "b", "c"):
-            await store.append(sid, [row(T0, sid=sid)])
+            await append(store, sid, [row(T0, sid=sid)])
             clock.now += 4
         assert len(store) == 3  # a is 12 s idle now, b 8 s, c 4 s
-        await store.append("d", [row(T0, sid="d")])
+        await append(store, "d", [row(T0, sid="d")])
         assert len(store) == 3  # a swept without being looked up
         assert store.describe() == "in-process (3 sessions, ttl 10 s)"
         clock.now += 100
-        await store.append("e", [row(T0, sid="e")])
+        await append(store, "e", [row(T0, sid="e")])
         assert len(store) == 1
 
     run(scenario)
@@ -237,10 +248,10 @@ def test_memory_evicts_the_least_recently_used_session() -> None:
     store = MemorySessionStore(ttl_seconds=1800, max_sessions=2, max_events=100)
 
     async def scenario() -> None:
-        await store.append("a", [row(T0, sid="a")])
-        await store.append("b", [row(T0, sid="b")])
-        await store.append("a", [row(T0 + 1, sid="a")])  # a is now the most recently used
-        await store.append("c", [row(T0, sid="c")])
+        await append(store, "a", [row(T0, sid="a")])
+        await append(store, "b", [row(T0, sid="b")])
+        await append(store, "a", [row(T0 + 1, sid="a")])  # a is now the most recently used
+        await append(store, "c", [row(T0, sid="c")])
         assert len(store) == 2
         assert await store.get("b") == []
         assert times(await store.get("a")) == [0, 1]
@@ -254,7 +265,7 @@ def test_memory_store_keeps_copies_of_the_rows() -> None:
     mine = row(T0)
 
     async def scenario() -> None:
-        got = await store.append("a", [mine])
+        got = await append(store, "a", [mine])
         mine["hashed_url"] = "changed by the caller"
         got[0]["hashed_url"] = "changed by the reader"
         assert (await store.get("a"))[0]["hashed_url"] == "u"
@@ -270,9 +281,9 @@ def test_redis_replicas_share_sessions(redis_url: str) -> None:
         one = RedisSessionStore(redis_url, ttl_seconds=1800, max_events=100)
         two = RedisSessionStore(redis_url, ttl_seconds=1800, max_events=100)
         try:
-            await one.append("s1", [row(T0)])
-            assert times(await two.append("s1", [row(T0 + 2)])) == [0, 2]
-            assert times(await one.append("s1", [row(T0 + 1)])) == [0, 1, 2]
+            await append(one, "s1", [row(T0)])
+            assert times(await append(two, "s1", [row(T0 + 2)])) == [0, 2]
+            assert times(await append(one, "s1", [row(T0 + 1)])) == [0, 1, 2]
             assert times(await two.get("s1")) == [0, 1, 2]
             assert await two.delete("s1") is True
             assert await one.get("s1") == []
@@ -287,7 +298,7 @@ def test_redis_key_is_a_compact_json_list_with_the_ttl(redis_url: str) -> None:
     async def scenario() -> None:
         store = RedisSessionStore(redis_url, ttl_seconds=90, max_events=100)
         try:
-            await store.append("s1", [row(T0), row(T0 + 1, sku="p")])
+            await append(store, "s1", [row(T0), row(T0 + 1, sku="p")])
         finally:
             await store.close()
 
@@ -318,7 +329,7 @@ def test_unreachable_redis_is_a_session_store_error(operation: str) -> None:
     async def scenario() -> None:
         store = RedisSessionStore(url, ttl_seconds=60, max_events=10)
         calls = {
-            "append": lambda: store.append("s1", [row(T0)]),
+            "append": lambda: append(store, "s1", [row(T0)]),
             "get": lambda: store.get("s1"),
             "delete": lambda: store.delete("s1"),
             "ping": lambda: store.ping(),
@@ -343,11 +354,11 @@ def test_redis_killed_mid_use_is_a_session_store_error() -> None:
         async def scenario() -> None:
             store = RedisSessionStore(server.url, ttl_seconds=60, max_events=10)
             try:
-                assert times(await store.append("s1", [row(T0)])) == [0]
+                assert times(await append(store, "s1", [row(T0)])) == [0]
                 await store.ping()
                 server.kill()
                 for call in (
-                    lambda: store.append("s1", [row(T0 + 1)]),
+                    lambda: append(store, "s1", [row(T0 + 1)]),
                     lambda: store.get("s1"),
                     store.ping,
                 ):
@@ -368,7 +379,7 @@ def test_redis_password_urls_work_and_a_wrong_password_is_a_store_error() -> Non
             bad = RedisSessionStore(wrong, ttl_seconds=60, max_events=10)
             try:
                 assert good.describe() == f"redis://:***@127.0.0.1:{server.port}/0"
-                assert times(await good.append("s1", [row(T0)])) == [0]
+                assert times(await append(good, "s1", [row(T0)])) == [0]
                 with pytest.raises(SessionStoreError) as caught:
                     await bad.get("s1")
                 assert "wrong-pw" not in str(caught.value)
@@ -405,7 +416,7 @@ def test_redis_values_that_are_not_json_rows_are_a_store_error(
                 await store.get("s1")
             assert shown in str(caught.value)
             with pytest.raises(SessionStoreError, match="WRONGTYPE"):
-                await store.append("s2", [row(T0)])
+                await append(store, "s2", [row(T0)])
         finally:
             await store.close()
 
@@ -433,7 +444,7 @@ def test_memory_store_total_bytes_stay_within_budget_under_long_urls() -> None:
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
         for i in range(2_000):  # 2,000 x 2 x 8 KiB = 32 MiB of text without the budget
-            await store.append(f"s{i}", [row(T0, sid=f"s{i}", url=BIG_URL)] * 2)
+            await append(store, f"s{i}", [row(T0, sid=f"s{i}", url=BIG_URL)] * 2)
         grown = tracemalloc.get_traced_memory()[0] - before
         tracemalloc.stop()
         return grown
@@ -454,7 +465,7 @@ def test_memory_session_keeps_its_newest_rows_within_its_byte_budget() -> None:
 
     async def scenario() -> None:
         for i in range(100):
-            await store.append("a", [row(T0 + i, url=BIG_URL)])
+            await append(store, "a", [row(T0 + i, url=BIG_URL)])
         kept = await store.get("a")
         assert times(kept) == list(range(100 - len(kept), 100))  # the newest, in order
         assert len(kept) == (64 << 10) // row_bytes(row(T0, url=BIG_URL))
@@ -471,9 +482,9 @@ def test_memory_append_larger_than_a_session_may_hold_is_refused_whole() -> None
     )
 
     async def scenario() -> None:
-        await store.append("a", [row(T0)])
+        await append(store, "a", [row(T0)])
         with pytest.raises(SessionTooLarge, match="SMALLBOAT_SESSION_MAX_SESSION_BYTES"):
-            await store.append("a", [row(T0 + i, url=BIG_URL) for i in range(1, 10)])
+            await append(store, "a", [row(T0 + i, url=BIG_URL) for i in range(1, 10)])
         assert times(await store.get("a")) == [0]  # nothing of the refused append kept
 
     run(scenario)

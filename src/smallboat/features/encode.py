@@ -5,6 +5,11 @@ warehouse's `session_events`); serving hands over one request's sessions, first 
 browsing events by `collapse_session` (the Python twin of `session_events`, held to it by a parity
 test). Both go through the same `tokenize` and `windows`, vectorised with NumPy, so a model sees
 the same numbers online as it did offline.
+
+A session served event by event need not be encoded whole on every click: its older events can be
+folded into a `Carry` (what they leave to the tokens of the later ones: counts, the first and last
+times, the funnel's first add and cart, the last SKU seen), and only its recent events encoded,
+with the carry handed to `tokenize`, `windows` and `encode_collapsed`. Training passes no carry.
 """
 
 from __future__ import annotations
@@ -115,6 +120,118 @@ class ModelInputs:
 
 _INPUT_FIELDS = (*TOKEN_COLUMNS, "log_gap", "counts", "events_used", "oov_skus")
 
+CollapsedEvent = tuple[str, str | None, int]
+"""(action, sku, timestamp_ms): one event of `collapse_session`."""
+
+
+@dataclass(frozen=True)
+class Carry:
+    """What a session's earlier collapsed events leave to the tokens of its later ones.
+
+    Encoding the later events with this carry gives the tokens and counts that encoding the whole
+    session gives them, as long as the model's window holds later events only (`windows` checks).
+    The carry holds no token id: the SKU is kept as text, so a reloaded model with another
+    vocabulary encodes it right.
+    """
+
+    events: int  # how many earlier events
+    pageview: int  # of which pageviews
+    detail: int
+    add: int
+    remove: int
+    first_ms: int  # the first earlier event's time (the session's duration runs from it)
+    last_ms: int  # the last earlier event's time (the next event's gap runs from it)
+    first_add: int  # position of the session's first add (0-based), -1 before any
+    cart: int  # what the cart holds after them: adds minus removes, never below 0
+    last_sku: str | None  # SKU of the last earlier event with one (the category move's reference)
+
+    def extend(self, events: Sequence[CollapsedEvent]) -> Carry:
+        """This carry followed by `events` (later in the same session)."""
+        return _fold(self, events)
+
+    @staticmethod
+    def of(events: Sequence[CollapsedEvent]) -> Carry:
+        """The carry of a session's first `events` (at least one, no purchase)."""
+        assert events, "a carry needs at least one event"
+        return _fold(None, events)
+
+    @property
+    def counts(self) -> tuple[int, int, int, int]:
+        return (self.pageview, self.detail, self.add, self.remove)
+
+
+def _fold(carry: Carry | None, events: Sequence[CollapsedEvent]) -> Carry:
+    if carry is None:
+        first_ms = int(events[0][2])
+        n, first_add, cart, last_sku = 0, -1, 0, None
+        counts = {"pageview": 0, "detail": 0, "add": 0, "remove": 0}
+    else:
+        first_ms, n, first_add, cart, last_sku = (
+            carry.first_ms, carry.events, carry.first_add, carry.cart, carry.last_sku
+        )  # fmt: skip
+        counts = dict(zip(("pageview", "detail", "add", "remove"), carry.counts, strict=True))
+    last_ms = carry.last_ms if carry is not None else first_ms
+    for action, sku, ts in events:
+        if action not in counts:  # a purchase ends the prefix: it is never carried
+            raise ValueError(f"cannot carry a {action!r} event; expected {list(counts)}")
+        counts[action] += 1
+        if action == "add":
+            cart += 1
+            if first_add < 0:
+                first_add = n
+        elif action == "remove":
+            cart = max(0, cart - 1)
+        if sku is not None:
+            last_sku = sku
+        last_ms = int(ts)
+        n += 1
+    return Carry(
+        n,
+        counts["pageview"],
+        counts["detail"],
+        counts["add"],
+        counts["remove"],
+        first_ms,
+        last_ms,
+        first_add,
+        cart,
+        last_sku,
+    )
+
+
+@dataclass(frozen=True)
+class _Carried:
+    """Per-session arrays of the carries handed to `tokenize` / `windows` (0s where none)."""
+
+    present: np.ndarray  # (S,) bool
+    events: np.ndarray  # (S,) int64
+    counts: np.ndarray  # (S, 4) int64: pageview, detail, add, remove
+    first_ms: np.ndarray  # (S,) int64
+    last_ms: np.ndarray  # (S,) int64
+    first_add: np.ndarray  # (S,) int64, -1 before any add
+    cart: np.ndarray  # (S,) int64
+    last_sku: np.ndarray  # (S,) object: None when no earlier event had a SKU
+
+    @classmethod
+    def of(cls, carry: Sequence[Carry | None], n_sessions: int) -> _Carried:
+        assert len(carry) == n_sessions, f"{len(carry)} carries for {n_sessions} sessions"
+        zero = Carry(0, 0, 0, 0, 0, 0, 0, -1, 0, None)
+        filled = [c or zero for c in carry]
+
+        def column(name: str) -> np.ndarray:
+            return np.array([getattr(c, name) for c in filled], dtype=np.int64)
+
+        return cls(
+            present=np.array([c is not None for c in carry], dtype=bool),
+            events=column("events"),
+            counts=np.array([c.counts for c in filled], dtype=np.int64).reshape(-1, 4),
+            first_ms=column("first_ms"),
+            last_ms=column("last_ms"),
+            first_add=column("first_add"),
+            cart=column("cart"),
+            last_sku=np.array([c.last_sku for c in filled] + [None], dtype=object)[:-1],
+        )
+
 
 def collapse_session(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str | None, int]]:
     """Raw browsing events of ONE session -> its collapsed events before the first purchase.
@@ -183,8 +300,16 @@ def event_table(sessions: Sequence[Sequence[tuple[str, str | None, int]]]) -> Ev
     )
 
 
-def tokenize(table: EventTable, vocab: Vocabulary, spec: FeatureSpec) -> EventTokens:
-    """Per-event tokens: action, SKU id, time-gap bucket, price, top category, category move."""
+def tokenize(
+    table: EventTable,
+    vocab: Vocabulary,
+    spec: FeatureSpec,
+    carry: Sequence[Carry | None] | None = None,
+) -> EventTokens:
+    """Per-event tokens: action, SKU id, time-gap bucket, price, top category, category move.
+
+    `carry`: per session, what its earlier events (not in `table`) leave to these (None: the
+    session starts in `table`, as in training)."""
     n = len(table.actions)
     action = np.zeros(n, dtype=np.int8)
     for name, token in ACTION_TOKEN.items():
@@ -210,9 +335,30 @@ def tokenize(table: EventTable, vocab: Vocabulary, spec: FeatureSpec) -> EventTo
     starts = np.zeros(n, dtype=bool)
     starts[table.offsets[:-1][table.offsets[:-1] < n]] = True
     gap_s = np.diff(table.timestamps_ms, prepend=table.timestamps_ms[:1]) / 1000.0
+    first = starts  # rows whose gap is "the session's first event"
+    carried = None if carry is None else _Carried.of(carry, table.n_sessions)
+    inherited = None
+    if carried is not None:
+        # A carried session's first event here follows its carry's last one; its first product
+        # event compares its category with the carry's last SKU's.
+        lengths = np.diff(table.offsets)
+        heads = table.offsets[:-1][carried.present & (lengths > 0)]
+        gap_s[heads] = (
+            table.timestamps_ms[heads] - carried.last_ms[carried.present & (lengths > 0)]
+        ) / 1000.0
+        first = starts.copy()
+        first[heads] = False
+        carried_leaf = np.full(table.n_sessions, -2, dtype=np.int64)  # -2: no earlier product
+        with_sku = carried.present & np.array([s is not None for s in carried.last_sku], dtype=bool)
+        if with_sku.any():
+            carried_row = vocab.lookup(carried.last_sku[with_sku])
+            carried_leaf[with_sku] = np.where(
+                carried_row >= 0, vocab.leaf_code[np.maximum(carried_row, 0)], -1
+            )
+        inherited = np.repeat(carried_leaf, lengths)
     gap = np.searchsorted(np.asarray(spec.gap_edges_s), gap_s, side="right") + GAP_FIRST + 1
-    gap = np.where(starts, GAP_FIRST, gap).astype(np.int8)
-    log_gap = np.where(starts, 0.0, np.log1p(np.maximum(gap_s, 0.0)) / LOG_SESSION_GAP)
+    gap = np.where(first, GAP_FIRST, gap).astype(np.int8)
+    log_gap = np.where(first, 0.0, np.log1p(np.maximum(gap_s, 0.0)) / LOG_SESSION_GAP)
 
     return EventTokens(
         offsets=table.offsets,
@@ -222,20 +368,24 @@ def tokenize(table: EventTable, vocab: Vocabulary, spec: FeatureSpec) -> EventTo
         log_gap=log_gap.astype(np.float32),
         price=price,
         category=category,
-        move=_category_moves(has_sku, leaf, starts),
-        stage=_funnel_stages(action, table.offsets),
+        move=_category_moves(has_sku, leaf, starts, inherited),
+        stage=_funnel_stages(action, table.offsets, carried),
         timestamps_ms=table.timestamps_ms,
         is_oov=is_oov,
     )
 
 
-def _funnel_stages(action: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+def _funnel_stages(
+    action: np.ndarray, offsets: np.ndarray, carried: _Carried | None = None
+) -> np.ndarray:
     """Where the session stands after each event: events since its first add (capped) and
-    whether the cart holds anything (adds minus removes so far, per session, never below 0)."""
+    whether the cart holds anything (adds minus removes so far, per session, never below 0).
+    `carried`: sessions continuing earlier events (their positions, first add and cart)."""
     n = len(action)
     if n == 0:
         return np.zeros(0, dtype=np.int8)
-    session = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))  # (E,)
+    n_sessions = len(offsets) - 1
+    session = np.repeat(np.arange(n_sessions), np.diff(offsets))  # (E,)
     start = offsets[session]
 
     def per_session_cumsum(hits: np.ndarray) -> np.ndarray:
@@ -246,23 +396,34 @@ def _funnel_stages(action: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     adds = per_session_cumsum(action == ACTION_TOKEN["add"])
     removes = per_session_cumsum(action == ACTION_TOKEN["remove"])
     position = np.arange(n) - start
-    first_add = np.full(len(offsets) - 1, np.iinfo(np.int64).max)
+    base_cart = np.zeros(n_sessions, dtype=np.int64)
+    if carried is not None:
+        position = position + carried.events[session]
+        base_cart = carried.cart
+    first_add = np.full(n_sessions, np.iinfo(np.int64).max)
     is_add = action == ACTION_TOKEN["add"]
     np.minimum.at(first_add, session[is_add], position[is_add])
-    since = np.where(adds > 0, np.minimum(position - first_add[session], STAGE_MAX_SINCE_ADD), -1)
+    if carried is not None:
+        first_add = np.where(carried.first_add >= 0, carried.first_add, first_add)
+    after_add = position >= first_add[session]  # an add so far (this session's, or carried)
+    since = np.where(after_add, np.minimum(position - first_add[session], STAGE_MAX_SINCE_ADD), -1)
     # A remove with an empty cart (of something put in before this session) must not cancel a
-    # later add: the cart count is c_t = max(0, c_{t-1} + d_t), which is S_t - min(0, min S_<=t)
-    # for the running net S. One accumulate gives each session's running minimum once every
-    # session is shifted below all earlier ones (|S| <= n, so a step of 2n + 1 suffices).
-    net = adds - removes
-    shift = session * (2 * n + 1)
+    # later add: the cart count is c_t = max(0, c_{t-1} + d_t) from c_-1 = the carried cart c0,
+    # which is N_t - min(0, min N_<=t) for the running net N = c0 + adds - removes. One
+    # accumulate gives each session's running minimum once every session is shifted below all
+    # earlier ones (|N| <= n + max c0, so a step of 2 (n + max c0) + 1 suffices).
+    net = adds - removes + base_cart[session]
+    shift = session * (2 * (n + int(base_cart.max(initial=0))) + 1)
     lowest = np.minimum.accumulate(net - shift) + shift
     in_cart = net - np.minimum(lowest, 0) > 0
     return (STAGE_BEFORE_ADD + (since + 1) * 2 + in_cart).astype(np.int8)
 
 
-def _category_moves(has_sku: np.ndarray, leaf: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Each product event's leaf category against the session's previous product event's."""
+def _category_moves(
+    has_sku: np.ndarray, leaf: np.ndarray, starts: np.ndarray, inherited: np.ndarray | None = None
+) -> np.ndarray:
+    """Each product event's leaf category against the session's previous product event's.
+    `inherited`: per row, its session's carried last product leaf (-1 unknown, -2 none)."""
     n = len(has_sku)
     positions = np.arange(n)
     # Index of the latest product event at or before each row, restarting at session starts.
@@ -272,6 +433,10 @@ def _category_moves(has_sku: np.ndarray, leaf: np.ndarray, starts: np.ndarray) -
     previous[1:] = latest[:-1]  # (not concatenate([[-1], ...]): that has one row when n == 0)
     has_previous = has_sku & (previous >= session_start)
     prev_leaf = np.where(has_previous, leaf[np.maximum(previous, 0)], -1)
+    if inherited is not None:  # a session's first product event here, after a carried one
+        takes = has_sku & ~has_previous & (inherited > -2)
+        prev_leaf = np.where(takes, inherited, prev_leaf)
+        has_previous = has_previous | takes
     move = np.full(n, MOVE_NA, dtype=np.int8)
     known = has_previous & (leaf >= 0) & (prev_leaf >= 0)
     move[has_previous & ~known] = MOVE_UNKNOWN
@@ -281,12 +446,17 @@ def _category_moves(has_sku: np.ndarray, leaf: np.ndarray, starts: np.ndarray) -
 
 
 def windows(
-    tokens: EventTokens, session: np.ndarray, prefix_length: np.ndarray, spec: FeatureSpec
+    tokens: EventTokens,
+    session: np.ndarray,
+    prefix_length: np.ndarray,
+    spec: FeatureSpec,
+    carry: Sequence[Carry | None] | None = None,
 ) -> ModelInputs:
     """Model inputs for prefixes: the first `prefix_length[i]` events of session `session[i]`.
 
     The last `spec.max_events` events of each prefix are kept, left-padded with PAD, so the most
-    recent event is always in the last column.
+    recent event is always in the last column. `carry` (per session of `tokens`, as given to
+    `tokenize`): the counts also cover the carried events; a carried prefix must fill the window.
     """
     session = np.asarray(session, dtype=np.int64)
     prefix_length = np.asarray(prefix_length, dtype=np.int64)
@@ -298,6 +468,13 @@ def windows(
     )
     end = start + prefix_length  # (N,) exclusive
     width = spec.max_events
+    carried = None if carry is None else _Carried.of(carry, len(tokens.offsets) - 1)
+    if carried is not None:
+        short = carried.present[session] & (prefix_length < width)
+        assert not short.any(), (
+            f"a carried prefix must fill the window of {width} events; got "
+            f"{prefix_length[short].tolist()}"
+        )
     idx = end[:, None] - width + np.arange(width)[None, :]  # (N, L)
     valid = idx >= start[:, None]  # (N, L)
     safe = np.where(valid, idx, 0)
@@ -309,19 +486,32 @@ def windows(
     return ModelInputs(
         **{name: gather(getattr(tokens, name)) for name in TOKEN_COLUMNS},
         log_gap=np.where(valid, tokens.log_gap[safe], 0.0).astype(np.float32),
-        counts=_prefix_counts(tokens, start, end),
+        counts=_prefix_counts(tokens, start, end, None if carried is None else (carried, session)),
         events_used=valid.sum(axis=1),
         oov_skus=oov_in_window,
     )
 
 
-def _prefix_counts(tokens: EventTokens, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """COUNT_FEATURES over each whole prefix, via cumulative sums (no per-prefix loop)."""
+def _prefix_counts(
+    tokens: EventTokens,
+    start: np.ndarray,
+    end: np.ndarray,
+    carried: tuple[_Carried, np.ndarray] | None = None,
+) -> np.ndarray:
+    """COUNT_FEATURES over each whole prefix, via cumulative sums (no per-prefix loop); with
+    `carried` (the carries and each prefix's session), the carried events count too."""
     columns = [end - start]
     for name in ("pageview", "detail", "add", "remove"):
         hits = np.concatenate([[0], np.cumsum(tokens.action == ACTION_TOKEN[name])])
         columns.append(hits[end] - hits[start])
-    duration = tokens.timestamps_ms[end - 1] - tokens.timestamps_ms[start]
+    first_ms = tokens.timestamps_ms[start]
+    if carried is not None:
+        carry, session = carried
+        columns[0] = columns[0] + carry.events[session]
+        for k in range(4):
+            columns[k + 1] = columns[k + 1] + carry.counts[session, k]
+        first_ms = np.where(carry.present[session], carry.first_ms[session], first_ms)
+    duration = tokens.timestamps_ms[end - 1] - first_ms
     columns.append(duration / 1000.0)
     counts = np.stack(columns, axis=1).astype(np.float32)
     assert counts.shape[1] == len(COUNT_FEATURES), (counts.shape, COUNT_FEATURES)
@@ -344,12 +534,14 @@ def encode_collapsed(
     collapsed: Sequence[Sequence[tuple[str, str | None, int]]],
     vocab: Vocabulary,
     spec: FeatureSpec,
+    carry: Sequence[Carry | None] | None = None,
 ) -> ModelInputs:
-    """Model inputs of sessions already collapsed by `collapse_session` (none of them empty)."""
+    """Model inputs of sessions already collapsed by `collapse_session` (none of them empty).
+    `carry`: per session, its earlier events' `Carry` (None: `collapsed` holds it whole)."""
     empty = [i for i, events in enumerate(collapsed) if not events]
     if empty:
         raise ValueError(f"session(s) {empty} have no events before a purchase")
     table = event_table(collapsed)
-    tokens = tokenize(table, vocab, spec)
+    tokens = tokenize(table, vocab, spec, carry)
     lengths = np.diff(table.offsets)
-    return windows(tokens, np.arange(len(collapsed)), lengths, spec)
+    return windows(tokens, np.arange(len(collapsed)), lengths, spec, carry)

@@ -6,8 +6,11 @@
 
 `Scorer` batches concurrent requests into one forward pass. A request's sessions wait in a queue;
 the drainer takes everything queued, encodes it with `smallboat.features` (the code training
-used) and runs the model once. Under light load a batch is one request and nothing waits; under
-heavy load batches grow and the cost per prediction falls. A small batch (about 1 ms of work) runs
+used) and runs the model once. When nothing is draining, the request itself is the drainer of its
+batch: it yields once (requests already parsed join it) and scores, with no task to start and
+wake (at one client the scorer then costs one loop turn); what arrives meanwhile is left to a
+drainer task. Under light load a batch is one request and nothing waits; under heavy load batches
+grow and the cost per prediction falls. A small batch (about 1 ms of work) runs
 on the event loop itself: handing it to a thread cost more than it saved, because the thread then
 waits for the GIL between PyTorch ops while the loop parses requests (measured with
 bench/serve.py: p99 at 600 requests/s 11.5 ms with a thread, 7.8 ms inline). A large batch runs on
@@ -30,8 +33,9 @@ import numpy as np
 
 from smallboat.bundle import MODEL_NAME
 from smallboat.config import Settings
-from smallboat.features import collapse_session, encode_collapsed
-from smallboat.features.summary import events_after_first_add, summarize
+from smallboat.features import encode_collapsed
+from smallboat.features.incremental import SessionPrefix
+from smallboat.features.summary import summarize
 from smallboat.model.fused import FusedIntent
 from smallboat.model.onnx_intent import OnnxIntent
 from smallboat.model.predictor import IntentPredictor
@@ -107,9 +111,13 @@ class NextItemOptions:
     exclude_seen: bool = False
 
 
+ScoredSession = Sequence[Mapping[str, Any]] | SessionPrefix
+"""What is scored: a session's raw rows, or a stored session's prefix (`features.incremental`)."""
+
+
 @dataclass
 class _Job:
-    sessions: Sequence[Sequence[Mapping[str, Any]]]
+    sessions: Sequence[ScoredSession]
     future: asyncio.Future[list[Outcome]]
     options: NextItemOptions = NextItemOptions()
 
@@ -150,50 +158,94 @@ class Scorer:
 
     async def score(
         self,
-        sessions: Sequence[Sequence[Mapping[str, Any]]],
+        sessions: Sequence[ScoredSession],
         options: NextItemOptions = NextItemOptions(),
     ) -> list[Outcome]:
         loop = asyncio.get_running_loop()
         job = _Job(sessions, loop.create_future(), options)
         self._queue.append(job)
-        if not self._draining:
-            self._draining = True
-            self._drainer = loop.create_task(self._drain())
+        if self._draining:  # a batch is being formed or scored: this job joins the next one
+            return await job.future
+        # Nothing is draining: this request forms the batch itself (no drainer task to start
+        # and wake up: at one client, a request's whole hop through the scorer is one yield).
+        self._draining = True
+        try:
+            await asyncio.sleep(0)  # requests already parsed join this batch
+            if self._small_batch_ahead():
+                self._finish(self._take(), score=True)
+        finally:  # what is left (a large batch, later arrivals, a cancelled caller's batch)
+            self._hand_off(loop)
         return await job.future
+
+    def _hand_off(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The drainer task takes what is queued; with nothing queued, draining stops."""
+        if self._queue:
+            self._drainer = loop.create_task(self._drain())
+        else:
+            self._draining = False
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             while self._queue:
                 await asyncio.sleep(0)  # requests already parsed join this batch
+                if self._small_batch_ahead():
+                    # ~1 ms: a thread hop costs more
+                    self._finish(self._take(), score=True)
+                    continue
                 jobs = self._take()
                 model = self.model
                 requests = [j.sessions for j in jobs]
                 options = [j.options for j in jobs]
                 try:
-                    if sum(len(r) for r in requests) <= FUSED_MAX_BATCH:
-                        # ~1 ms: a thread hop costs more
-                        batch = score_batch(model, requests, options)
-                    else:
-                        batch = await loop.run_in_executor(
-                            self._executor, score_batch, model, requests, options
-                        )
+                    batch = await loop.run_in_executor(
+                        self._executor, score_batch, model, requests, options
+                    )
                 except Exception as exc:
-                    log.exception("scoring a batch of %d requests failed", len(jobs))
-                    for job in jobs:
-                        if not job.future.done():
-                            job.future.set_exception(exc)
+                    self._failed(jobs, exc)
                     continue
-                if self.on_batch is not None:
-                    try:
-                        self.on_batch(batch)
-                    except Exception:  # bookkeeping must never keep an answer from its request
-                        log.exception("the batch callback failed")
-                for job, outcomes in zip(jobs, batch.outcomes, strict=True):
-                    if not job.future.done():  # a cancelled request (client gone) is skipped
-                        job.future.set_result(outcomes)
+                self._finish(jobs, batch)
         finally:
             self._draining = False
+
+    def _small_batch_ahead(self) -> bool:
+        """The next batch (`_take`'s) holds at most FUSED_MAX_BATCH sessions: it is scored on
+        the loop."""
+        total = 0
+        for taken, job in enumerate(self._queue):
+            if taken and total + len(job.sessions) > MAX_BATCH_SESSIONS:
+                break
+            total += len(job.sessions)
+            if total > FUSED_MAX_BATCH:
+                return False
+        return True
+
+    def _finish(self, jobs: list[_Job], batch: Batch | None = None, *, score: bool = False) -> None:
+        """Answer `jobs` with `batch`, or (`score`) with a batch scored here, on the loop."""
+        if score:
+            try:
+                batch = score_batch(
+                    self.model, [j.sessions for j in jobs], [j.options for j in jobs]
+                )
+            except Exception as exc:
+                self._failed(jobs, exc)
+                return
+        assert batch is not None
+        if self.on_batch is not None:
+            try:
+                self.on_batch(batch)
+            except Exception:  # bookkeeping must never keep an answer from its request
+                log.exception("the batch callback failed")
+        for job, outcomes in zip(jobs, batch.outcomes, strict=True):
+            if not job.future.done():  # a cancelled request (client gone) is skipped
+                job.future.set_result(outcomes)
+
+    @staticmethod
+    def _failed(jobs: list[_Job], exc: Exception) -> None:
+        log.exception("scoring a batch of %d requests failed", len(jobs))
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(exc)
 
     def _take(self) -> list[_Job]:
         """Queued jobs up to MAX_BATCH_SESSIONS sessions (always at least one job)."""
@@ -212,7 +264,7 @@ class Scorer:
 
 def score_batch(
     model: LoadedModel,
-    requests: Sequence[Sequence[Sequence[Mapping[str, Any]]]],
+    requests: Sequence[Sequence[ScoredSession]],
     options: Sequence[NextItemOptions] | None = None,
 ) -> Batch:
     """Outcomes per request, per session: one encode and one forward pass for all of them (the
@@ -228,7 +280,8 @@ def score_batch(
     next_items: dict[int, list[tuple[str, float]]] = {}
     clock = time.perf_counter
     marks = [clock()]
-    collapsed = [collapse_session(rows) for rows in flat]
+    prefixes = [s if isinstance(s, SessionPrefix) else SessionPrefix.of_rows(s) for s in flat]
+    collapsed = [p.events for p in prefixes]  # a stored session's: its recent events only
     marks.append(clock())
     scored = [i for i, events in enumerate(collapsed) if events]
     probability = np.full(len(flat), np.nan)
@@ -238,12 +291,21 @@ def score_batch(
     summaries: dict[int, dict[str, Any]] = {}
     if scored:
         predictor = model.predictor
-        inputs = encode_collapsed([collapsed[i] for i in scored], predictor.vocab, predictor.spec)
+        carry = [prefixes[i].carry for i in scored]
+        inputs = encode_collapsed(
+            [collapsed[i] for i in scored],
+            predictor.vocab,
+            predictor.spec,
+            carry if any(c is not None for c in carry) else None,
+        )
         marks.append(clock())
-        columns = summarize(inputs, predictor.vocab)
+        # Python values (what the log's JSON takes), converted once per column
+        columns = {
+            name: values.tolist() for name, values in summarize(inputs, predictor.vocab).items()
+        }
         for row, i in enumerate(scored):
-            summary = {name: _plain(values[row]) for name, values in columns.items()}
-            summary["events_after_add"] = events_after_first_add(collapsed[i])
+            summary = {name: values[row] for name, values in columns.items()}
+            summary["events_after_add"] = prefixes[i].events_after_first_add()
             summary["event_time_ms"] = collapsed[i][-1][2]
             summaries[i] = summary
         marks.append(clock())
@@ -272,13 +334,16 @@ def score_batch(
         oov[scored] = inputs.oov_skus
     outcomes = [
         Outcome(
-            Prediction(
+            # Built from checked values: pydantic's validation of each answer cost more than
+            # the answer (tests/unit/test_scoring.py compares it with a validated one).
+            Prediction.model_construct(
+                session_id=None,
                 purchase_probability=None if np.isnan(probability[i]) else float(probability[i]),
                 model_version=model.version,
                 events_used=int(used[i]),
-                events_in_session=len(collapsed[i]),
+                events_in_session=prefixes[i].n_events,
                 oov_skus=int(oov[i]),
-                note=_why_unscored(flat[i]) if np.isnan(probability[i]) else None,
+                note=_why_unscored(prefixes[i].has_rows) if np.isnan(probability[i]) else None,
                 next_items=_next_items(next_items.get(i)),
             ),
             summary=summaries.get(i),
@@ -299,15 +364,12 @@ def score_batch(
 
 
 def _next_items(pairs: list[tuple[str, float]] | None) -> list[NextItem] | None:
-    return None if pairs is None else [NextItem(sku=sku, score=score) for sku, score in pairs]
+    if pairs is None:
+        return None
+    return [NextItem.model_construct(sku=sku, score=score) for sku, score in pairs]
 
 
-def _plain(value: Any) -> Any:
-    """A NumPy scalar as the Python value the log's JSON takes."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _why_unscored(rows: Sequence[Mapping[str, Any]]) -> str:
-    if not rows:
+def _why_unscored(has_rows: bool) -> str:
+    if not has_rows:
         return "the session has no events: nothing to predict from"
     return "the session has no events before its first purchase: nothing to predict from"

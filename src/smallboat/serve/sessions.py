@@ -1,9 +1,17 @@
-"""The prediction service's session store: the raw browsing events of each live session.
+"""The prediction service's session store: each live session's raw events and model state.
 
 `POST /v1/sessions/{session_id}/events` appends a shopper's events and predicts on the whole
-session so far, so the service keeps each session's rows between requests. It keeps them RAW, in
-the canonical `browsing_events` columns: the feature code collapses them again on every
-prediction, because events arrive out of order (a pageview may come before its detail).
+session so far, so the service keeps each session between requests, twice:
+
+- its raw rows, in the canonical `browsing_events` columns: a bounded record (the newest
+  `max_events`), what `GET /v1/sessions/{id}` returns;
+- its model state (`features.incremental.SessionState`): what the model needs of the current
+  visit, updated by each append at a cost that does not grow with the session (a frozen carry of
+  the older events and a raw tail of the recent ones). The state counts EVERY event of the visit,
+  also those the raw record has dropped. The rare append it cannot absorb exactly (an event older
+  than its frozen head, or one that may bridge a 30-minute gap to an older visit) rebuilds it from
+  the raw record (`rebuilds` counts them): exact while the record still holds the whole visit; for
+  a visit longer than `max_events` rows the rebuilt state covers the rows still recorded.
 
 Two stores share one async interface, `SessionStore`:
 
@@ -13,8 +21,10 @@ Two stores share one async interface, `SessionStore`:
   session (its oldest rows go first). One append larger than `max_session_bytes` by itself is a
   `SessionTooLarge` (the service answers 413). Bytes are estimated as `row_bytes`: the text of a
   row plus a fixed `ROW_OVERHEAD_BYTES` for the dict and its objects.
-- `RedisSessionStore`, when `Settings.redis_url` is set: one Redis list per session, so several
-  replicas of the service share sessions. One round trip per append.
+- `RedisSessionStore`, when `Settings.redis_url` is set: one Redis list of raw rows and one state
+  key per session, so several replicas of the service share sessions. An append is one pipelined
+  round trip (push, trim, expire, read the state) and a compare-and-set of the new state (a Lua
+  script), retried on a conflict: replicas appending to one session at once all count.
 
 Both return only the session's current visit (`current_session`): a session whose event times
 jump more than 30 minutes starts over, as sessions do in the data. Rows of the older visit stay
@@ -24,15 +34,17 @@ answer depend on arrival order (a late event can bridge the gap) and on the stor
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
 import re
+import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 from redis.asyncio import ConnectionPool, Redis
@@ -43,11 +55,19 @@ from redis.exceptions import RedisError
 
 from smallboat.config import Settings
 from smallboat.errors import SmallboatError
-from smallboat.schema import SESSION_GAP_MS
+from smallboat.features.incremental import SessionPrefix, SessionState, current_session
 
 logger = logging.getLogger(__name__)
 
 REDIS_KEY_PREFIX = "smallboat:session:"
+REDIS_STATE_PREFIX = "smallboat:session-state:"
+"""The model state of a session (`SessionState.to_json`), after a 16-hex-digit write token."""
+CAS_ATTEMPTS = 20
+"""Compare-and-set attempts of one append's state before it fails (503): each conflict means
+another replica's append to the same session committed in between, so this many in a row only
+happen under a storm of concurrent appends to one session."""
+CAS_BACKOFF_S = 0.0005
+"""The first retry waits up to this long (at random), each further one up to twice as long."""
 REDIS_SOCKET_TIMEOUT_S = 2.0
 """Connect and read timeout: far above a healthy round trip (< 1 ms on a LAN), short enough that
 a hung Redis turns into a 503 rather than a request stuck behind it."""
@@ -67,25 +87,6 @@ def row_bytes(row: Mapping[str, Any]) -> int:
     return ROW_OVERHEAD_BYTES + sum(len(v) for v in row.values() if isinstance(v, str))
 
 
-def current_session(
-    rows: Sequence[Mapping[str, Any]], *, gap_ms: int = SESSION_GAP_MS, copy: bool = True
-) -> list[dict[str, Any]]:
-    """The rows of the session's current visit, in event-time order.
-
-    Rows are sorted (stably) by event time and cut after the last gap of more than `gap_ms`
-    between consecutive events: a session idle for 30 minutes ends, as in the Coveo data.
-    `copy`: return copies of the rows (False: the rows themselves, for rows nobody else holds).
-    """
-    ordered: list[dict[str, Any]] = sorted(
-        (dict(row) for row in rows) if copy else rows,  # type: ignore[arg-type]
-        key=itemgetter(TIME),
-    )
-    for i in range(len(ordered) - 1, 0, -1):
-        if ordered[i][TIME] - ordered[i - 1][TIME] > gap_ms:
-            return ordered[i:]
-    return ordered
-
-
 class SessionStoreError(SmallboatError):
     """The session store cannot be reached or failed; the service answers 503."""
 
@@ -98,9 +99,14 @@ class SessionStore(Protocol):
     """Raw browsing rows per session id, shared by the prediction service's requests."""
 
     async def append(
-        self, session_id: str, rows: Sequence[Mapping[str, Any]]
-    ) -> list[dict[str, Any]]:
-        """Add `rows` to the session; return its current visit after the append."""
+        self, session_id: str, rows: Sequence[Mapping[str, Any]], *, window: int
+    ) -> SessionPrefix:
+        """Add `rows` to the session; return the prefix to score (the state's, kept for a model
+        window of `window` events)."""
+        ...
+
+    async def prefix(self, session_id: str, *, window: int) -> SessionPrefix:
+        """The stored session's prefix to score, as `append` returns it, without appending."""
         ...
 
     async def get(self, session_id: str) -> list[dict[str, Any]]:
@@ -137,6 +143,7 @@ class _Session:
     sizes: deque[int] = field(default_factory=deque)  # row_bytes of each row, same order
     nbytes: int = 0
     touched: float = 0.0
+    state: SessionState | None = None
 
 
 class MemorySessionStore:
@@ -181,6 +188,8 @@ class MemorySessionStore:
         """Estimated bytes of every stored row (`row_bytes`), at most `max_bytes`."""
         self._clock = clock
         self._sessions: OrderedDict[str, _Session] = OrderedDict()  # least recently appended first
+        self.rebuilds = 0
+        """Appends whose state was rebuilt from the raw rows (see the module's docstring)."""
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -199,10 +208,10 @@ class MemorySessionStore:
         self.nbytes -= self._sessions.pop(session_id).nbytes
 
     async def append(
-        self, session_id: str, rows: Sequence[Mapping[str, Any]]
-    ) -> list[dict[str, Any]]:
+        self, session_id: str, rows: Sequence[Mapping[str, Any]], *, window: int
+    ) -> SessionPrefix:
         if not rows:
-            return await self.get(session_id)
+            return await self.prefix(session_id, window=window)
         sizes = [row_bytes(row) for row in rows[-self.max_events :]]
         if sum(sizes) > self.max_session_bytes:
             raise SessionTooLarge(
@@ -219,7 +228,8 @@ class MemorySessionStore:
         else:
             self._sessions.move_to_end(session_id)
         # Copies, so a caller mutating its dicts later cannot change what is stored.
-        session.rows.extend(dict(row) for row in rows[-self.max_events :])
+        copies = [dict(row) for row in rows]
+        session.rows.extend(copies[-self.max_events :])
         session.sizes.extend(sizes)
         session.nbytes += sum(sizes)
         self.nbytes += sum(sizes)
@@ -230,7 +240,20 @@ class MemorySessionStore:
             self.nbytes -= dropped
         session.touched = now
         self._sweep(now)
-        return current_session(session.rows)
+        state = session.state
+        if state is None or not state.apply(copies, window=window):
+            if state is not None:
+                self.rebuilds += 1
+            state = session.state = SessionState.build(session.rows, window=window)
+        return state.prefix()
+
+    async def prefix(self, session_id: str, *, window: int) -> SessionPrefix:
+        session = self._live(session_id, self._clock())
+        if session is None:
+            return SessionPrefix(None, [], has_rows=False)
+        if session.state is None or session.state.window != window:
+            session.state = SessionState.build(session.rows, window=window)
+        return session.state.prefix()
 
     def _sweep(self, now: float) -> None:
         """Drop expired sessions, then the least recently used beyond `max_sessions` or
@@ -281,13 +304,30 @@ def redact_url(url: str) -> str:
 _PASSWORD_VALUE = re.compile(r"(?i)([?&;]password=)[^&;]*")  # a "#" may be in it
 
 
+_COMPARE_AND_SET = """
+local stored = redis.call('GET', KEYS[1])
+local token = ''
+if stored then token = string.sub(stored, 1, 16) end
+if token ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+"""Write the state (ARGV[2], its first 16 bytes a fresh token) only if the stored one still has
+the token read (ARGV[1]; '' for none), with the TTL (ARGV[3] ms)."""
+
+
 class RedisSessionStore:
-    """Sessions in Redis, shared by every replica: one list of compact JSON rows per session.
+    """Sessions in Redis, shared by every replica: one list of compact JSON rows per session and
+    one key of its model state.
 
     An append is one MULTI/EXEC round trip: RPUSH the rows, LTRIM to the newest `max_events`,
-    PEXPIRE the TTL, LRANGE the whole list. Every Redis failure becomes a `SessionStoreError`
-    naming the URL (password hidden). Connections open on first use and belong to that event
-    loop: use one store from one loop.
+    PEXPIRE both keys, GET the state; the state is brought up to date here and written back by a
+    compare-and-set (`_COMPARE_AND_SET`): if another replica wrote it meanwhile, its state is
+    read again and the rows applied to it (applying a row twice is harmless: the state dedupes
+    exact duplicates, or rebuilds from the list, which holds each row once). Its cost does not
+    depend on the session's length; a rebuild (rare) reads the whole list. Every Redis failure
+    becomes a `SessionStoreError` naming the URL (password hidden). Connections open on first
+    use and belong to that event loop: use one store from one loop.
     """
 
     def __init__(
@@ -323,9 +363,19 @@ class RedisSessionStore:
                 "percent-encoded (%2F, %23, %3F, %40) (SMALLBOAT_REDIS_URL)"
             ) from None
         self._client = Redis.from_pool(pool)  # the client owns the pool and closes it
+        self._compare_and_set = self._client.register_script(_COMPARE_AND_SET)
+        self.rebuilds = 0
+        """Appends whose state was rebuilt from the raw list (see the module's docstring)."""
+        self.conflicts = 0
+        """Compare-and-set conflicts (another replica's append in between), each retried."""
+        self._appending: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        """Per session with appends in flight here: a lock and how many hold or wait for it."""
 
     def _key(self, session_id: str) -> str:
         return REDIS_KEY_PREFIX + session_id
+
+    def _state_key(self, session_id: str) -> str:
+        return REDIS_STATE_PREFIX + session_id
 
     def _error(self, what: str, exc: BaseException) -> SessionStoreError:
         return SessionStoreError(
@@ -365,24 +415,83 @@ class RedisSessionStore:
         return checked
 
     async def append(
-        self, session_id: str, rows: Sequence[Mapping[str, Any]]
-    ) -> list[dict[str, Any]]:
+        self, session_id: str, rows: Sequence[Mapping[str, Any]], *, window: int
+    ) -> SessionPrefix:
         if not rows:
-            return await self.get(session_id)
-        key = self._key(session_id)
+            return await self.prefix(session_id, window=window)
+        # Appends to one session from this process go one at a time: concurrent ones would
+        # only collide in the compare-and-set (and retry, under load in a spiral); the
+        # compare-and-set is for other replicas'.
+        lock, users = self._appending.setdefault(session_id, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                return await self._append(session_id, rows, window)
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._appending[session_id]
+
+    async def _append(
+        self, session_id: str, rows: Sequence[Mapping[str, Any]], window: int
+    ) -> SessionPrefix:
+        key, state_key = self._key(session_id), self._state_key(session_id)
+        copies = [row if type(row) is dict else dict(row) for row in rows]
         # Compact JSON (orjson: the bytes of json.dumps(row, separators=(",", ":")) for these
         # rows' str, int and None values, ~10x faster).
-        payloads = [orjson.dumps(row if type(row) is dict else dict(row)) for row in rows]
+        payloads = [orjson.dumps(row) for row in copies]
         try:
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.rpush(key, *payloads)
                 pipe.ltrim(key, -self.max_events, -1)
                 pipe.pexpire(key, self._ttl_ms)
-                pipe.lrange(key, 0, -1)
-                results = await pipe.execute()
+                pipe.pexpire(state_key, self._ttl_ms)
+                pipe.get(state_key)
+                length, _, _, _, stored = await pipe.execute()
+            for attempt in range(CAS_ATTEMPTS):
+                token = b"" if stored is None else stored[:16]
+                state = None if stored is None else SessionState.from_json(stored[17:])
+                if state is None and stored is None and length == len(rows):
+                    state = SessionState(window)  # a new session: the list holds these rows only
+                if state is None or not state.apply(copies, window=window):
+                    self.rebuilds += 1
+                    state = SessionState.build(await self._rows(key), window=window)
+                written = await self._compare_and_set(
+                    keys=[state_key],
+                    args=[
+                        token,
+                        secrets.token_hex(8).encode() + b" " + state.to_json(),
+                        self._ttl_ms,
+                    ],
+                )
+                if written:
+                    return state.prefix()
+                self.conflicts += 1
+                # A random pause, growing with each conflict in a row: two replicas retrying
+                # in lockstep would otherwise keep colliding.
+                await asyncio.sleep(random.uniform(0, CAS_BACKOFF_S * 2 ** min(attempt, 5)))
+                stored = await self._client.get(state_key)
+                length = -1  # the list may hold others' rows by now: never "a new session"
         except (RedisError, OSError) as exc:
             raise self._error(f"appending to {key!r}", exc) from exc
-        return current_session(self._decode(key, results[-1]), copy=False)
+        raise SessionStoreError(
+            f"session store {self._where}: {CAS_ATTEMPTS} appends to {key!r} by other replicas "
+            "came in between this one's read and write; retry the request"
+        )
+
+    async def _rows(self, key: str) -> list[dict[str, Any]]:
+        return self._decode(key, await self._client.lrange(key, 0, -1))
+
+    async def prefix(self, session_id: str, *, window: int) -> SessionPrefix:
+        state_key = self._state_key(session_id)
+        try:
+            stored = cast("bytes | None", await self._client.get(state_key))  # no decoding
+            state = None if stored is None else SessionState.from_json(stored[17:])
+            if state is None or state.window != window:
+                state = SessionState.build(await self._rows(self._key(session_id)), window=window)
+        except (RedisError, OSError) as exc:
+            raise self._error(f"reading {state_key!r}", exc) from exc
+        return state.prefix()
 
     async def get(self, session_id: str) -> list[dict[str, Any]]:
         key = self._key(session_id)
@@ -395,7 +504,7 @@ class RedisSessionStore:
     async def delete(self, session_id: str) -> bool:
         key = self._key(session_id)
         try:
-            removed = await self._client.delete(key)
+            removed = await self._client.delete(key, self._state_key(session_id))
         except (RedisError, OSError) as exc:
             raise self._error(f"deleting {key!r}", exc) from exc
         return bool(removed)

@@ -30,8 +30,9 @@ from smallboat.serve.models import (
     Session,
     SessionEvents,
 )
+from smallboat.serve.plainbody import answer_json, plain_predict_body
 from smallboat.serve.prediction_log import record_predictions
-from smallboat.serve.scoring import NextItemOptions, Outcome, Scorer
+from smallboat.serve.scoring import NextItemOptions, Outcome, ScoredSession, Scorer
 from smallboat.web.body import BoundedBodyRequest, BoundedBodyRoute
 from smallboat.web.deps import SettingsDep
 
@@ -109,9 +110,11 @@ def _request_error(errors: Sequence[Any]) -> RequestValidationError:
 
 
 class PredictRoute(BoundedBodyRoute):
-    """`POST /v1/predict`: a long body is parsed, validated and answered off the event loop
-    (see OFF_LOOP_BODY_BYTES); anything else goes through FastAPI as declared, which also
-    gives the OpenAPI schema and the errors of bodies that are not plain JSON."""
+    """`POST /v1/predict`: a short body the fast lane is sure of (`serve.plainbody`) is
+    checked and answered with orjson, without FastAPI's validation and response model; a long
+    body is parsed, validated and answered off the event loop (see OFF_LOOP_BODY_BYTES);
+    anything else goes through FastAPI as declared, which also gives the OpenAPI schema and
+    every error."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         declared = APIRoute.get_route_handler(self)
@@ -123,7 +126,17 @@ class PredictRoute(BoundedBodyRoute):
                 return await declared(bounded)
             raw = await bounded.body()
             if len(raw) <= OFF_LOOP_BODY_BYTES:
-                return await declared(bounded)
+                plain = plain_predict_body(raw)
+                if plain is None:  # not certainly valid: the models answer it
+                    return await declared(bounded)
+                scorer: Scorer = bounded.app.state.scorer
+                outcomes = await score_logged(
+                    bounded, scorer, plain.sessions, plain.session_ids, plain.options
+                )
+                return Response(
+                    answer_json(plain, outcomes, scorer.model.version),
+                    media_type="application/json",
+                )
             try:
                 body = await asyncio.to_thread(validate_predict_body, raw)
             except _NotPlainJson:
@@ -142,7 +155,7 @@ router = APIRouter(prefix="/v1", tags=["predict"], route_class=BoundedBodyRoute)
 async def score_logged(
     request: Request,
     scorer: Scorer,
-    sessions: Sequence[Sequence[dict[str, Any]]],
+    sessions: Sequence[ScoredSession],
     session_ids: Sequence[str | None],
     options: NextItemOptions = NextItemOptions(),
 ) -> list[Outcome]:
@@ -261,7 +274,9 @@ async def append_events(
     sessions: SessionsDep,
 ) -> Prediction:
     """Add events to a stored session and predict on the session so far (what a page calls on
-    each click). A session idle for 30 minutes (by event time, or by the store's clock) ends."""
+    each click). A session idle for 30 minutes (by event time, or by the store's clock) ends.
+    The store keeps the session's model state up to date, so a click costs the same however
+    long the session."""
     for i, event in enumerate(body.events):
         if event.session_id_hash is not None and event.session_id_hash != session_id:
             raise HTTPException(
@@ -269,8 +284,10 @@ async def append_events(
                 f"events[{i}].session_id_hash {event.session_id_hash!r} is not the session of "
                 f"the path ({session_id!r}); leave it out or make them equal",
             )
-    rows = await sessions.append(session_id, [event.row(session_id) for event in body.events])
-    [outcome] = await score_logged(request, scorer, [rows], [session_id])
+    rows = [event.row(session_id) for event in body.events]
+    window = scorer.model.predictor.spec.max_events
+    prefix = await sessions.append(session_id, rows, window=window)
+    [outcome] = await score_logged(request, scorer, [prefix], [session_id])
     return outcome.answer(session_id)
 
 
@@ -282,7 +299,9 @@ async def session_state(
     rows = await sessions.get(session_id)
     if not rows:
         raise HTTPException(404, f"no stored session {session_id!r}")
-    [outcome] = await score_logged(request, scorer, [rows], [session_id])
+    window = scorer.model.predictor.spec.max_events
+    prefix = await sessions.prefix(session_id, window=window)
+    [outcome] = await score_logged(request, scorer, [prefix], [session_id])
     return Session(
         session_id=session_id,
         events=[BrowsingEvent.model_validate(row) for row in rows],

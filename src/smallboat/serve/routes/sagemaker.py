@@ -15,8 +15,9 @@ from pydantic import ValidationError
 from smallboat.serve.deps import ScorerDep
 from smallboat.serve.endpoints import answers_to, describe_names
 from smallboat.serve.models import BatchPredictions, PredictBody
+from smallboat.serve.plainbody import answer_json, plain_predict_body
 from smallboat.serve.routes.kserve import VERSION_HEADER, InstancesError, answer_instances
-from smallboat.serve.routes.predict import ERRORS, answer
+from smallboat.serve.routes.predict import ERRORS, OFF_LOOP_BODY_BYTES, answer, score_logged
 from smallboat.serve.scoring import Scorer
 from smallboat.web.body import BoundedBodyRoute
 from smallboat.web.deps import SettingsDep
@@ -82,6 +83,17 @@ async def _invoke(request: Request, scorer: Scorer, *, runtime: bool) -> Respons
                 media_type="application/json",
                 headers={**headers, **done.response_headers()},
             )
+    plain = plain_predict_body(raw) if len(raw) <= OFF_LOOP_BODY_BYTES else None
+    if plain is not None:  # the fast lane of /v1/predict (`serve.plainbody`)
+        outcomes = await score_logged(
+            request, scorer, plain.sessions, plain.session_ids, plain.options
+        )
+        headers[VERSION_HEADER] = outcomes[0].prediction.model_version
+        return Response(
+            answer_json(plain, outcomes, scorer.model.version),
+            media_type="application/json",
+            headers=headers,
+        )
     try:
         body = PredictBody.model_validate_json(raw)
     except ValidationError as exc:
