@@ -30,22 +30,15 @@ from smallboat.serve.models import (
     MAX_ID,
     MAX_K,
     MAX_URL,
+    BrowsingEvent,
     Prediction,
 )
 from smallboat.serve.scoring import NextItemOptions, Outcome
 
 _TOP_KEYS = frozenset(("session_id", "events", "sessions", "k", "exclude_seen"))
 _SESSION_KEYS = frozenset(("session_id", "events"))
-_EVENT_KEYS = frozenset(
-    (
-        "session_id_hash",
-        "event_type",
-        "product_action",
-        "product_sku_hash",
-        "server_timestamp_epoch_ms",
-        "hashed_url",
-    )
-)
+_EVENT_KEYS = frozenset(BrowsingEvent.model_fields)
+"""The keys an event may carry: the fields of the model this lane stands in for."""
 _EVENT_TYPES = frozenset(schema.EVENT_TYPES)
 _ACTIONS = frozenset(schema.PRODUCT_ACTIONS)
 _MAX_TIMESTAMP = 2**53
