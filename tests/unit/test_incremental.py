@@ -28,6 +28,7 @@ from smallboat.features.encode import (
     tokenize,
 )
 from smallboat.features.incremental import (
+    MAX_TAIL_ROWS,
     TAIL_WINDOWS,
     SessionPrefix,
     SessionState,
@@ -183,3 +184,28 @@ def test_tokens_after_a_carry_equal_the_whole_sessions_tokens(seed: int) -> None
             np.testing.assert_array_equal(
                 getattr(later, name), getattr(whole, name)[k:], err_msg=f"{name} at split {k}"
             )
+
+
+def test_a_retried_click_does_not_grow_the_tail() -> None:
+    """A client retrying one click thousands of times: the tail keeps it once, and the prefix is
+    still exactly the whole visit's (which collapses the copies into one event)."""
+    rows = [browsing_row("s", T0 + i * 1000, "detail", "A", "u") for i in range(10)]
+    state = SessionState.build(rows, window=SPEC.max_events)
+    stored = list(rows)
+    retried = browsing_row("s", T0 + 10_000, "add", "B", "u")
+    for _ in range(3_000):
+        stored.append(dict(retried))
+        assert state.apply([dict(retried)], window=SPEC.max_events)
+    assert len(state.tail) <= TAIL_WINDOWS * SPEC.max_events + 1
+    assert_prefix_is_the_whole_visit(state.prefix(), stored)
+
+
+def test_thousands_of_rows_in_one_millisecond_leave_a_bounded_tail() -> None:
+    """Distinct rows sharing one millisecond are never split between head and tail, so only the
+    bound keeps a hostile client from growing the state (and each append's cost) without end."""
+    state = SessionState(SPEC.max_events)
+    for i in range(3 * MAX_TAIL_ROWS):
+        row = browsing_row("s", T0, "detail", f"sku-{i}", "u")
+        assert state.apply([row], window=SPEC.max_events)
+    assert len(state.tail) == MAX_TAIL_ROWS
+    assert len(state.prefix().events) == MAX_TAIL_ROWS

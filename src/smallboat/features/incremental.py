@@ -35,6 +35,12 @@ TAIL_WINDOWS = 2
 """The tail keeps this many model windows of collapsed events: one for the window itself, one of
 slack, so an event arriving up to a window's worth of events late still lands in the tail instead
 of forcing a rebuild."""
+MAX_TAIL_ROWS = 1_000
+"""The most raw rows the tail keeps, whatever arrives: the tail never holds an exact duplicate of
+one of its rows (a retried click), and normally stays near `TAIL_WINDOWS` windows of events, but a
+client sending thousands of distinct rows within a few milliseconds (which are never split) would
+grow it without end. Past this bound its oldest rows are dropped uncounted, as the raw record
+drops its oldest (`SMALLBOAT_SESSION_MAX_EVENTS`, 1,000 by default)."""
 STATE_FORMAT = 1
 """Version of `SessionState.to_json`'s layout; a stored state of another version is rebuilt."""
 
@@ -62,6 +68,11 @@ def current_session(
 
 def _is_purchase(row: Mapping[str, Any]) -> bool:
     return row["event_type"] != "pageview" and row.get("product_action") == "purchase"
+
+
+def _identity(row: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """A raw row's value: two rows with the same are one event (a retried click)."""
+    return tuple(sorted(row.items()))
 
 
 @dataclass(frozen=True)
@@ -135,8 +146,14 @@ class SessionState:
         gap = SESSION_GAP_MS
         inside: list[dict[str, Any]] = []
         after: list[dict[str, Any]] = []
+        seen = {_identity(row) for row in self.tail}
         for row in rows:
             t = row[TIME]
+            if t > (self.frozen_ms if self.frozen_ms is not None else self.first_ms - gap - 1):
+                identity = _identity(row)
+                if identity in seen:
+                    continue  # an exact duplicate of a tail row: it collapses into that one
+                seen.add(identity)
             if t < self.first_ms - gap:
                 continue  # an older visit's: the current one stays as it is (a gap > 30 min)
             if t < self.first_ms or (self.frozen_ms is not None and t <= self.frozen_ms):
@@ -173,6 +190,9 @@ class SessionState:
             self.frozen_ms = frozen[-1][2]
             self.tail = [r for r in self.tail if r[TIME] > frozen[-1][2]]
             events = events[k:]
+        if len(self.tail) > MAX_TAIL_ROWS:
+            self.tail = self.tail[len(self.tail) - MAX_TAIL_ROWS :]
+            events = collapse_session(self.tail)
         self._events = events
         return self.head is None or len(events) >= self.window
 
