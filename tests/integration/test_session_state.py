@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smallboat.features.incremental import TAIL_WINDOWS, SessionPrefix
+from smallboat.serve.metrics import ServeMetrics
 from smallboat.serve.scoring import load_model, score_batch
 from smallboat.serve.server import ServeProcess
 from smallboat.serve.sessions import (
@@ -108,7 +109,7 @@ def test_the_state_counts_every_event_of_the_visit_the_raw_record_the_newest(
             assert_prefix_is_the_whole_visit(prefix, rows)
             assert prefix.n_events == 300
             assert await store.get("long") == rows[-50:]
-            assert store.rebuilds == 0  # type: ignore[attr-defined]
+            assert store.rebuilds == 0
         finally:
             await store.close()
 
@@ -281,3 +282,22 @@ def test_a_long_session_fed_click_by_click_over_http_matches_predicting_it_whole
             whole = client.post("/v1/predict", json={"events": current_session(appended)})
             assert r.json() == whole.json() | {"session_id": "long"}
         assert r.json()["events_in_session"] > TAIL_WINDOWS * 20
+
+
+def test_rebuilds_are_counted_on_the_metrics_page() -> None:
+    """A row older than the frozen head rebuilds the state; `/metrics` (the service's registry)
+    shows it, and a store without replicas reports no conflicts."""
+
+    async def scenario() -> MemorySessionStore:
+        store = MemorySessionStore(ttl_seconds=1800, max_sessions=10, max_events=1000)
+        await store.append("s", in_order(100), window=20)
+        assert store.rebuilds == 0
+        await store.append("s", in_order(1, start=3), window=20)  # far older than the tail
+        return store
+
+    store = asyncio.run(scenario())
+    metrics = ServeMetrics()
+    metrics.watch_sessions(lambda: store.rebuilds, lambda: store.conflicts)
+    text = metrics.render().decode()
+    assert "smallboat_session_state_rebuilds 1.0" in text
+    assert "smallboat_session_state_conflicts 0.0" in text

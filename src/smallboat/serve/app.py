@@ -78,6 +78,7 @@ def create_app(
             else PredictionLog(None, name, max_pending=0)
         )
         metrics.watch_log(lambda: predictions.written, lambda: predictions.dropped)
+        metrics.watch_sessions(lambda: store.rebuilds, lambda: store.conflicts)
         app.state.scorer = scorer
         app.state.sessions = store
         app.state.prediction_log = predictions

@@ -125,6 +125,21 @@ class ServeMetrics:
             registry=self.registry,
         ).set_function(dropped)
 
+    def watch_sessions(self, rebuilds: Callable[[], float], conflicts: Callable[[], float]) -> None:
+        """Export the session store's state counters (read when scraped)."""
+        Gauge(
+            "smallboat_session_state_rebuilds",
+            "Session-route appends whose model state was rebuilt from the stored raw rows (a row "
+            "older than the state's frozen head, or one that may bridge a 30-minute gap).",
+            registry=self.registry,
+        ).set_function(rebuilds)
+        Gauge(
+            "smallboat_session_state_conflicts",
+            "Session-route appends that found another replica's write in between and were "
+            "applied again (Redis compare-and-set).",
+            registry=self.registry,
+        ).set_function(conflicts)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 

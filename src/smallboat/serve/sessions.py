@@ -125,6 +125,11 @@ class SessionStore(Protocol):
         """Release connections; the store is not used afterwards."""
         ...
 
+    rebuilds: int
+    """Appends whose state was rebuilt from the stored raw rows."""
+    conflicts: int
+    """Appends retried after another replica's write to the same session."""
+
     def describe(self) -> str:
         """One line for logs and health checks; never contains a password."""
         ...
@@ -190,6 +195,8 @@ class MemorySessionStore:
         self._sessions: OrderedDict[str, _Session] = OrderedDict()  # least recently appended first
         self.rebuilds = 0
         """Appends whose state was rebuilt from the raw rows (see the module's docstring)."""
+        self.conflicts = 0
+        """Always 0: one process's appends to a session take turns (the Protocol's counter)."""
 
     def __len__(self) -> int:
         return len(self._sessions)
