@@ -146,14 +146,22 @@ class SessionState:
         gap = SESSION_GAP_MS
         inside: list[dict[str, Any]] = []
         after: list[dict[str, Any]] = []
-        seen = {_identity(row) for row in self.tail}
+        # Exact duplicates share a time: rows' values are compared only at a time already held.
+        times = {row[TIME] for row in self.tail}
+        seen: set[tuple[tuple[str, Any], ...]] | None = None
         for row in rows:
             t = row[TIME]
-            if t > (self.frozen_ms if self.frozen_ms is not None else self.first_ms - gap - 1):
+            if t in times:
+                if seen is None:
+                    seen = {_identity(r) for r in (*self.tail, *inside, *after) if r[TIME] in times}
                 identity = _identity(row)
                 if identity in seen:
                     continue  # an exact duplicate of a tail row: it collapses into that one
                 seen.add(identity)
+            elif t > (self.frozen_ms if self.frozen_ms is not None else self.first_ms - gap - 1):
+                times.add(t)
+                if seen is not None:
+                    seen.add(_identity(row))
             if t < self.first_ms - gap:
                 continue  # an older visit's: the current one stays as it is (a gap > 30 min)
             if t < self.first_ms or (self.frozen_ms is not None and t <= self.frozen_ms):
