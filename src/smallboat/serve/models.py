@@ -63,6 +63,10 @@ OptionalUrl = Annotated[
 ]
 
 
+MAX_TIMESTAMP_MS = 2**53
+"""The latest event time taken (the largest integer a JSON number carries exactly)."""
+
+
 class BrowsingEvent(BaseModel):
     """One browsing event in the canonical columns (`session_id_hash` may be left out)."""
 
@@ -73,7 +77,7 @@ class BrowsingEvent(BaseModel):
     product_action: Annotated[Action | None, BeforeValidator(_empty_is_null)] = None
     product_sku_hash: OptionalId = None
     server_timestamp_epoch_ms: WholeNumber = Field(
-        ge=0, le=2**53, description="Event time, epoch ms."
+        ge=0, le=MAX_TIMESTAMP_MS, description="Event time, epoch ms."
     )
     hashed_url: OptionalUrl = None
 

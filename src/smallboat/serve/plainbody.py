@@ -29,6 +29,7 @@ from smallboat.serve.models import (
     MAX_BATCH_SESSIONS,
     MAX_ID,
     MAX_K,
+    MAX_TIMESTAMP_MS,
     MAX_URL,
     BrowsingEvent,
     Prediction,
@@ -41,7 +42,6 @@ _EVENT_KEYS = frozenset(BrowsingEvent.model_fields)
 """The keys an event may carry: the fields of the model this lane stands in for."""
 _EVENT_TYPES = frozenset(schema.EVENT_TYPES)
 _ACTIONS = frozenset(schema.PRODUCT_ACTIONS)
-_MAX_TIMESTAMP = 2**53
 
 
 class _Doubtful(Exception):
@@ -129,7 +129,7 @@ def _rows(events: Any, session_id: str | None) -> list[dict[str, Any]]:
             or event_type not in _EVENT_TYPES
             or (action is not None and (type(action) is not str or action not in _ACTIONS))
             or type(timestamp) is not int
-            or not 0 <= timestamp <= _MAX_TIMESTAMP
+            or not 0 <= timestamp <= MAX_TIMESTAMP_MS
         ):
             raise _Doubtful
         sku = _text(event.get("product_sku_hash"), MAX_ID)

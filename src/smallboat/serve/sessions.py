@@ -75,7 +75,6 @@ REDIS_HEALTH_CHECK_S = 15
 """A pooled connection idle this long is PINGed before use, so one that a Redis restart broke
 is replaced instead of failing the request."""
 
-TIME = "server_timestamp_epoch_ms"
 ROW_OVERHEAD_BYTES = 400
 """What one stored row costs in the process besides its text: the dict, its keys' slots, the int
 and the string objects' headers (sys.getsizeof of a 6-key browsing row's parts: ~380 bytes)."""
