@@ -23,6 +23,7 @@ import numpy as np
 from smallboat.features.spec import (
     ACTION_TOKEN,
     COUNT_FEATURES,
+    COUNTED_ACTIONS,
     GAP_FIRST,
     MOVE_NA,
     MOVE_OTHER,
@@ -164,12 +165,12 @@ def _fold(carry: Carry | None, events: Sequence[CollapsedEvent]) -> Carry:
     if carry is None:
         first_ms = int(events[0][2])
         n, first_add, cart, last_sku = 0, -1, 0, None
-        counts = {"pageview": 0, "detail": 0, "add": 0, "remove": 0}
+        counts = dict.fromkeys(COUNTED_ACTIONS, 0)
     else:
         first_ms, n, first_add, cart, last_sku = (
             carry.first_ms, carry.events, carry.first_add, carry.cart, carry.last_sku
         )  # fmt: skip
-        counts = dict(zip(("pageview", "detail", "add", "remove"), carry.counts, strict=True))
+        counts = dict(zip(COUNTED_ACTIONS, carry.counts, strict=True))
     last_ms = carry.last_ms if carry is not None else first_ms
     for action, sku, ts in events:
         if action not in counts:  # a purchase ends the prefix: it is never carried
@@ -501,7 +502,7 @@ def _prefix_counts(
     """COUNT_FEATURES over each whole prefix, via cumulative sums (no per-prefix loop); with
     `carried` (the carries and each prefix's session), the carried events count too."""
     columns = [end - start]
-    for name in ("pageview", "detail", "add", "remove"):
+    for name in COUNTED_ACTIONS:
         hits = np.concatenate([[0], np.cumsum(tokens.action == ACTION_TOKEN[name])])
         columns.append(hits[end] - hits[start])
     first_ms = tokens.timestamps_ms[start]

@@ -17,6 +17,8 @@ PAD = 0
 ACTIONS: tuple[str, ...] = ("pageview", "detail", "add", "remove", "purchase")
 """Action tokens 1..5 in this order (session_events.action)."""
 ACTION_TOKEN: dict[str, int] = {name: i + 1 for i, name in enumerate(ACTIONS)}
+COUNTED_ACTIONS: tuple[str, ...] = ACTIONS[:4]
+"""The actions a prefix counts (`COUNT_FEATURES`' n_<action>): all but a purchase (it ends one)."""
 
 SKU_NONE, SKU_OOV, SKU_FIRST = 1, 2, 3
 """SKU tokens: 1 for an event without a SKU (a plain pageview), 2 for a SKU outside the training

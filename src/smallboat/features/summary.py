@@ -18,7 +18,13 @@ import numpy as np
 import pandas as pd
 
 from smallboat.features.encode import ModelInputs
-from smallboat.features.spec import CATEGORY_FIRST, COUNT_FEATURES, PRICE_NONE, SKU_OOV
+from smallboat.features.spec import (
+    CATEGORY_FIRST,
+    COUNT_FEATURES,
+    COUNTED_ACTIONS,
+    PRICE_NONE,
+    SKU_OOV,
+)
 from smallboat.features.vocab import Vocabulary
 
 UNKNOWN = "unknown"
@@ -94,7 +100,7 @@ def drift_frame(summaries: pd.DataFrame | Mapping[str, np.ndarray]) -> pd.DataFr
             "duration_s": frame["duration_s"].astype(np.float64),
             **{
                 f"share_{action}": frame[f"n_{action}"].astype(np.float64) / n
-                for action in ("pageview", "detail", "add", "remove")
+                for action in COUNTED_ACTIONS
             },
             "oov_share": np.where(
                 sku_events > 0, frame["oov_skus"].astype(np.float64) / sku_events.clip(lower=1), 0.0
