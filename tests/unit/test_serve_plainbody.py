@@ -227,7 +227,7 @@ def test_any_body_the_lane_takes_the_models_take_the_same(body: Any) -> None:
         assert lane == by_models(raw)
 
 
-def _prediction(**fields: Any) -> Prediction:
+def _outcome(**fields: Any) -> Outcome:
     base: dict[str, Any] = {
         "purchase_probability": 0.123456789012345,
         "model_version": "7",
@@ -235,23 +235,40 @@ def _prediction(**fields: Any) -> Prediction:
         "events_in_session": 23,
         "oov_skus": 2,
     }
-    return Prediction(**(base | fields))
+    return Outcome(**(base | fields))
 
 
-PREDICTIONS = [
-    _prediction(),
-    _prediction(next_items=[NextItem(sku="a", score=1.5e-7), NextItem(sku="b", score=-3.0)]),
-    _prediction(next_items=[]),
-    _prediction(purchase_probability=None, note="nothing to predict from", events_used=0),
-    _prediction(purchase_probability=1.0, session_id="ignored: the answer's id is the body's"),
+OUTCOMES = [
+    _outcome(),
+    _outcome(next_items=[("a", 1.5e-7), ("b", -3.0)]),
+    _outcome(next_items=[]),
+    _outcome(purchase_probability=None, note="nothing to predict from", events_used=0),
+    _outcome(purchase_probability=1.0, summary={"n_events": 23}),
 ]
 
 
-@pytest.mark.parametrize("prediction", PREDICTIONS, ids=range(len(PREDICTIONS)))
-def test_a_wire_prediction_is_the_response_models_json(prediction: Prediction) -> None:
+def _validated(outcome: Outcome, session_id: str | None) -> Prediction:
+    """The outcome's answer as pydantic's validation builds it from its values."""
+    return Prediction(
+        session_id=session_id,
+        purchase_probability=outcome.purchase_probability,
+        model_version=outcome.model_version,
+        events_used=outcome.events_used,
+        events_in_session=outcome.events_in_session,
+        oov_skus=outcome.oov_skus,
+        note=outcome.note,
+        next_items=None
+        if outcome.next_items is None
+        else [NextItem(sku=sku, score=score) for sku, score in outcome.next_items],
+    )
+
+
+@pytest.mark.parametrize("outcome", OUTCOMES, ids=range(len(OUTCOMES)))
+def test_a_wire_prediction_is_the_response_models_json(outcome: Outcome) -> None:
     for session_id in (None, "s-1"):
-        expected = prediction.model_copy(update={"session_id": session_id}).model_dump(mode="json")
-        wire = wire_prediction(prediction, session_id)
+        expected = _validated(outcome, session_id).model_dump(mode="json")
+        assert outcome.answer(session_id) == _validated(outcome, session_id)
+        wire = wire_prediction(outcome, session_id)
         assert list(wire) == list(expected)  # every field, in the model's order
         assert orjson.loads(orjson.dumps(wire)) == expected
 
@@ -261,7 +278,7 @@ def test_answers_are_what_the_declared_route_serializes() -> None:
     response = TypeAdapter(Prediction | BatchPredictions)
     single = plain_predict_body(orjson.dumps({"events": EVENTS, "session_id": "one"}))
     assert single is not None
-    outcome = Outcome(PREDICTIONS[1])
+    outcome = OUTCOMES[1]
     assert orjson.loads(answer_json(single, [outcome], "9")) == response.dump_python(
         outcome.answer("one"), mode="json"
     )
@@ -269,7 +286,7 @@ def test_answers_are_what_the_declared_route_serializes() -> None:
         orjson.dumps({"sessions": [{"events": EVENTS, "session_id": "x"}, {"events": []}]})
     )
     assert batch is not None
-    outcomes = [Outcome(PREDICTIONS[0]), Outcome(PREDICTIONS[3])]
+    outcomes = [OUTCOMES[0], OUTCOMES[3]]
     expected = BatchPredictions(
         model_version="7", predictions=[outcomes[0].answer("x"), outcomes[1].answer(None)]
     )

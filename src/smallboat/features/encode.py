@@ -1,10 +1,12 @@
-"""A session prefix -> model inputs. The ONE implementation, used by training and by serving.
+"""A session prefix -> model inputs: the reference implementation, used by training and serving.
 
 Training hands over many sessions at once as flat arrays (`EventTable`, read from the
 warehouse's `session_events`); serving hands over one request's sessions, first collapsed from raw
 browsing events by `collapse_session` (the Python twin of `session_events`, held to it by a parity
 test). Both go through the same `tokenize` and `windows`, vectorised with NumPy, so a model sees
-the same numbers online as it did offline.
+the same numbers online as it did offline. (A request's few events cost NumPy mostly its fixed
+per-call overhead: serving encodes small batches with `features.small_batch`, a per-event loop
+held to `encode_collapsed` bit for bit by a property test, and larger ones here.)
 
 A session served event by event need not be encoded whole on every click: its older events can be
 folded into a `Carry` (what they leave to the tokens of the later ones: counts, the first and last
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -271,11 +274,11 @@ def collapse_session(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str |
         )
 
     kept = [x for x in normalised if not (x[0] == "pageview" and x[2] in detail_moments)]
-    kept.sort(key=order)
+    # Each key computed once, for the sort and the duplicate check (stable on equal keys).
+    keyed = sorted(((order(x), x) for x in kept), key=itemgetter(0))
     out: list[tuple[str, str | None, int]] = []
     previous: tuple[Any, ...] | None = None
-    for item in kept:
-        key = order(item)
+    for key, item in keyed:
         if key == previous:
             continue
         previous = key

@@ -7,6 +7,7 @@ the weights, vocabularies and next-item recommender. Serving loads a bundle with
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -188,15 +189,21 @@ class IntentPredictor:
                         self.vocab, np.array(found, dtype=object)
                     )
         tokens, values = top_k(scored, max(ks, default=0), exclude=excluded)
-        names = self.sku_names
+        names = self.sku_name_list
+        # Whole rows to Python values at once: a NumPy scalar per item costs ~1 us per call.
         return [
             [
-                (str(names[t]), float(v))
-                for t, v in zip(tokens[row, :k], values[row, :k], strict=True)
-                if np.isfinite(v)
+                (names[t], v)
+                for t, v in zip(token_row[:k], value_row[:k], strict=True)
+                if math.isfinite(v)
             ]
-            for row, k in enumerate(ks)
+            for token_row, value_row, k in zip(tokens.tolist(), values.tolist(), ks, strict=True)
         ]
+
+    @cached_property
+    def sku_name_list(self) -> list[str]:
+        """`sku_names` as a list of str (for `recommend`'s per-item lookups)."""
+        return [str(name) for name in self.sku_names]
 
     def serving_graph(self, fused: FusedIntent | None = None) -> bytes:
         """The bundle's serving graph (`model.onnx_intent`): the fused ensemble, and the

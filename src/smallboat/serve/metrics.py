@@ -104,13 +104,12 @@ class ServeMetrics:
         self.forward.observe(batch.forward_seconds)
         for outcomes in batch.outcomes:
             for outcome in outcomes:
-                prediction = outcome.prediction
-                if prediction.purchase_probability is None:
+                if outcome.purchase_probability is None:
                     self.unscored.inc()
                 else:
-                    self.probability.observe(prediction.purchase_probability)
-                if prediction.oov_skus:
-                    self.oov.inc(prediction.oov_skus)
+                    self.probability.observe(outcome.purchase_probability)
+                if outcome.oov_skus:
+                    self.oov.inc(outcome.oov_skus)
 
     def watch_log(self, written: Callable[[], float], dropped: Callable[[], float]) -> None:
         """Export the prediction log's counters (read when scraped)."""

@@ -32,7 +32,6 @@ from smallboat.serve.models import (
     MAX_TIMESTAMP_MS,
     MAX_URL,
     BrowsingEvent,
-    Prediction,
 )
 from smallboat.serve.scoring import NextItemOptions, Outcome
 
@@ -148,20 +147,20 @@ def _rows(events: Any, session_id: str | None) -> list[dict[str, Any]]:
     return rows
 
 
-def wire_prediction(prediction: Prediction, session_id: str | None) -> dict[str, Any]:
-    """`prediction` answering `session_id`, as `Prediction`'s JSON (every field, in order)."""
-    next_items = prediction.next_items
+def wire_prediction(outcome: Outcome, session_id: str | None) -> dict[str, Any]:
+    """`outcome` answering `session_id`, as `Prediction`'s JSON (every field, in order)."""
+    next_items = outcome.next_items
     return {
         "session_id": session_id,
-        "purchase_probability": prediction.purchase_probability,
-        "model_version": prediction.model_version,
-        "events_used": prediction.events_used,
-        "events_in_session": prediction.events_in_session,
-        "oov_skus": prediction.oov_skus,
-        "note": prediction.note,
+        "purchase_probability": outcome.purchase_probability,
+        "model_version": outcome.model_version,
+        "events_used": outcome.events_used,
+        "events_in_session": outcome.events_in_session,
+        "oov_skus": outcome.oov_skus,
+        "note": outcome.note,
         "next_items": None
         if next_items is None
-        else [{"sku": item.sku, "score": item.score} for item in next_items],
+        else [{"sku": sku, "score": score} for sku, score in next_items],
     }
 
 
@@ -169,11 +168,10 @@ def answer_json(body: PlainBody, outcomes: Sequence[Outcome], version: str) -> b
     """The answer to `body`: one `Prediction`, or `BatchPredictions` in request order (its
     `model_version` the first outcome's, else `version`)."""
     predictions = [
-        wire_prediction(o.prediction, sid)
-        for o, sid in zip(outcomes, body.session_ids, strict=True)
+        wire_prediction(o, sid) for o, sid in zip(outcomes, body.session_ids, strict=True)
     ]
     if not body.is_batch:
         return orjson.dumps(predictions[0])
     if outcomes:
-        version = outcomes[0].prediction.model_version
+        version = outcomes[0].model_version
     return orjson.dumps({"model_version": version, "predictions": predictions})

@@ -69,8 +69,8 @@ def _record(
                 replica=prediction_log.replica,
                 session_id=session_id,
                 predicted_at_ms=now_ms,
-                model_version=outcome.prediction.model_version,
-                probability=outcome.prediction.purchase_probability,
+                model_version=outcome.model_version,
+                probability=outcome.purchase_probability,
                 latency_ms=latency_ms,
                 summary=outcome.summary,
             )
