@@ -352,6 +352,42 @@ def test_cancelling_the_task_awaiting_append_async_leaves_the_log_usable(
     assert all_records(wal.folder)[-1] == records(1, start=5000)[0]
 
 
+def test_a_group_of_coroutine_appends_wakes_their_loop_once(
+    wal: WriteAheadLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Coroutines whose appends share a group commit are resolved by one callback on their
+    loop, not one wake-up each."""
+    first_commit = threading.Event()
+    fdatasync = os.fdatasync
+
+    def slow_first(fd: int) -> None:
+        if not first_commit.is_set():
+            first_commit.set()
+            time.sleep(0.3)  # the appends below queue up meanwhile: the next group takes them all
+        fdatasync(fd)
+
+    settled: list[int] = []
+    settle = wal_module._settle_waiters
+
+    def counting(waiters: Any) -> None:
+        settled.append(len(waiters))
+        settle(waiters)
+
+    monkeypatch.setattr(wal_module.os, "fdatasync", slow_first)
+    monkeypatch.setattr(wal_module, "_settle_waiters", counting)
+
+    async def main() -> list[int]:
+        first = asyncio.ensure_future(wal.append_async(records(1)))
+        while not first_commit.is_set():
+            await asyncio.sleep(0.001)
+        rest = [wal.append_async(records(1, start=i)) for i in range(1, 51)]
+        return await asyncio.gather(first, *rest)
+
+    assert set(asyncio.run(main())) == {wal.active.id}  # type: ignore[union-attr]
+    assert settled == [1, 50]
+    assert [r["i"] for r in all_records(wal.folder)] == list(range(51))
+
+
 def test_a_dead_writer_thread_fails_appends_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -28,6 +28,7 @@ import json
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 
@@ -38,12 +39,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from smallboat.collect.counters import count_ignored
 from smallboat.collect.events import now_ms
 from smallboat.collect.ga import Mapped, ga4_web_hits
-from smallboat.collect.models import Accepted, SegmentBatch, SnowplowPayload
+from smallboat.collect.models import Accepted, SegmentBatch, SnowplowPayload, validator
 from smallboat.collect.protocols import json_hits
 from smallboat.collect.routes import ga4, pixel, segment, snowplow
 from smallboat.collect.routes.refusals import Outcome
 from smallboat.collect.store import EventStore
+from smallboat.config import Settings
 from smallboat.data.log.wal import LogWriteError
+from smallboat.web.jsontext import has_long_number
 
 Params = dict[str, str]
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
@@ -80,9 +83,9 @@ _NO_CONTENT: Answer = (204, [], b"")
 _JSON_TYPE = (b"content-type", b"application/json")
 _READ = (b"origin", b"content-type", b"content-encoding", b"content-length", b"authorization")
 _JSON_KEY = b"x-smallboat-key"
-_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
-_LONG_RUN = b"0" * 19
 _UNPARSED = object()
+_validate_batch = validator(SegmentBatch)
+_validate_payload = validator(SnowplowPayload)
 
 
 def _loads(body: bytes) -> Any:
@@ -90,7 +93,7 @@ def _loads(body: bytes) -> Any:
     times faster); `_UNPARSED` when orjson refuses it (the app's parser then decides: it takes
     NaN, lone surrogates, a byte order mark, UTF-16). orjson reads an integer past 64 bits as a
     float where `json` keeps it exact: a body with a 19-digit run is read by `json` itself."""
-    if body.translate(_DIGITS_AS_ZERO).find(_LONG_RUN) != -1:  # 10x faster than a regex
+    if has_long_number(body):
         try:
             return json.loads(body)
         except ValueError:
@@ -214,8 +217,16 @@ def _write_key_ok(hit: Incoming) -> bool:
         user = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")[0]
     except (binascii.Error, UnicodeDecodeError):
         return False
-    keys = hit.app.state.settings.write_key_set
-    return any(secrets.compare_digest(user.encode(), key.encode()) for key in keys)
+    given = user.encode()
+    keys = _write_keys(hit.app.state.settings.write_keys)
+    return any(secrets.compare_digest(given, key) for key in keys)
+
+
+@lru_cache(maxsize=16)
+def _write_keys(setting: str) -> tuple[bytes, ...]:
+    """SMALLBOAT_WRITE_KEYS as `Settings.write_key_set` reads it, encoded: once per value, not
+    once per request."""
+    return tuple(key.encode() for key in Settings.model_construct(write_keys=setting).write_key_set)
 
 
 def _segment_body(hit: Incoming) -> Any:
@@ -233,7 +244,7 @@ async def _segment_batch(hit: Incoming) -> Answer | None:
     if data is _UNPARSED:
         return None
     try:
-        body = SegmentBatch.model_validate(data)
+        body = _validate_batch(data)
         outcome = segment._map(
             body.batch, hit.store, hit.received, route="/v1/batch", where="batch"
         )
@@ -265,7 +276,7 @@ async def _snowplow_post(hit: Incoming) -> Answer | None:
     if data is _UNPARSED:
         return None
     try:
-        body = SnowplowPayload.model_validate(data)
+        body = _validate_payload(data)
         outcome = snowplow.payload_outcome(body, hit.store, hit.received)
     except Exception:
         return None
@@ -362,14 +373,14 @@ class FastLane:
             await self.app(scope, receive, send)
             return
         body = b""
+        messages: list[Message] = []
         if scope["method"] == "POST":
             if not self._plain_body(headers):
                 await self.app(scope, receive, send)
                 return
             read, messages = await _read_body(receive, self.owner.state.body_limit.max_bytes)
-            receive = _replaying(messages, receive)
             if read is None:
-                await self.app(scope, receive, send)
+                await self.app(scope, _replaying(messages, receive), send)
                 return
             body = read
         hit = Incoming(
@@ -380,7 +391,7 @@ class FastLane:
         except LogWriteError:
             answer = None  # nothing was acknowledged: the app tries and answers its 503
         if answer is None:
-            await self.app(scope, receive, send)
+            await self.app(scope, _replaying(messages, receive) if messages else receive, send)
             return
         status, answer_headers, answer_body = answer
         await send({"type": "http.response.start", "status": status, "headers": answer_headers})

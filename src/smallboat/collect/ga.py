@@ -43,6 +43,7 @@ from smallboat.collect.models import (
     Ga4MpBody,
     Ga4WebEvent,
     GaHit,
+    validator,
 )
 from smallboat.web.errors import describe_error
 
@@ -101,7 +102,7 @@ def _random_id(protocol: str) -> str:
 def validate(model: type[M], data: Mapping[str, Any], where: str = "") -> M:
     """`model` from `data`, or a HitError naming the first bad field (prefixed by `where`)."""
     try:
-        return model.model_validate(data)
+        return validator(model)(data)
     except ValidationError as exc:
         param, _, problem = describe_error(exc.errors()[0]).partition(" ")
         raise HitError(f"{where}{param}", problem) from None

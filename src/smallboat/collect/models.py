@@ -10,8 +10,9 @@ canonical JSON, where a misspelt column would otherwise silently become NULL.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 from pydantic import (
     BaseModel,
@@ -49,6 +50,14 @@ UaAction = Literal[
 MAX_GA4_MP_EVENTS = 25
 """Most events in one Measurement Protocol request (Google's limit)."""
 MAX_GA4_ITEMS = 200
+M = TypeVar("M", bound=BaseModel)
+
+
+def validator(model: type[M]) -> Callable[[Any], M]:
+    """`model.model_validate` without its Python wrapper, which costs ~0.6 us a call (a third
+    of a small model's whole validation): the same validator, so the same model or the same
+    ValidationError. For the per-event validations of batches and single hits."""
+    return cast(Callable[[Any], M], model.__pydantic_validator__.validate_python)
 
 
 def _id_text(value: Any) -> Any:
@@ -84,6 +93,8 @@ Id = Annotated[
 def _iso_time(value: Any) -> Any:
     """Segment's times are ISO-8601 text; a number (`"sentAt": 0`) would otherwise be read as
     seconds since 1970, which no Segment library sends and the schema does not allow."""
+    if type(value) is str:  # the usual timestamp (a test of its type, 3x `isinstance` of a union)
+        return value
     if value is not None and not isinstance(value, str | datetime):
         raise ValueError("must be an ISO-8601 date-time text, e.g. 2024-05-01T12:00:00Z")
     return value
@@ -308,6 +319,8 @@ MAX_SNOWPLOW_JSON = 64 * 1024
 
 def _tp_text(value: Any) -> Any:
     """Snowplow sends every field as a string; numbers are accepted as their text."""
+    if type(value) is str and value.isascii():  # the usual field: nothing to convert or check
+        return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     return utf8_text(value)

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import uuid
 from typing import Any
 
 from smallboat.collect.events import Hit, HitError, TimePolicy, hash_url, row_id
 from smallboat.collect.models import MAX_ID, SnowplowEvent
+from smallboat.web.jsontext import loads
 
 ECOMMERCE_VENDOR = "iglu:com.snowplowanalytics.snowplow.ecommerce/"
 ACTION_SCHEMA = ECOMMERCE_VENDOR + "snowplow_ecommerce_action/jsonschema/1-"
@@ -127,7 +127,7 @@ def _decode(event: SnowplowEvent, plain: str, encoded: str, at: str) -> Any:
         except (binascii.Error, UnicodeError, ValueError):
             raise HitError(f"{at}{name}", "is not base64url-encoded UTF-8 JSON") from None
     try:
-        return json.loads(text)
+        return loads(text)
     except ValueError as exc:
         raise HitError(f"{at}{name}", f"is not valid JSON ({exc})") from None
 

@@ -2,7 +2,9 @@
 
 `EventStore.open` takes the writer lock of its replica's log (SMALLBOAT_COLLECT_REPLICA), rebuilds
 the session tracker from what the log and the compaction state remember, and starts a background
-thread that compacts the closed segments of every replica's log every `collect_compact_seconds`.
+process that compacts the closed segments of every replica's log every `collect_compact_seconds`
+(`collect.compactor`: a process of its own, at a lower priority, so a pass neither holds the
+request path's GIL nor takes its CPU).
 `log(hits)` returns once the hits are fsync'd: the HTTP handlers answer 2xx only after it
 returns.
 """
@@ -10,17 +12,17 @@ returns.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from contextlib import closing
 
-from smallboat.collect.compaction import compact_events, log_dir, state_path
+from smallboat.collect.compaction import log_dir, state_path
+from smallboat.collect.compactor import BackgroundCompactor
 from smallboat.collect.events import EventRecord, Hit, TimePolicy, now_ms
 from smallboat.collect.models import Ready
 from smallboat.collect.sessions import SessionTracker, load_clients
 from smallboat.config import Settings
-from smallboat.data.log.compact import CorruptSegmentError, open_state
+from smallboat.data.log.compact import open_state
 from smallboat.data.log.segments import compaction_lock, scan_segment
 from smallboat.data.log.wal import WriteAheadLog
 
@@ -35,8 +37,7 @@ class EventStore:
         self.wal = wal
         self.tracker = tracker
         self.time_policy = TimePolicy.from_days(settings.collect_max_event_age_days)
-        self._stop = threading.Event()
-        self._compactor: threading.Thread | None = None
+        self.compactor: BackgroundCompactor | None = None
 
     @classmethod
     def open(cls, settings: Settings, *, background_compaction: bool = True) -> EventStore:
@@ -55,10 +56,11 @@ class EventStore:
             raise
         store = cls(settings, wal, tracker)
         if background_compaction and settings.collect_compact_seconds > 0:
-            store._compactor = threading.Thread(
-                target=store._compact_loop, name="collect-compactor", daemon=True
-            )
-            store._compactor.start()
+            try:
+                store.compactor = BackgroundCompactor.start(settings)
+            except BaseException:
+                wal.close()
+                raise
         return store
 
     def resolve(self, hits: Sequence[Hit], received_ms: int) -> list[EventRecord]:
@@ -113,25 +115,10 @@ class EventStore:
 
     def close(self) -> None:
         """Stop background compaction (after its current pass) and close the log."""
-        self._stop.set()
-        if self._compactor is not None:
-            self._compactor.join()
-            self._compactor = None
+        if self.compactor is not None:
+            self.compactor.stop()
+            self.compactor = None
         self.wal.close()
-
-    def _compact_loop(self) -> None:
-        while not self._stop.wait(self.settings.collect_compact_seconds):
-            try:
-                # Every replica's closed segments: a replica that died is landed by the others.
-                report = compact_events(self.settings)
-            except CorruptSegmentError as exc:
-                log.error("%s", exc)  # the rest of the log was compacted
-                continue
-            except Exception:
-                log.exception("background compaction failed; retrying in the next pass")
-                continue
-            if report.segments:
-                log.info("%s", report.render())
 
 
 def _rebuild_tracker(settings: Settings, wal: WriteAheadLog) -> SessionTracker:

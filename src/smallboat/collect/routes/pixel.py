@@ -23,7 +23,7 @@ from smallboat.collect.counters import count_ignored, counting_refusals
 from smallboat.collect.deps import CountersDep, StoreDep
 from smallboat.collect.events import HitError, now_ms
 from smallboat.collect.ga import UA_MAX_BATCH, Mapped, body_text, form, ua_hits, validate
-from smallboat.collect.models import Accepted, ErrorBody, GaHit, JsonEvents
+from smallboat.collect.models import Accepted, ErrorBody, GaHit, JsonEvents, validator
 from smallboat.collect.protocols import json_hits
 from smallboat.collect.store import EventStore
 from smallboat.web.body import BoundedBodyRoute
@@ -50,6 +50,7 @@ GIF_ANSWER: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/gif": {}}, "description": "A 1x1 GIF: the hit is durable."}
 }
 PROTOCOL = "ga"
+_validate_events = validator(JsonEvents)
 
 router = APIRouter(tags=["pixel"], route_class=BoundedBodyRoute)
 
@@ -198,7 +199,7 @@ def _json_events(body: bytes) -> JsonEvents:
 def json_events_of(data: Any) -> JsonEvents:
     """The canonical events of a parsed JSON body; RequestValidationError naming the field."""
     try:
-        return JsonEvents.model_validate(data)
+        return _validate_events(data)
     except ValidationError as exc:
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]

@@ -18,7 +18,13 @@ from pydantic import ValidationError
 from smallboat.collect.counters import HitCounters
 from smallboat.collect.deps import CountersDep, RejectsDep, StoreDep, WriteKeyDep
 from smallboat.collect.events import HitError, now_ms
-from smallboat.collect.models import BatchAccepted, SdkErrorBody, SegmentBatch, SegmentMessage
+from smallboat.collect.models import (
+    BatchAccepted,
+    SdkErrorBody,
+    SegmentBatch,
+    SegmentMessage,
+    validator,
+)
 from smallboat.collect.protocols import segment_message_hits
 from smallboat.collect.rejects import RejectsLog
 from smallboat.collect.routes.pixel import ERRORS
@@ -26,6 +32,7 @@ from smallboat.collect.routes.refusals import Outcome, counted_route, validation
 from smallboat.collect.store import EventStore
 
 PROTOCOL = "segment"
+_validate_message = validator(SegmentMessage)
 SDK_ERRORS: dict[int | str, dict[str, Any]] = {
     status: {**answer, "model": SdkErrorBody}
     for status, answer in {401: {"description": "A missing or wrong write key."}, **ERRORS}.items()
@@ -90,7 +97,7 @@ def _map(
         at = f"{where}[{i}]." if where else ""
         message_id = raw.get("messageId") if isinstance(raw, dict) else None
         try:
-            message = SegmentMessage.model_validate(raw)
+            message = _validate_message(raw)
             hits, ignored = segment_message_hits(
                 message, received_ms=received, policy=store.time_policy, at=at
             )

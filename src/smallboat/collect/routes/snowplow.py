@@ -18,13 +18,14 @@ from pydantic import ValidationError
 
 from smallboat.collect.deps import CountersDep, RejectsDep, StoreDep
 from smallboat.collect.events import HitError, now_ms
-from smallboat.collect.models import BatchAccepted, SnowplowEvent, SnowplowPayload
+from smallboat.collect.models import BatchAccepted, SnowplowEvent, SnowplowPayload, validator
 from smallboat.collect.routes.pixel import ERRORS, NO_CACHE, PIXEL_GIF
 from smallboat.collect.routes.refusals import Outcome, counted_route, validation_detail
 from smallboat.collect.snowplow import PAYLOAD_SCHEMA, snowplow_hits
 from smallboat.collect.store import EventStore
 
 PROTOCOL = "snowplow"
+_validate_event = validator(SnowplowEvent)
 
 router = APIRouter(tags=["snowplow"], route_class=counted_route(PROTOCOL))
 
@@ -74,7 +75,7 @@ def _map(
     event_id = raw.get("eid") if isinstance(raw, dict) else None
     message_id = event_id[:256] if isinstance(event_id, str) else None
     try:
-        event = SnowplowEvent.model_validate(raw)
+        event = _validate_event(raw)
         hits, ignored = snowplow_hits(event, received_ms=received, policy=store.time_policy, at=at)
     except ValidationError as exc:
         outcome.refuse(index, raw, validation_detail(exc, at), message_id)

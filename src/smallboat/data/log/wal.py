@@ -10,7 +10,9 @@ the writer.
 Durability: `append` hands its records to one writer thread, which takes every append pending at
 that moment, writes them in one call, calls fsync ONCE, and only then resolves each append's
 future (group commit): a caller that waits for its future knows its records are on disk, and many
-concurrent callers share one fsync.
+concurrent callers share one fsync. Coroutines (`append_async`) wait on an asyncio future of their
+own loop, which the writer resolves with ONE callback per loop and group: a group of 64 hits wakes
+the serving event loop once, not 64 times through `asyncio.wrap_future`'s chain of callbacks.
 
 A failed write or fsync (ENOSPC, EIO) poisons the log: the group being written and every append
 queued behind it fail (none was acknowledged), and later appends are refused at once (the
@@ -40,6 +42,7 @@ that is not an OSError (a bug in the writer thread) is not recovered from: resta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import logging
@@ -117,7 +120,64 @@ class LogStats:
 class _Append:
     data: bytes
     records: int
-    future: Future[int]
+    future: Future[int] | None = None
+    """A blocking caller's (`append`, `write`), resolved by the writer thread."""
+    waiter: asyncio.Future[int] | None = None
+    """A coroutine's (`append_async`), resolved on its own event loop (`_settle`)."""
+
+    def take(self) -> bool:
+        """Mark it taken for writing; False when its caller gave up (cancelled) before: then it
+        is dropped unwritten. A coroutine that gives up later gets no answer, but its records
+        are written all the same (the `append_async` contract)."""
+        if self.waiter is not None:
+            return not self.waiter.cancelled()
+        assert self.future is not None
+        return self.future.set_running_or_notify_cancel()
+
+    def unsettled(self) -> bool:
+        """(When the writer thread died.) Whether it still needs an answer: then a blocking
+        caller's future is marked running, ready for its exception."""
+        if self.waiter is not None:
+            return not self.waiter.done()  # `_settle_waiters` checks again, on the loop
+        assert self.future is not None
+        if self.future.done():
+            return False
+        return self.future.running() or self.future.set_running_or_notify_cancel()
+
+
+def _encode(records: Sequence[Mapping[str, Any]]) -> bytes:
+    """The frames of `records`, on the caller's thread (TypeError/ValueError for a record that
+    is not JSON-serialisable: nothing of the call is queued)."""
+    return b"".join([frame(r) for r in records])
+
+
+def _settle(appends: Sequence[_Append], outcomes: Sequence[int | BaseException]) -> None:
+    """Resolve taken appends with their outcomes (a segment id or an error): each blocking
+    caller's future at once, the coroutines' waiters with one callback per event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], Any]]] = {}
+    for append, outcome in zip(appends, outcomes, strict=True):
+        if append.waiter is not None:
+            by_loop.setdefault(append.waiter.get_loop(), []).append((append.waiter, outcome))
+        elif isinstance(outcome, BaseException):
+            assert append.future is not None
+            append.future.set_exception(outcome)
+        else:
+            assert append.future is not None
+            append.future.set_result(outcome)
+    for loop, waiters in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for these now
+            loop.call_soon_threadsafe(_settle_waiters, waiters)
+
+
+def _settle_waiters(waiters: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:
+    """(On the waiters' loop.) A waiter cancelled meanwhile is skipped."""
+    for waiter, outcome in waiters:
+        if waiter.done():
+            continue
+        if isinstance(outcome, BaseException):
+            waiter.set_exception(outcome)
+        else:
+            waiter.set_result(outcome)
 
 
 class WriteAheadLog:
@@ -274,18 +334,21 @@ class WriteAheadLog:
         Encoding happens here, on the caller's thread; a record that is not JSON-serialisable
         raises TypeError/ValueError at once and nothing of this call is queued.
         """
-        data = b"".join([frame(r) for r in records])
         future: Future[int] = Future()
+        refused = self._queue_append(_Append(_encode(records), len(records), future=future))
+        if refused is not None:
+            future.set_exception(refused)
+        return future
+
+    def _queue_append(self, append: _Append) -> LogWriteError | None:
+        """Queue `append`; the reason when it is refused (then nothing was queued)."""
         if self._failed is not None:
-            future.set_exception(self._failure())
-            return future
+            return self._failure()
         with self._put_lock:  # nothing is queued behind close()'s sentinel
             refused = self._refusal()
-            if refused is not None:
-                future.set_exception(refused)
-                return future
-            self._queue.put(_Append(data, len(records), future))
-        return future
+            if refused is None:
+                self._queue.put(append)
+            return refused
 
     def write(self, records: Sequence[Mapping[str, Any]], timeout: float | None = None) -> int:
         """Append and wait until durable; returns the segment id holding the records."""
@@ -296,8 +359,13 @@ class WriteAheadLog:
 
         Cancelling the awaiting task drops the records if the writer has not taken them yet;
         once it has, they are written all the same (either way the caller got no answer).
+        Encoding happens here, as in `append`.
         """
-        return await asyncio.wrap_future(self.append(records))
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        refused = self._queue_append(_Append(_encode(records), len(records), waiter=waiter))
+        if refused is not None:
+            raise refused
+        return await waiter
 
     def roll(self) -> Future[Segment | None]:
         """Close the active segment if it holds records; resolves to it (None when empty)."""
@@ -401,7 +469,7 @@ class WriteAheadLog:
     # -- the writer thread ------------------------------------------------------------------
 
     def _run(self) -> None:
-        taken: list[Future[Any]] = []  # the futures of the group being handled
+        taken: list[_Append | Future[Any]] = []  # the appends and rolls being handled
         try:
             self._loop(taken)
         except BaseException as exc:
@@ -418,8 +486,13 @@ class WriteAheadLog:
                 except queue.Empty:
                     break
                 if item is not None:
-                    taken.append(item.future if isinstance(item, _Append) else item)
+                    taken.append(item)
+            appends = [a for a in taken if isinstance(a, _Append)]
+            failed = [a for a in appends if a.unsettled()]
+            _settle(failed, [self._failure() for _ in failed])
             for future in taken:
+                if isinstance(future, _Append):
+                    continue
                 # Only this thread moves a future to running or done; a waiter may cancel one
                 # still pending, which set_running_or_notify_cancel then reports.
                 if future.done():
@@ -427,7 +500,7 @@ class WriteAheadLog:
                 if future.running() or future.set_running_or_notify_cancel():
                     future.set_exception(self._failure())
 
-    def _loop(self, taken: list[Future[Any]]) -> None:
+    def _loop(self, taken: list[_Append | Future[Any]]) -> None:
         while True:
             taken.clear()
             try:
@@ -439,7 +512,7 @@ class WriteAheadLog:
                     self._roll_now(None)
                 continue
             group, rolls, stop = self._drain(item)
-            taken.extend(a.future for a in group)
+            taken.extend(group)
             taken.extend(rolls)
             self._commit(group)
             for future in rolls:
@@ -530,15 +603,13 @@ class WriteAheadLog:
     def _commit(self, group: list[_Append]) -> None:
         """Write a group with one fsync, then resolve its futures (or fail them all).
 
-        An append whose future was cancelled (its waiter gave up) is dropped unwritten; the
-        others' futures can no longer be cancelled, so resolving them cannot fail.
+        An append whose caller gave up before (`_Append.take`) is dropped unwritten.
         """
-        group = [a for a in group if a.future.set_running_or_notify_cancel()]
+        group = [a for a in group if a.take()]
         if not group:
             return
         if self._failed is not None:
-            for append in group:
-                append.future.set_exception(self._failure())
+            _settle(group, [self._failure() for _ in group])
             return
         data = b"".join(a.data for a in group)
         if (
@@ -557,8 +628,7 @@ class WriteAheadLog:
                 os.fdatasync(self._fd)
         except BaseException as exc:
             self._fail(exc, "write")
-            for append in group:
-                append.future.set_exception(self._failure())
+            _settle(group, [self._failure() for _ in group])
             return
         segment_id = self._active.id
         self._active_bytes += len(data)
@@ -569,8 +639,7 @@ class WriteAheadLog:
             self._records += sum(a.records for a in group)
             self._groups += 1
             self._bytes += len(data)
-        for append in group:
-            append.future.set_result(segment_id)
+        _settle(group, [segment_id] * len(group))
 
     def _roll_now(self, future: Future[Segment | None] | None) -> None:
         closed = self._active if self._active_first_write is not None else None
