@@ -104,3 +104,31 @@ def test_the_compactor_ends_when_its_collector_is_killed(tmp_path: Path) -> None
     finally:
         collector.kill()
         collector.wait()
+
+
+def test_a_compactor_that_dies_is_started_again_and_lands_the_log(settings: Settings) -> None:
+    settings = settings.model_copy(update={"collect_compact_seconds": 0.2})
+    store = EventStore.open(settings)
+    try:
+        first = store.compactor
+        assert first is not None
+        os.kill(first.pid, signal.SIGKILL)
+        wait_until(lambda: not first.alive(), 10, "the killed compactor is seen dead")
+        now = int(time.time() * 1000)
+        hits = [
+            Hit(f"m{i}", "event_product", "add", f"sku-{i}", now, None, "s1", None, "json")
+            for i in range(20)
+        ]
+        asyncio.run(store.log(hits, now))
+        store.wal.roll().result(10)
+        ready = store.ready()  # looks at the compactor every time
+        second = store.compactor
+        assert second is not None and second.pid != first.pid and second.alive()
+        assert ready.compactor_restarts == 1 == store.compactor_restarts
+        assert first.returncode == -signal.SIGKILL
+        expected = Counter(f"sku-{i}" for i in range(20))
+        wait_until(lambda: landed(settings) == expected, 60, "the new compactor lands the log")
+        assert store.ready().compactor_restarts == 1, "a live compactor is not restarted"
+    finally:
+        store.close()
+    assert gone(second.pid)

@@ -77,6 +77,11 @@ class BackgroundCompactor:
     def alive(self) -> bool:
         return self._process.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        """The child's exit status once it ended (negative: the signal that ended it)."""
+        return self._process.returncode
+
     def stop(self, timeout: float = STOP_SECONDS) -> None:
         """Ask the child to stop after its current pass; kill it if that takes over `timeout`."""
         assert self._process.stdin is not None

@@ -419,3 +419,5 @@ class Ready(BaseModel):
     records: int
     group_commits: int
     tracked_clients: int
+    compactor_restarts: int = 0
+    """Background compactors that died and were started again since the collector started."""

@@ -28,6 +28,10 @@ from smallboat.data.log.wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
 
+COMPACTOR_CHECK_SECONDS = 5.0
+"""How often the request path looks whether the background compactor is still alive (a
+`waitpid` without waiting; `ready` looks every time)."""
+
 
 class EventStore:
     """The open collector state of one SMALLBOAT_HOME (one per process; see `open`)."""
@@ -38,6 +42,8 @@ class EventStore:
         self.tracker = tracker
         self.time_policy = TimePolicy.from_days(settings.collect_max_event_age_days)
         self.compactor: BackgroundCompactor | None = None
+        self.compactor_restarts = 0
+        self._compactor_checked = time.monotonic()
 
     @classmethod
     def open(cls, settings: Settings, *, background_compaction: bool = True) -> EventStore:
@@ -95,7 +101,26 @@ class EventStore:
         if not hits:
             return 0
         await self.wal.append_async(self.resolve(hits, received_ms))
+        if time.monotonic() - self._compactor_checked >= COMPACTOR_CHECK_SECONDS:
+            self.supervise()
         return len(hits)
+
+    def supervise(self) -> None:
+        """Start a new background compactor if the running one died (killed by the kernel's
+        out-of-memory killer, say): the log keeps everything it acknowledged, and the new one
+        lands it. Checked at most every `COMPACTOR_CHECK_SECONDS` by `log`, and by `ready`."""
+        self._compactor_checked = time.monotonic()
+        dead = self.compactor
+        if dead is None or dead.alive():
+            return
+        log.error(
+            "background compaction (pid %d) ended with exit status %s; starting a new one",
+            dead.pid,
+            dead.returncode,
+        )
+        self.compactor = None
+        self.compactor = BackgroundCompactor.start(self.settings)
+        self.compactor_restarts += 1
 
     def ready(self) -> Ready:
         """The log's counters; raises LogWriteError when the log cannot write now (a failed
@@ -103,6 +128,7 @@ class EventStore:
         refused = self.wal.readiness_problem(self.settings.log_min_free_bytes)
         if refused is not None:
             raise refused
+        self.supervise()
         stats = self.wal.stats
         return Ready(
             active_segment=None if stats.active is None else stats.active.name,
@@ -111,6 +137,7 @@ class EventStore:
             records=stats.records,
             group_commits=stats.groups,
             tracked_clients=len(self.tracker),
+            compactor_restarts=self.compactor_restarts,
         )
 
     def close(self) -> None:
