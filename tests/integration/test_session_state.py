@@ -5,9 +5,11 @@ at once; an append's cost against the session's length; the served prediction.""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import re
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import numpy as np
@@ -16,13 +18,14 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smallboat.features.incremental import TAIL_WINDOWS, SessionPrefix
+from smallboat.features.incremental import TAIL_WINDOWS, SessionPrefix, SessionState
 from smallboat.serve.metrics import ServeMetrics
 from smallboat.serve.scoring import load_model, score_batch
 from smallboat.serve.server import ServeProcess
 from smallboat.serve.sessions import (
     REDIS_KEY_PREFIX,
     REDIS_STATE_PREFIX,
+    STATE_CACHE_BYTES,
     MemorySessionStore,
     RedisSessionStore,
     SessionStore,
@@ -45,12 +48,17 @@ def make(kind: str, redis_url: str | None, *, max_events: int = 1000) -> Session
     if kind == "memory":
         return MemorySessionStore(ttl_seconds=1800, max_sessions=1000, max_events=max_events)
     assert redis_url is not None
-    return RedisSessionStore(redis_url, ttl_seconds=1800, max_events=max_events)
+    # "redis-uncached": no state remembered between appends, so every append takes the path of
+    # a session another replica wrote last (the script answers the stored state; sent again).
+    cache = 0 if kind == "redis-uncached" else STATE_CACHE_BYTES
+    return RedisSessionStore(
+        redis_url, ttl_seconds=1800, max_events=max_events, state_cache_bytes=cache
+    )
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-uncached"])
 def kind_and_url(request: pytest.FixtureRequest) -> tuple[str, str | None]:
-    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    url = request.getfixturevalue("redis_url") if request.param != "memory" else None
     return request.param, url
 
 
@@ -140,6 +148,163 @@ def test_two_replicas_appending_to_one_session_at_once_both_count(redis_url: str
             await two.close()
 
     asyncio.run(scenario())
+
+
+def stored_state(client: redis.Redis, session_id: str) -> tuple[list[dict[str, Any]], SessionState]:
+    """What Redis holds for the session: its raw rows and its state (read back, not cached)."""
+    rows = [json.loads(v) for v in client.lrange(REDIS_KEY_PREFIX + session_id, 0, -1)]
+    blob = cast("bytes | None", client.get(REDIS_STATE_PREFIX + session_id))
+    assert blob is not None
+    assert re.fullmatch(rb"[0-9a-f]{16} ", blob[:17]), blob[:17]  # the write token
+    state = SessionState.from_json(blob[17:])
+    assert state is not None
+    return rows, state
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_two_replicas_interleaving_appends_leave_the_state_of_the_stored_list(
+    redis_url: str, seed: int
+) -> None:
+    """Two stores (two replicas, each remembering the states it wrote) append a random stream
+    to one session in turns of random length, and at times both at once: after every turn the
+    state in Redis, and each store's prefix, encode exactly as a rebuild from the list Redis
+    holds, which holds every row appended (once each)."""
+    rng = random.Random(seed)
+    window = SPEC.max_events  # a small window: heads freeze often
+    client = redis.Redis.from_url(redis_url)
+
+    async def scenario() -> None:
+        stores = [RedisSessionStore(redis_url, ttl_seconds=1800, max_events=1000) for _ in "ab"]
+        appended: list[dict[str, Any]] = []
+        try:
+            parts = chunks(rng, random_stream(rng))
+            while parts:
+                if len(parts) > 1 and rng.random() < 0.3:  # one chunk on each store, at once
+                    first, second = parts.pop(0), parts.pop(0)
+                    await asyncio.gather(
+                        stores[0].append("shared", first, window=window),
+                        stores[1].append("shared", second, window=window),
+                    )
+                    appended += first + second
+                else:
+                    store = rng.choice(stores)
+                    for _ in range(rng.randint(1, 4)):
+                        if parts:
+                            part = parts.pop(0)
+                            await store.append("shared", part, window=window)
+                            appended += part
+                rows, state = stored_state(client, "shared")
+                assert sorted(map(repr, rows)) == sorted(map(repr, appended))
+                assert_prefix_is_the_whole_visit(state.prefix(), rows)
+                for store in stores:
+                    assert_prefix_is_the_whole_visit(
+                        await store.prefix("shared", window=window), rows
+                    )
+        finally:
+            for store in stores:
+                await store.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        client.close()
+
+
+def commands_since(client: redis.Redis, reset: bool = False) -> dict[str, int]:
+    """Calls per Redis command since the last reset (INFO commandstats), this client's own
+    CONFIG and INFO left out; `reset`: start counting again."""
+    calls = {
+        name.removeprefix("cmdstat_"): int(stat["calls"])
+        for name, stat in client.info("commandstats").items()
+        if not name.startswith(("cmdstat_config", "cmdstat_info"))
+    }
+    if reset:
+        client.config_resetstat()
+    return calls
+
+
+def test_an_append_to_a_session_this_replica_wrote_last_is_one_script_call(
+    redis_url: str,
+) -> None:
+    """The common case is one round trip: one EVALSHA (the commands Redis counts beside it run
+    inside the script). A session another replica wrote last, or one not remembered here, takes
+    a second (the script answers the stored state); a Redis that lost its scripts (SCRIPT FLUSH,
+    a restart) gets the script loaded again."""
+    client = redis.Redis.from_url(redis_url)
+    written = {"get": 1, "rpush": 1, "ltrim": 1, "pexpire": 1, "set": 1}  # one script's writes
+
+    def times(n: int, commands: dict[str, int]) -> dict[str, int]:
+        return {name: n * calls for name, calls in commands.items()}
+
+    async def scenario() -> None:
+        one = RedisSessionStore(redis_url, ttl_seconds=1800, max_events=1000)
+        two = RedisSessionStore(redis_url, ttl_seconds=1800, max_events=1000)
+        try:
+            await one.append("s", in_order(1), window=WINDOW)  # loads the script
+            await two.append("w", in_order(1), window=WINDOW)  # two's connection opened
+            commands_since(client, reset=True)
+            await one.append("n", in_order(5), window=WINDOW)  # a new session: guessed right
+            for i in range(1, 60):
+                await one.append("s", in_order(1, start=i), window=WINDOW)
+            assert commands_since(client, reset=True) == {
+                "evalsha": 60,
+                **times(60, written),
+                "exists": 1,
+            }
+            stale = {"evalsha": 2, **written, "get": 2, "llen": 1}
+            await two.append("s", in_order(1, start=60), window=WINDOW)  # not known to two
+            assert commands_since(client, reset=True) == stale
+            await one.append("s", in_order(1, start=61), window=WINDOW)  # two wrote it last
+            assert commands_since(client, reset=True) == stale
+            assert (one.conflicts, two.conflicts) == (1, 0)  # a guess that failed is none
+            client.script_flush()
+            commands_since(client, reset=True)
+            await one.append("s", in_order(1, start=62), window=WINDOW)
+            assert commands_since(client) == {"evalsha": 2, "script|load": 1, **written}
+            rows, state = stored_state(client, "s")
+            assert rows == in_order(63)
+            assert state.prefix() == await two.prefix("s", window=WINDOW)
+            assert one.rebuilds == two.rebuilds == 0
+        finally:
+            await one.close()
+            await two.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_a_list_whose_state_is_gone_gets_its_state_rebuilt(redis_url: str, cached: bool) -> None:
+    """The state key evicted (or deleted) while the list stays: the next append, from the store
+    that wrote the state or from another, rebuilds the state from the list and its new rows."""
+    client = redis.Redis.from_url(redis_url)
+
+    async def scenario() -> None:
+        one = RedisSessionStore(redis_url, ttl_seconds=1800, max_events=1000)
+        two = RedisSessionStore(redis_url, ttl_seconds=1800, max_events=1000)
+        try:
+            for i in range(0, 30, 3):
+                await one.append("s", in_order(3, start=i), window=WINDOW)
+            assert client.delete(REDIS_STATE_PREFIX + "s") == 1
+            store = one if cached else two
+            prefix = await store.append("s", in_order(2, start=30), window=WINDOW)
+            assert store.rebuilds == 1
+            rows, state = stored_state(client, "s")
+            assert rows == in_order(32)
+            assert_prefix_is_the_whole_visit(prefix, rows)
+            assert state.prefix() == prefix
+            await one.append("s", in_order(1, start=32), window=WINDOW)
+            assert_prefix_is_the_whole_visit(await two.prefix("s", window=WINDOW), in_order(33))
+        finally:
+            await one.close()
+            await two.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        client.close()
 
 
 def test_an_append_reads_and_encodes_as_much_at_1000_events_as_at_100(redis_url: str) -> None:

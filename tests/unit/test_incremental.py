@@ -209,3 +209,39 @@ def test_thousands_of_rows_in_one_millisecond_leave_a_bounded_tail() -> None:
         assert state.apply([row], window=SPEC.max_events)
     assert len(state.tail) == MAX_TAIL_ROWS
     assert len(state.prefix().events) == MAX_TAIL_ROWS
+
+
+def test_an_in_order_click_collapses_only_its_own_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The common click (later than every stored row, no purchase yet) collapses the new rows
+    alone, not the whole tail again; a late row, itself and the tail's rows after it; a row
+    after a purchase, the whole tail. Either way the prefix is the whole visit's."""
+    import smallboat.features.incremental as incremental
+
+    collapsed: list[int] = []
+
+    def counting(rows: Any) -> Any:
+        collapsed.append(len(rows))
+        return collapse_session(rows)
+
+    monkeypatch.setattr(incremental, "collapse_session", counting)
+    rows = [browsing_row("s", T0 + i * 1000, "detail", "A", f"u{i}") for i in range(40)]
+    state = SessionState.build(rows, window=SPEC.max_events)
+    stored = list(rows)
+    for i in range(40, 50):
+        collapsed.clear()
+        row = browsing_row("s", T0 + i * 1000, "add", "B", "u")
+        stored.append(row)
+        assert state.apply([row], window=SPEC.max_events)
+        assert collapsed == [1]
+        assert_prefix_is_the_whole_visit(state.prefix(), stored)
+    late = browsing_row("s", T0 + 48_500, url="late")  # inside the tail
+    bought = browsing_row("s", T0 + 60_000, "purchase", "B", "u")  # in order: its row alone
+    after = browsing_row("s", T0 + 61_000, "detail", "C", "u")  # the tail holds a purchase
+    for row, recollapsed in ((late, 2), (bought, 1), (after, None)):
+        collapsed.clear()
+        before = len(state.tail)
+        stored.append(row)
+        assert state.apply([row], window=SPEC.max_events)
+        # The late row: itself and the tail's row after it (49 s); after the purchase: all.
+        assert collapsed == [before + 1 if recollapsed is None else recollapsed]
+        assert_prefix_is_the_whole_visit(state.prefix(), stored)

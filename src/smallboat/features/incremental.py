@@ -20,9 +20,10 @@ the stored raw rows (`SessionState.build`), a cost in proportion to the length, 
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
-from dataclasses import astuple, dataclass, field
-from operator import itemgetter
+from dataclasses import dataclass, field, fields
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import orjson
@@ -45,6 +46,9 @@ STATE_FORMAT = 1
 """Version of `SessionState.to_json`'s layout; a stored state of another version is rebuilt."""
 
 _by_time = itemgetter(TIME)
+_carry_values = attrgetter(*(f.name for f in fields(Carry)))
+"""A carry's fields in order, as `Carry(*values)` takes them (dataclasses.astuple, which deep-copies
+each value, took most of `to_json`'s time)."""
 
 
 def current_session(
@@ -117,6 +121,9 @@ class SessionState:
     head: Carry | None = None
     tail: list[dict[str, Any]] = field(default_factory=list)
     _events: list[CollapsedEvent] | None = field(default=None, repr=False, compare=False)
+    """`collapse_session(tail)`, once computed (None: not yet)."""
+    _ended: bool | None = field(default=None, repr=False, compare=False)
+    """The tail holds a purchase (None: not known), as `_freeze` last found."""
 
     @classmethod
     def build(cls, rows: Sequence[Mapping[str, Any]], *, window: int) -> SessionState:
@@ -146,26 +153,24 @@ class SessionState:
         gap = SESSION_GAP_MS
         inside: list[dict[str, Any]] = []
         after: list[dict[str, Any]] = []
-        # Exact duplicates share a time: rows' values are compared only at a time already held.
-        times = {row[TIME] for row in self.tail}
-        seen: set[tuple[tuple[str, Any], ...]] | None = None
+        # Exact duplicates share a time: a row is compared only with the rows of its millisecond
+        # (the tail is in time order: found by bisection, not by a pass over the whole tail).
+        held: dict[int, set[tuple[tuple[str, Any], ...]]] = {}
         for row in rows:
             t = row[TIME]
-            if t in times:
-                if seen is None:
-                    seen = {_identity(r) for r in (*self.tail, *inside, *after) if r[TIME] in times}
-                identity = _identity(row)
-                if identity in seen:
-                    continue  # an exact duplicate of a tail row: it collapses into that one
-                seen.add(identity)
-            elif t > (self.frozen_ms if self.frozen_ms is not None else self.first_ms - gap - 1):
-                times.add(t)
-                if seen is not None:
-                    seen.add(_identity(row))
             if t < self.first_ms - gap:
                 continue  # an older visit's: the current one stays as it is (a gap > 30 min)
             if t < self.first_ms or (self.frozen_ms is not None and t <= self.frozen_ms):
                 return False  # may bridge to an older visit, or falls inside the frozen head
+            same = held.get(t)
+            if same is None:
+                lo = bisect_left(self.tail, t, key=_by_time)
+                hi = bisect_right(self.tail, t, lo=lo, key=_by_time)
+                same = held[t] = {_identity(r) for r in self.tail[lo:hi]}
+            identity = _identity(row)
+            if identity in same:
+                continue  # an exact duplicate of a stored row: it collapses into that one
+            same.add(identity)
             (after if t > self.last_ms else inside).append(row)
         after.sort(key=_by_time)
         previous, cut = self.last_ms, None
@@ -176,17 +181,34 @@ class SessionState:
         if cut is not None:  # a new visit: what came before the last gap ends with the old one
             self._start(after[cut:])
             return True
-        self.tail = sorted(self.tail + inside + after, key=_by_time)
         if after:
             self.last_ms = after[-1][TIME]
-        return self._freeze()
+        added = inside + after
+        self.tail = sorted(self.tail + added, key=_by_time)
+        if not added or self._events is None or self._ended:
+            return self._freeze()
+        # Collapsing works millisecond by millisecond and cuts at the first purchase (the tail
+        # holds none yet), so the tail's collapsed events before the new rows' first time stay
+        # as they were: only the tail from that time on is collapsed again (for the common
+        # click, later than every stored row, the new rows alone), not the whole tail.
+        since = min(row[TIME] for row in added)
+        kept = len(self._events)
+        while kept and self._events[kept - 1][2] >= since:
+            kept -= 1
+        recent = [row for row in self.tail if row[TIME] >= since]
+        purchase = min((r[TIME] for r in added if _is_purchase(r)), default=None)
+        return self._freeze((self._events[:kept] + collapse_session(recent), purchase))
 
-    def _freeze(self) -> bool:
+    def _freeze(self, collapsed: tuple[list[CollapsedEvent], int | None] | None = None) -> bool:
         """Fold the tail's oldest time groups into the head while it keeps TAIL_WINDOWS windows
         of events; drop rows after the first purchase. False when the head is set but the tail
-        no longer fills the window (a late purchase cut it short): rebuild."""
-        events = collapse_session(self.tail)
-        purchase = min((r[TIME] for r in self.tail if _is_purchase(r)), default=None)
+        no longer fills the window (a late purchase cut it short): rebuild. `collapsed`: the
+        tail's collapsed events and its first purchase's time, when the caller knows them."""
+        if collapsed is None:
+            events = collapse_session(self.tail)
+            purchase = min((r[TIME] for r in self.tail if _is_purchase(r)), default=None)
+        else:
+            events, purchase = collapsed
         if purchase is not None:
             self.tail = [r for r in self.tail if r[TIME] <= purchase]
         k = len(events) - TAIL_WINDOWS * self.window
@@ -201,7 +223,7 @@ class SessionState:
         if len(self.tail) > MAX_TAIL_ROWS:
             self.tail = self.tail[len(self.tail) - MAX_TAIL_ROWS :]
             events = collapse_session(self.tail)
-        self._events = events
+        self._events, self._ended = events, purchase is not None
         return self.head is None or len(events) >= self.window
 
     def prefix(self) -> SessionPrefix:
@@ -218,7 +240,7 @@ class SessionState:
                 "first_ms": self.first_ms,
                 "last_ms": self.last_ms,
                 "frozen_ms": self.frozen_ms,
-                "head": None if self.head is None else astuple(self.head),
+                "head": None if self.head is None else _carry_values(self.head),
                 "tail": self.tail,
             }
         )

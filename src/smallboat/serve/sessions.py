@@ -22,9 +22,11 @@ Two stores share one async interface, `SessionStore`:
   `SessionTooLarge` (the service answers 413). Bytes are estimated as `row_bytes`: the text of a
   row plus a fixed `ROW_OVERHEAD_BYTES` for the dict and its objects.
 - `RedisSessionStore`, when `Settings.redis_url` is set: one Redis list of raw rows and one state
-  key per session, so several replicas of the service share sessions. An append is one pipelined
-  round trip (push, trim, expire, read the state) and a compare-and-set of the new state (a Lua
-  script), retried on a conflict: replicas appending to one session at once all count.
+  key per session, so several replicas of the service share sessions. An append is one round
+  trip, a Lua script that pushes the rows and writes the new state only if the state is still
+  the one this process last wrote (a write token); otherwise it answers the stored state, the
+  rows are applied to that and the script sent again: replicas appending to one session at once
+  all count.
 
 Both return only the session's current visit (`current_session`): a session whose event times
 jump more than 30 minutes starts over, as sessions do in the data. Rows of the older visit stay
@@ -63,11 +65,20 @@ REDIS_KEY_PREFIX = "smallboat:session:"
 REDIS_STATE_PREFIX = "smallboat:session-state:"
 """The model state of a session (`SessionState.to_json`), after a 16-hex-digit write token."""
 CAS_ATTEMPTS = 20
-"""Compare-and-set attempts of one append's state before it fails (503): each conflict means
-another replica's append to the same session committed in between, so this many in a row only
-happen under a storm of concurrent appends to one session."""
+"""Tries of one append's compare-and-set script before it fails (503): after the first, each
+failed try means another replica's append to the same session committed in between, so this
+many in a row only happen under a storm of concurrent appends to one session."""
 CAS_BACKOFF_S = 0.0005
-"""The first retry waits up to this long (at random), each further one up to twice as long."""
+"""A try that fails after the store's freshest state waits up to this long (at random) before
+the next, each further one up to twice as long (the first retry, after a stale or guessed
+state, goes at once: it carries the state the script answered)."""
+STATE_CACHE_BYTES = 64 << 20
+"""What each process's cache of the session states it last wrote to Redis may hold (estimated
+like `row_bytes`: the state's JSON plus `ROW_OVERHEAD_BYTES` per raw tail row; a state above
+1/64 of it is not cached). A state takes about 6 KB at 10 events and 25 KB from about 40 events
+on (its tail holds two model windows, whatever the session's length), so this keeps the last
+~2,500 (long) to ~10,000 (short) sessions a replica wrote: an append to one of them is one
+round trip, to any other (written by another replica, or forgotten) two."""
 REDIS_SOCKET_TIMEOUT_S = 2.0
 """Connect and read timeout: far above a healthy round trip (< 1 ms on a LAN), short enough that
 a hung Redis turns into a 503 rather than a request stuck behind it."""
@@ -310,27 +321,59 @@ def redact_url(url: str) -> str:
 _PASSWORD_VALUE = re.compile(r"(?i)([?&;]password=)[^&;]*")  # a "#" may be in it
 
 
-_COMPARE_AND_SET = """
-local stored = redis.call('GET', KEYS[1])
-local token = ''
-if stored then token = string.sub(stored, 1, 16) end
-if token ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 1
+_APPEND = """
+local stored = redis.call('GET', KEYS[2])
+if (stored and string.sub(stored, 1, 16) == ARGV[1])
+    or (not stored and ARGV[1] == '' and redis.call('EXISTS', KEYS[1]) == 0) then
+  for i = 5, #ARGV, 1000 do
+    redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+  end
+  redis.call('LTRIM', KEYS[1], -tonumber(ARGV[4]), -1)
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+local length = redis.call('LLEN', KEYS[1])
+if not stored and length > 0 then
+  stored = string.sub(ARGV[2], 1, 16) .. ' {}'
+  redis.call('SET', KEYS[2], stored, 'PX', ARGV[3])
+end
+return {length, stored}
 """
-"""Write the state (ARGV[2], its first 16 bytes a fresh token) only if the stored one still has
-the token read (ARGV[1]; '' for none), with the TTL (ARGV[3] ms)."""
+"""One append, atomically: if the state key (KEYS[2]) still holds the write token the caller
+expects (ARGV[1]; '' for a new session: no state and no list), push the rows (ARGV[5:], in
+chunks: Lua's unpack takes a few thousand values at most) onto the list (KEYS[1]), trim it to
+the newest ARGV[4], set both TTLs (ARGV[3] ms) and write the new state (ARGV[2], its first 16
+bytes a fresh token); return 1. Otherwise push nothing and return {list length, stored state}
+(the state left out when there is none) for the caller to apply its rows to and try again. A
+list without a state (Redis evicted the state key, say) gets a placeholder state under the
+fresh token, one that is no state (`SessionState.from_json` gives None): the callers then
+rebuild the state from the list and compare-and-set it on that token, so two replicas doing so
+at once cannot both write."""
+
+
+@dataclass
+class _Written:
+    """The state this process last wrote for a session, and the token it wrote it under."""
+
+    token: bytes
+    state: SessionState
+    nbytes: int  # estimated memory, like `row_bytes`: its JSON plus a row overhead per tail row
 
 
 class RedisSessionStore:
     """Sessions in Redis, shared by every replica: one list of compact JSON rows per session and
-    one key of its model state.
+    one key of its model state, after a write token.
 
-    An append is one MULTI/EXEC round trip: RPUSH the rows, LTRIM to the newest `max_events`,
-    PEXPIRE both keys, GET the state; the state is brought up to date here and written back by a
-    compare-and-set (`_COMPARE_AND_SET`): if another replica wrote it meanwhile, its state is
-    read again and the rows applied to it (applying a row twice is harmless: the state dedupes
-    exact duplicates, or rebuilds from the list, which holds each row once). Its cost does not
+    An append is normally ONE round trip, a Lua script (`_APPEND`, by EVALSHA): each process
+    remembers the state it last wrote per session (`_written`, an LRU of `state_cache_bytes`),
+    applies the rows to it, and sends the rows, the new state and the token it expects; Redis
+    pushes, trims, sets both TTLs and writes the state only if the stored token is still that one.
+    When another replica wrote in between (or this process has no state cached: a new session is
+    guessed), the script changes nothing and answers the stored state instead: the rows are
+    applied to it and the script sent again (`conflicts` counts these retries; applying a row twice
+    is harmless: the state dedupes exact duplicates, or rebuilds from the list, which holds each
+    row once). So the list and the state only ever change together, and an append's cost does not
     depend on the session's length; a rebuild (rare) reads the whole list. Every Redis failure
     becomes a `SessionStoreError` naming the URL (password hidden). Connections open on first
     use and belong to that event loop: use one store from one loop.
@@ -343,6 +386,7 @@ class RedisSessionStore:
         ttl_seconds: float,
         max_events: int,
         socket_timeout: float = REDIS_SOCKET_TIMEOUT_S,
+        state_cache_bytes: int = STATE_CACHE_BYTES,
     ) -> None:
         _require_positive("ttl_seconds", "SMALLBOAT_SESSION_TTL_SECONDS", ttl_seconds)
         _require_positive("max_events", "SMALLBOAT_SESSION_MAX_EVENTS", max_events)
@@ -369,11 +413,16 @@ class RedisSessionStore:
                 "percent-encoded (%2F, %23, %3F, %40) (SMALLBOAT_REDIS_URL)"
             ) from None
         self._client = Redis.from_pool(pool)  # the client owns the pool and closes it
-        self._compare_and_set = self._client.register_script(_COMPARE_AND_SET)
+        # EVALSHA; redis-py loads the script on the first NOSCRIPT (also after a Redis restart).
+        self._append_script = self._client.register_script(_APPEND)
         self.rebuilds = 0
         """Appends whose state was rebuilt from the raw list (see the module's docstring)."""
         self.conflicts = 0
-        """Compare-and-set conflicts (another replica's append in between), each retried."""
+        """Appends sent again because another replica's append to the session came in between
+        (its state is the one this process wrote last no more)."""
+        self.state_cache_bytes = state_cache_bytes
+        self._written: OrderedDict[str, _Written] = OrderedDict()  # least recently written first
+        self._written_bytes = 0
         self._appending: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         """Per session with appends in flight here: a lock and how many hold or wait for it."""
 
@@ -426,9 +475,12 @@ class RedisSessionStore:
         if not rows:
             return await self.prefix(session_id, window=window)
         # Appends to one session from this process go one at a time: concurrent ones would
-        # only collide in the compare-and-set (and retry, under load in a spiral); the
-        # compare-and-set is for other replicas'.
-        lock, users = self._appending.setdefault(session_id, (asyncio.Lock(), [0]))
+        # only collide in the script (and retry, under load in a spiral), and the state cached
+        # here is one per session; the token is for other replicas' appends.
+        turn = self._appending.get(session_id)
+        if turn is None:
+            turn = self._appending[session_id] = (asyncio.Lock(), [0])
+        lock, users = turn
         users[0] += 1
         try:
             async with lock:
@@ -446,44 +498,76 @@ class RedisSessionStore:
         # Compact JSON (orjson: the bytes of json.dumps(row, separators=(",", ":")) for these
         # rows' str, int and None values, ~10x faster).
         payloads = [orjson.dumps(row) for row in copies]
+        # Taken out while in use: `apply` changes it in place, and whatever fails (a conflict,
+        # Redis) must leave no state here that Redis does not hold.
+        written = self._forget(session_id)
+        if written is not None and written.state.window == window:
+            token, base, new, guessed = written.token, written.state, False, False
+        else:  # not known here: guess a new session (one round trip when it is one)
+            token, base, new, guessed = b"", None, True, True
         try:
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.rpush(key, *payloads)
-                pipe.ltrim(key, -self.max_events, -1)
-                pipe.pexpire(key, self._ttl_ms)
-                pipe.pexpire(state_key, self._ttl_ms)
-                pipe.get(state_key)
-                length, _, _, _, stored = await pipe.execute()
             for attempt in range(CAS_ATTEMPTS):
-                token = b"" if stored is None else stored[:16]
-                state = None if stored is None else SessionState.from_json(stored[17:])
-                if state is None and stored is None and length == len(rows):
-                    state = SessionState(window)  # a new session: the list holds these rows only
-                if state is None or not state.apply(copies, window=window):
-                    self.rebuilds += 1
-                    state = SessionState.build(await self._rows(key), window=window)
-                written = await self._compare_and_set(
-                    keys=[state_key],
-                    args=[
-                        token,
-                        secrets.token_hex(8).encode() + b" " + state.to_json(),
-                        self._ttl_ms,
-                    ],
+                state = await self._applied(key, base, new, copies, window)
+                blob = secrets.token_hex(8).encode() + b" " + state.to_json()
+                reply = await self._append_script(
+                    keys=[key, state_key],
+                    args=[token, blob, self._ttl_ms, self.max_events, *payloads],
                 )
-                if written:
+                if reply == 1:
+                    self._remember(session_id, _Written(blob[:16], state, len(blob)))
                     return state.prefix()
-                self.conflicts += 1
-                # A random pause, growing with each conflict in a row: two replicas retrying
-                # in lockstep would otherwise keep colliding.
-                await asyncio.sleep(random.uniform(0, CAS_BACKOFF_S * 2 ** min(attempt, 5)))
-                stored = await self._client.get(state_key)
-                length = -1  # the list may hold others' rows by now: never "a new session"
+                if not guessed:
+                    self.conflicts += 1
+                if attempt:
+                    # A random pause, growing with each conflict in a row: two replicas
+                    # retrying in lockstep would otherwise keep colliding.
+                    pause = CAS_BACKOFF_S * 2 ** min(attempt - 1, 5)
+                    await asyncio.sleep(random.uniform(0, pause))
+                guessed = False
+                length, stored = reply[0], (reply[1] if len(reply) > 1 else None)
+                token = b"" if stored is None else stored[:16]
+                base = None if stored is None else SessionState.from_json(stored[17:])
+                new = stored is None and length == 0
         except (RedisError, OSError) as exc:
             raise self._error(f"appending to {key!r}", exc) from exc
         raise SessionStoreError(
             f"session store {self._where}: {CAS_ATTEMPTS} appends to {key!r} by other replicas "
             "came in between this one's read and write; retry the request"
         )
+
+    async def _applied(
+        self,
+        key: str,
+        base: SessionState | None,
+        new: bool,
+        rows: list[dict[str, Any]],
+        window: int,
+    ) -> SessionState:
+        """The state after `rows`: `base` (the stored state; None: none, or unreadable) with
+        them applied, or rebuilt from the stored list and them (as the script will trim it)."""
+        if base is None and new:
+            base = SessionState(window)  # a new session: the list will hold these rows only
+        if base is not None and base.apply(rows, window=window):
+            return base
+        self.rebuilds += 1
+        stored = await self._rows(key)
+        return SessionState.build((stored + rows)[-self.max_events :], window=window)
+
+    def _remember(self, session_id: str, written: _Written) -> None:
+        written.nbytes += ROW_OVERHEAD_BYTES * len(written.state.tail)
+        if written.nbytes > self.state_cache_bytes // 64:
+            return  # one huge state must not push out many ordinary ones
+        self._written[session_id] = written
+        self._written_bytes += written.nbytes
+        while self._written_bytes > self.state_cache_bytes:
+            _, oldest = self._written.popitem(last=False)
+            self._written_bytes -= oldest.nbytes
+
+    def _forget(self, session_id: str) -> _Written | None:
+        written = self._written.pop(session_id, None)
+        if written is not None:
+            self._written_bytes -= written.nbytes
+        return written
 
     async def _rows(self, key: str) -> list[dict[str, Any]]:
         return self._decode(key, await self._client.lrange(key, 0, -1))
@@ -509,6 +593,7 @@ class RedisSessionStore:
 
     async def delete(self, session_id: str) -> bool:
         key = self._key(session_id)
+        self._forget(session_id)
         try:
             removed = await self._client.delete(key, self._state_key(session_id))
         except (RedisError, OSError) as exc:
@@ -522,6 +607,8 @@ class RedisSessionStore:
             raise self._error("PING", exc) from exc
 
     async def close(self) -> None:
+        self._written.clear()
+        self._written_bytes = 0
         # Best effort: shutting the service down must not fail because Redis already went away.
         try:
             await self._client.aclose()
