@@ -1,37 +1,13 @@
-"""The prediction service's session store: each live session's raw events and model state.
+"""The prediction service's Redis session store (`RedisSessionStore`, used when
+`Settings.redis_url` is set): one Redis list of raw rows and one state key per session, so several
+replicas of the service share sessions (the interface and the in-process store: `serve.sessions`).
 
-`POST /v1/sessions/{session_id}/events` appends a shopper's events and predicts on the whole
-session so far, so the service keeps each session between requests, twice:
-
-- its raw rows, in the canonical `browsing_events` columns: a bounded record (the newest
-  `max_events`), what `GET /v1/sessions/{id}` returns;
-- its model state (`features.incremental.SessionState`): what the model needs of the current
-  visit, updated by each append at a cost that does not grow with the session (a frozen carry of
-  the older events and a raw tail of the recent ones). The state counts EVERY event of the visit,
-  also those the raw record has dropped. The rare append it cannot absorb exactly (an event older
-  than its frozen head, or one that may bridge a 30-minute gap to an older visit) rebuilds it from
-  the raw record (`rebuilds` counts them): exact while the record still holds the whole visit; for
-  a visit longer than `max_events` rows the rebuilt state covers the rows still recorded.
-
-Two stores share one async interface, `SessionStore`:
-
-- `MemorySessionStore`, the default: an LRU dict in the process. Bounded by count and by bytes:
-  sessions idle longer than the TTL end; at most `max_sessions` sessions and `max_bytes` in all
-  (the least recently appended go first); at most `max_events` rows and `max_session_bytes` per
-  session (its oldest rows go first). One append larger than `max_session_bytes` by itself is a
-  `SessionTooLarge` (the service answers 413). Bytes are estimated as `row_bytes`: the text of a
-  row plus a fixed `ROW_OVERHEAD_BYTES` for the dict and its objects.
-- `RedisSessionStore`, when `Settings.redis_url` is set: one Redis list of raw rows and one state
-  key per session, so several replicas of the service share sessions. An append is one round
-  trip, a Lua script that pushes the rows and writes the new state only if the state is still
-  the one this process last wrote (a write token); otherwise it answers the stored state, the
-  rows are applied to that and the script sent again: replicas appending to one session at once
-  all count.
-
-Both return only the session's current visit (`current_session`): a session whose event times
-jump more than 30 minutes starts over, as sessions do in the data. Rows of the older visit stay
-stored until the TTL or `max_events` removes them; dropping them at append time would make the
-answer depend on arrival order (a late event can bridge the gap) and on the store.
+An append is one round trip in the common case: a Lua script (`_APPEND`) pushes the rows, trims the
+list, renews both keys' TTL and writes the new `SessionState` only if the stored state is still the
+one this process last wrote (its 16-hex-digit write token); otherwise it writes nothing and answers
+the stored state, the rows are applied to that and the script sent again. Each process keeps the
+last state it wrote per session (an LRU bounded by `STATE_CACHE_BYTES`), so a click of a session
+this replica served last costs one script call; another's, two.
 """
 
 from __future__ import annotations
@@ -42,11 +18,10 @@ import logging
 import random
 import re
 import secrets
-import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
 
 import orjson
 from redis.asyncio import ConnectionPool, Redis
@@ -55,9 +30,12 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from smallboat.config import Settings
-from smallboat.errors import SmallboatError
 from smallboat.features.incremental import SessionPrefix, SessionState, current_session
+from smallboat.serve.sessions.base import (
+    ROW_OVERHEAD_BYTES,
+    SessionStoreError,
+    require_positive,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -85,224 +63,6 @@ a hung Redis turns into a 503 rather than a request stuck behind it."""
 REDIS_HEALTH_CHECK_S = 15
 """A pooled connection idle this long is PINGed before use, so one that a Redis restart broke
 is replaced instead of failing the request."""
-
-ROW_OVERHEAD_BYTES = 400
-"""What one stored row costs in the process besides its text: the dict, its keys' slots, the int
-and the string objects' headers (sys.getsizeof of a 6-key browsing row's parts: ~380 bytes)."""
-
-
-def row_bytes(row: Mapping[str, Any]) -> int:
-    """The in-process store's estimate of one row's memory: its strings' lengths plus a fixed
-    overhead (a 8 KiB `hashed_url` costs 8 KiB, however few events carry it)."""
-    return ROW_OVERHEAD_BYTES + sum(len(v) for v in row.values() if isinstance(v, str))
-
-
-class SessionStoreError(SmallboatError):
-    """The session store cannot be reached or failed; the service answers 503."""
-
-
-class SessionTooLarge(SmallboatError):
-    """One append's rows are more than a session may hold; the service answers 413."""
-
-
-class SessionStore(Protocol):
-    """Raw browsing rows per session id, shared by the prediction service's requests."""
-
-    async def append(
-        self, session_id: str, rows: Sequence[Mapping[str, Any]], *, window: int
-    ) -> SessionPrefix:
-        """Add `rows` to the session; return the prefix to score (the state's, kept for a model
-        window of `window` events)."""
-        ...
-
-    async def prefix(self, session_id: str, *, window: int) -> SessionPrefix:
-        """The stored session's prefix to score, as `append` returns it, without appending."""
-        ...
-
-    async def get(self, session_id: str) -> list[dict[str, Any]]:
-        """The session's current visit; [] for a session not stored (or expired)."""
-        ...
-
-    async def delete(self, session_id: str) -> bool:
-        """Forget the session; True if it was stored."""
-        ...
-
-    async def ping(self) -> None:
-        """Raise `SessionStoreError` if the store cannot be reached."""
-        ...
-
-    async def close(self) -> None:
-        """Release connections; the store is not used afterwards."""
-        ...
-
-    rebuilds: int
-    """Appends whose state was rebuilt from the stored raw rows."""
-    conflicts: int
-    """Appends retried after another replica's write to the same session."""
-
-    def describe(self) -> str:
-        """One line for logs and health checks; never contains a password."""
-        ...
-
-
-def _require_positive(name: str, env: str, value: float) -> None:
-    if not value > 0:
-        raise SmallboatError(
-            f"session store: {name} must be positive, got {value!r}; set {env} to a value above 0"
-        )
-
-
-@dataclass
-class _Session:
-    rows: deque[dict[str, Any]] = field(default_factory=deque)
-    sizes: deque[int] = field(default_factory=deque)  # row_bytes of each row, same order
-    nbytes: int = 0
-    touched: float = 0.0
-    state: SessionState | None = None
-
-
-class MemorySessionStore:
-    """Sessions in this process: an LRU dict, for one replica (or tests).
-
-    Only `append` touches a session: it moves it to the most-recently-used end and restarts its
-    TTL. So the dict's order is also last-append order, and every expired session sits at the
-    least-recently-used end, where each append sweeps them off: memory stays bounded without a
-    timer, at O(1) amortised cost per call. Not thread-safe: the service uses it from one event
-    loop, and no method awaits between reading and writing a session.
-    """
-
-    def __init__(
-        self,
-        *,
-        ttl_seconds: float,
-        max_sessions: int,
-        max_events: int,
-        max_session_bytes: int = 1 << 20,
-        max_bytes: int = 256 << 20,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        _require_positive("ttl_seconds", "SMALLBOAT_SESSION_TTL_SECONDS", ttl_seconds)
-        _require_positive("max_sessions", "SMALLBOAT_SESSION_MAX_SESSIONS", max_sessions)
-        _require_positive("max_events", "SMALLBOAT_SESSION_MAX_EVENTS", max_events)
-        _require_positive(
-            "max_session_bytes", "SMALLBOAT_SESSION_MAX_SESSION_BYTES", max_session_bytes
-        )
-        _require_positive("max_bytes", "SMALLBOAT_SESSION_MAX_BYTES", max_bytes)
-        if max_session_bytes > max_bytes:
-            raise SmallboatError(
-                f"session store: max_session_bytes {max_session_bytes:,} is above max_bytes "
-                f"{max_bytes:,}; lower SMALLBOAT_SESSION_MAX_SESSION_BYTES or raise "
-                "SMALLBOAT_SESSION_MAX_BYTES"
-            )
-        self.ttl_seconds = ttl_seconds
-        self.max_sessions = max_sessions
-        self.max_events = max_events
-        self.max_session_bytes = max_session_bytes
-        self.max_bytes = max_bytes
-        self.nbytes = 0
-        """Estimated bytes of every stored row (`row_bytes`), at most `max_bytes`."""
-        self._clock = clock
-        self._sessions: OrderedDict[str, _Session] = OrderedDict()  # least recently appended first
-        self.rebuilds = 0
-        """Appends whose state was rebuilt from the raw rows (see the module's docstring)."""
-        self.conflicts = 0
-        """Always 0: one process's appends to a session take turns (the Protocol's counter)."""
-
-    def __len__(self) -> int:
-        return len(self._sessions)
-
-    def _expired(self, session: _Session, now: float) -> bool:
-        return now - session.touched > self.ttl_seconds
-
-    def _live(self, session_id: str, now: float) -> _Session | None:
-        session = self._sessions.get(session_id)
-        if session is not None and self._expired(session, now):
-            self._drop(session_id)
-            return None
-        return session
-
-    def _drop(self, session_id: str) -> None:
-        self.nbytes -= self._sessions.pop(session_id).nbytes
-
-    async def append(
-        self, session_id: str, rows: Sequence[Mapping[str, Any]], *, window: int
-    ) -> SessionPrefix:
-        if not rows:
-            return await self.prefix(session_id, window=window)
-        sizes = [row_bytes(row) for row in rows[-self.max_events :]]
-        if sum(sizes) > self.max_session_bytes:
-            raise SessionTooLarge(
-                f"session {session_id[:80]!r}: these {len(rows)} events take about "
-                f"{sum(sizes):,} bytes, more than a session may hold "
-                f"({self.max_session_bytes:,}, SMALLBOAT_SESSION_MAX_SESSION_BYTES); send fewer "
-                "or shorter events"
-            )
-        now = self._clock()
-        session = self._live(session_id, now)
-        if session is None:
-            session = _Session()
-            self._sessions[session_id] = session
-        else:
-            self._sessions.move_to_end(session_id)
-        # Copies, so a caller mutating its dicts later cannot change what is stored.
-        copies = [dict(row) for row in rows]
-        session.rows.extend(copies[-self.max_events :])
-        session.sizes.extend(sizes)
-        session.nbytes += sum(sizes)
-        self.nbytes += sum(sizes)
-        while len(session.rows) > self.max_events or session.nbytes > self.max_session_bytes:
-            session.rows.popleft()
-            dropped = session.sizes.popleft()
-            session.nbytes -= dropped
-            self.nbytes -= dropped
-        session.touched = now
-        self._sweep(now)
-        state = session.state
-        if state is None or not state.apply(copies, window=window):
-            if state is not None:
-                self.rebuilds += 1
-            state = session.state = SessionState.build(session.rows, window=window)
-        return state.prefix()
-
-    async def prefix(self, session_id: str, *, window: int) -> SessionPrefix:
-        session = self._live(session_id, self._clock())
-        if session is None:
-            return SessionPrefix(None, [], has_rows=False)
-        if session.state is None or session.state.window != window:
-            session.state = SessionState.build(session.rows, window=window)
-        return session.state.prefix()
-
-    def _sweep(self, now: float) -> None:
-        """Drop expired sessions, then the least recently used beyond `max_sessions` or
-        `max_bytes` (never the most recent: it fits, as `max_session_bytes <= max_bytes`)."""
-        while self._sessions:
-            oldest_id, oldest = next(iter(self._sessions.items()))
-            if not self._expired(oldest, now):
-                break
-            self._drop(oldest_id)
-        while len(self._sessions) > self.max_sessions or self.nbytes > self.max_bytes:
-            self._drop(next(iter(self._sessions)))
-
-    async def get(self, session_id: str) -> list[dict[str, Any]]:
-        session = self._live(session_id, self._clock())
-        return [] if session is None else current_session(session.rows)
-
-    async def delete(self, session_id: str) -> bool:
-        session = self._live(session_id, self._clock())
-        if session is None:
-            return False
-        self._drop(session_id)
-        return True
-
-    async def ping(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        self._sessions.clear()
-        self.nbytes = 0
-
-    def describe(self) -> str:
-        return f"in-process ({len(self._sessions)} sessions, ttl {self.ttl_seconds:g} s)"
 
 
 def redact_url(url: str) -> str:
@@ -388,8 +148,8 @@ class RedisSessionStore:
         socket_timeout: float = REDIS_SOCKET_TIMEOUT_S,
         state_cache_bytes: int = STATE_CACHE_BYTES,
     ) -> None:
-        _require_positive("ttl_seconds", "SMALLBOAT_SESSION_TTL_SECONDS", ttl_seconds)
-        _require_positive("max_events", "SMALLBOAT_SESSION_MAX_EVENTS", max_events)
+        require_positive("ttl_seconds", "SMALLBOAT_SESSION_TTL_SECONDS", ttl_seconds)
+        require_positive("max_events", "SMALLBOAT_SESSION_MAX_EVENTS", max_events)
         self.url = url
         self.ttl_seconds = ttl_seconds
         self.max_events = max_events
@@ -617,20 +377,3 @@ class RedisSessionStore:
 
     def describe(self) -> str:
         return self._where
-
-
-def open_session_store(settings: Settings) -> SessionStore:
-    """Redis when `settings.redis_url` is set (replicas share sessions), else in-process."""
-    if settings.redis_url:
-        return RedisSessionStore(
-            settings.redis_url,
-            ttl_seconds=settings.session_ttl_seconds,
-            max_events=settings.session_max_events,
-        )
-    return MemorySessionStore(
-        ttl_seconds=settings.session_ttl_seconds,
-        max_sessions=settings.session_max_sessions,
-        max_events=settings.session_max_events,
-        max_session_bytes=settings.session_max_session_bytes,
-        max_bytes=settings.session_max_bytes,
-    )
