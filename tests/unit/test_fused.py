@@ -9,7 +9,14 @@ import torch
 from smallboat.features import ACTIONS, COUNT_FEATURES, ModelInputs
 from smallboat.features.spec import MOVE_OTHER, N_STAGE_TOKENS, PRICE_NONE, SKU_OOV
 from smallboat.model.fused import FusedIntent
-from smallboat.model.intent import IntentConfig, IntentEnsemble, IntentModel, Sizes, predict_proba
+from smallboat.model.intent import (
+    IntentConfig,
+    IntentEnsemble,
+    IntentModel,
+    Sizes,
+    predict_proba,
+    to_tensors,
+)
 
 SIZES = Sizes(n_sku=40, n_category=6, n_gap=23)
 MAX_EVENTS = 20
@@ -92,6 +99,23 @@ def test_fused_equals_ensemble_whose_members_differ(config: IntentConfig) -> Non
     got = FusedIntent.from_ensemble(ensemble).predict(inputs)
 
     np.testing.assert_allclose(got, expected, rtol=0, atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("members", [1, 3, 5])
+def test_members_apart_give_the_ensembles_probabilities(members: int) -> None:
+    """`forward(batch, members_apart())`, one GRU per member (the ONNX graph's layout)."""
+    ensemble = trained_looking(IntentConfig(**{**SMALL.to_dict(), "members": members}), seed=13)
+    fused = FusedIntent.from_ensemble(ensemble)
+    inputs = random_inputs(32, np.random.default_rng(13))
+    apart = fused.members_apart()
+    # Each member's GRU is its own size again: no zero block left.
+    shapes = [tuple(w.shape) for w in apart[-1][1]]
+    assert shapes == [(27, 29), (27, 9), (27,), (27,)], shapes  # 3 gates x 9; 28 dims + log_gap
+
+    with torch.no_grad():
+        got = fused(to_tensors(inputs), apart).numpy()
+
+    np.testing.assert_allclose(got, predict_proba(ensemble, inputs), rtol=0, atol=TOLERANCE)
 
 
 def test_forward_gives_float32_probabilities_of_the_batch() -> None:

@@ -30,6 +30,14 @@ Batch 1 is ~3.8x faster. Large batches are slower fused: the zero blocks are mul
 the GRU does M times the ensemble's arithmetic, and from ~32 sessions on compute outweighs the
 dispatch saved. Keep `predict_proba(ensemble, ...)` for offline scoring.
 
+ONNX Runtime is the other way round: its GRU node has little dispatch to save and pays for
+every multiply, so the serving graph (`model.onnx_intent`) runs `forward(batch, apart)`, where
+`apart = members_apart()` cuts each member's GRU back out of the blocks: one GRU node per member,
+each reading its own input columns. On one 20-event session of a trained 5-member bundle
+(`session.run`, one thread) the graph's median fell from ~0.23 to ~0.18 ms: a lone GRU node of
+width 160 costs ~140 us, five of width 32 ~85 us. PyTorch keeps the wide GRU (five `torch.gru`
+calls cost it more dispatch than the zero blocks cost arithmetic).
+
 Tried and not kept: `torch.jit.trace` (+ `freeze` / `optimize_for_inference`) saved only
 ~0.025 ms at batch 1 beside this eager code, for a deprecated code path and traced shapes to
 reason about; one `embedding_bag` over a block table instead of seven lookups and a cat was no
@@ -48,6 +56,10 @@ from torch import nn
 from smallboat.features import ModelInputs
 from smallboat.features.encode import TOKEN_COLUMNS
 from smallboat.model.intent import PROB_CLAMP, IntentEnsemble, IntentModel, to_tensors
+
+MemberGru = tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
+"""One member's GRU cut out of the fused one: its input columns (d_in,) of the fused input, and
+its (weight_ih, weight_hh, bias_ih, bias_hh)."""
 
 
 class FusedIntent(nn.Module):
@@ -99,20 +111,26 @@ class FusedIntent(nn.Module):
                 fused._copy_member(k, member)
         return fused
 
-    def _copy_member(self, k: int, member: IntentModel) -> None:
-        """Member k's GRU, counts and head weights into its blocks of the fused layers."""
+    def _member_index(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Where member k lives in the fused GRU: its units inside an (M*H) block (H,), its
+        rows of the gate-stacked weights (3H,), and its input columns (d_in,)."""
         m, h = self.n_members, self.hidden
-        own = torch.arange(h) + k * h  # member k's units inside an (M*H) block
+        own = torch.arange(h) + k * h
         # PyTorch stacks the gates [r; z; n] along the rows: member row g*H + j is fused row
         # g*M*H + k*H + j.
-        gate_rows = torch.cat([own + g * m * h for g in range(3)])  # (3H,)
+        gate_rows = torch.cat([own + g * m * h for g in range(3)])
         # Member input column j of token column c is fused column (c's start) + k*d_c + j.
         cols, start = [], 0
         for d in self.token_dims.values():
             cols.append(torch.arange(d) + start + k * d)
             start += m * d
         cols.append(torch.tensor([start]))  # the shared log_gap
-        in_cols = torch.cat(cols)  # (d_in,)
+        return own, gate_rows, torch.cat(cols)
+
+    def _copy_member(self, k: int, member: IntentModel) -> None:
+        """Member k's GRU, counts and head weights into its blocks of the fused layers."""
+        m, h = self.n_members, self.hidden
+        own, gate_rows, in_cols = self._member_index(k)
         w_ih, w_hh, b_ih, b_hh = self.encoder.all_weights[0]
         own_ih, own_hh, own_b_ih, own_b_hh = member.encoder.all_weights[0]
         w_ih[gate_rows.unsqueeze(1), in_cols] = own_ih  # (3H, d_in)
@@ -128,18 +146,30 @@ class FusedIntent(nn.Module):
         self.head2.weight[k, own] = lin2.weight[0]
         self.head2.bias[k] = lin2.bias[0]
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """P(purchase), (B,) float32: what `predict_proba` gives for the ensemble."""
+    def members_apart(self) -> list[MemberGru]:
+        """Each member's GRU cut back out of the fused one: its input columns and its
+        (weight_ih, weight_hh, bias_ih, bias_hh), for `forward(batch, apart=...)`."""
+        w_ih, w_hh, b_ih, b_hh = self.encoder.all_weights[0]
+        apart: list[MemberGru] = []
+        for k in range(self.n_members):
+            own, rows, cols = self._member_index(k)
+            weights = (
+                w_ih[rows][:, cols].contiguous(),  # (3H, d_in)
+                w_hh[rows][:, own].contiguous(),  # (3H, H)
+                b_ih[rows].contiguous(),
+                b_hh[rows].contiguous(),
+            )
+            apart.append((cols, weights))
+        return apart
+
+    def forward(
+        self, batch: dict[str, torch.Tensor], apart: list[MemberGru] | None = None
+    ) -> torch.Tensor:
+        """P(purchase), (B,) float32: what `predict_proba` gives for the ensemble. With `apart`
+        (`members_apart()`), each member's GRU runs on its own instead of the wide one."""
         embedded = [F.embedding(batch[c], self.tables[c]) for c in TOKEN_COLUMNS]  # (B, L, M*d_c)
         x = torch.cat([*embedded, batch["log_gap"].unsqueeze(-1)], dim=-1)  # (B, L, D)
-        enc = self.encoder
-        h0 = x.new_zeros(1, x.shape[0], enc.hidden_size)  # (1, B, M*H)
-        # torch.gru is what nn.GRU.forward ends in, without its per-call Python checks (~0.045
-        # ms, a tenth of batch-1 latency); arguments: biases, layers, dropout, train,
-        # bidirectional, batch_first.
-        weights = tuple(enc.all_weights[0])  # (weight_ih, weight_hh, bias_ih, bias_hh)
-        out, _ = torch.gru(x, h0, weights, True, 1, 0.0, False, False, True)  # (B, L, M*H)
-        last = out[:, -1]  # (B, M*H): windows are left-padded, the last event is last
+        last = self._last_wide(x) if apart is None else self._last_apart(x, apart)  # (B, M*H)
         counts = torch.relu(F.linear(torch.log1p(batch["counts"]), *self._wb(self.counts)))
         joined = torch.cat([last, counts], dim=-1)  # (B, 2*M*H)
         hidden = torch.relu(F.linear(joined, *self._wb(self.head1)))  # (B, M*H)
@@ -147,6 +177,30 @@ class FusedIntent(nn.Module):
         if self.n_members == 1:
             return prob  # a one-member IntentEnsemble returns its member's logit, unclamped
         return prob.clamp(PROB_CLAMP, 1 - PROB_CLAMP)
+
+    def _last_wide(self, x: torch.Tensor) -> torch.Tensor:
+        """The fused GRU's state after the last event, (B, M*H)."""
+        enc = self.encoder
+        h0 = x.new_zeros(1, x.shape[0], enc.hidden_size)  # (1, B, M*H)
+        # torch.gru is what nn.GRU.forward ends in, without its per-call Python checks (~0.045
+        # ms, a tenth of batch-1 latency); arguments: biases, layers, dropout, train,
+        # bidirectional, batch_first.
+        weights = tuple(enc.all_weights[0])  # (weight_ih, weight_hh, bias_ih, bias_hh)
+        out, _ = torch.gru(x, h0, weights, True, 1, 0.0, False, False, True)  # (B, L, M*H)
+        return out[:, -1]  # windows are left-padded, the last event is last
+
+    def _last_apart(self, x: torch.Tensor, apart: list[MemberGru]) -> torch.Tensor:
+        """The members' GRU states after the last event, each GRU run on its own member's input
+        columns, side by side: (B, M*H), the same numbers as `_last_wide`."""
+        x = x.transpose(0, 1)  # (L, B, D): the GRU's own layout, one transpose for all members
+        columns = torch.cat([cols for cols, _ in apart])  # every member's columns, in order
+        inputs = x.index_select(2, columns).split([len(cols) for cols, _ in apart], dim=2)
+        h0 = x.new_zeros(1, x.shape[1], self.hidden)  # (1, B, H)
+        states = [
+            torch.gru(x_k, h0, weights, True, 1, 0.0, False, False, False)[1]  # (1, B, H)
+            for x_k, (_, weights) in zip(inputs, apart, strict=True)
+        ]
+        return torch.cat(states, dim=-1)[0]  # (B, M*H)
 
     @staticmethod
     def _wb(linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
