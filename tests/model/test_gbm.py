@@ -62,3 +62,26 @@ def test_round_trips_predict_the_same(
     np.testing.assert_array_equal(loaded.predict(x), expected)
     np.testing.assert_array_equal(loaded.sku_vectors, model.sku_vectors)
     assert len(model.predict(x.take(np.zeros(0, dtype=np.int64)))) == 0
+
+
+def test_a_model_trained_on_fewer_tabular_columns_predicts_from_exactly_those() -> None:
+    """A bundle from before the funnel columns were added keeps serving what it was trained on."""
+    import lightgbm
+
+    from smallboat.features.funnel import FUNNEL_FEATURES
+    from smallboat.features.tabular import TABULAR_FEATURES, tabular_features
+
+    (x, y, _), (xv, yv, _) = planted(2_000, seed=1), planted(500, seed=2)
+    older = [n for n in TABULAR_FEATURES if n not in FUNNEL_FEATURES][::-1]  # any order
+    columns = [TABULAR_FEATURES.index(n) for n in older]
+    rows, rows_valid = tabular_features(x, VECTORS), tabular_features(xv, VECTORS)
+    train_set = lightgbm.Dataset(rows[:, columns], label=y, feature_name=older)
+    booster = lightgbm.train(CONFIG.params(1), train_set, num_boost_round=50)
+    model = GbmIntent(CONFIG, booster, VECTORS)
+    expected = booster.predict(rows_valid[:, columns], num_threads=1)
+    np.testing.assert_array_equal(model.predict(xv), expected)
+    assert roc_auc_score(yv, expected) > 0.7  # a real model, not a constant
+    renamed = lightgbm.Dataset(rows[:, columns], label=y, feature_name=["what", *older[1:]])
+    stranger = lightgbm.train(CONFIG.params(1), renamed, num_boost_round=5)
+    with pytest.raises(ValueError, match=r"feature\(s\) \['what'\] that features.tabular does not"):
+        GbmIntent(CONFIG, stranger, VECTORS)

@@ -110,3 +110,45 @@ def test_rows_do_not_depend_on_the_batch_they_are_computed_in() -> None:
     for i in range(3):
         alone = tabular_features(windows(tokens, np.array([i]), lengths[i : i + 1], SPEC), VECTORS)
         np.testing.assert_array_equal(together[i : i + 1], alone)
+
+
+def test_funnel_sums_weight_the_events_after_the_first_add_by_their_distance_from_it() -> None:
+    r = row(SESSION)  # stages before B and C: 0 and 1 events since the add, the cart full
+    assert r["post_add_late_sum"] == pytest.approx(1 / 8)
+    assert r["post_add_late_sq_sum"] == pytest.approx(1 / 64)
+    assert r["post_add_log_gap_late_sum"] == pytest.approx(math.log(61) / 8, rel=1e-6)
+    assert (r["post_add_stays"], r["post_add_leaves"]) == (0, 2)  # A -> B -> C: other leaves
+    assert (r["post_add_stays_late"], r["post_add_leaves_late"]) == (0, pytest.approx(1 / 8))
+    assert (r["post_add_cart_events"], r["post_add_cart_late_sum"]) == (2, pytest.approx(1 / 8))
+    assert r["post_add_removes"] == 0 and r["post_add_refills"] == 0
+    # prices in [-1, 1]: A (decile 3) -5/9, B (decile 10) 1, C unknown 0
+    assert r["post_add_price_sum"] == pytest.approx(1.0)  # B and C themselves
+    assert r["post_add_view_price_sum"] == pytest.approx(-5 / 9 + 1)  # A before B, B before C
+    assert r["post_add_add_price_sum"] == 0 and r["post_add_pageviews"] == 0
+
+
+def test_funnel_sums_before_the_first_add_include_it() -> None:
+    r = row(SESSION)
+    assert r["pre_add_events"] == 2 and r["pre_add_details"] == 1
+    # the session's first event has no gap; the add came 5 s after the view of A
+    assert r["pre_add_log_gap_sum"] == pytest.approx(math.log(6), rel=1e-6)
+    assert r["pre_add_log_gap_mean"] == pytest.approx(math.log(6), rel=1e-6)
+    assert (r["pre_add_stays"], r["pre_add_leaves"]) == (0, 0)  # one view, no move yet
+    assert r["pre_add_viewed_events"] == 1  # the add, after the view of A
+    assert r["pre_add_view_price_sum"] == pytest.approx(-5 / 9)
+    assert r["first_add_from_end"] == 2
+
+
+def test_funnel_sums_when_the_first_add_is_before_the_window() -> None:
+    session: list[Event] = [
+        ("detail", "A", T0),
+        ("add", "A", T0 + 1_000),
+        *[("detail", "A", T0 + 2_000 * i) for i in range(1, 5)],
+    ]
+    r = row(session)  # the window holds the 4 views after the add: 1..4 events since it
+    assert r["post_add_late_sum"] == pytest.approx((0 + 1 + 2 + 3) / 8)
+    assert r["post_add_stays"] == 4 and r["post_add_cart_events"] == 4
+    assert r["pre_add_events"] == 0 and math.isnan(r["pre_add_log_gap_mean"])
+    assert math.isnan(r["first_add_from_end"])
+    # the first of them has no view before it in the window
+    assert r["post_add_view_price_sum"] == pytest.approx(3 * -5 / 9)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from smallboat.features.encode import ModelInputs
+from smallboat.features.funnel import FUNNEL_FEATURES, funnel_columns
 from smallboat.features.spec import (
     ACTION_TOKEN,
     COUNT_FEATURES,
@@ -63,6 +64,7 @@ TABULAR_FEATURES: tuple[str, ...] = (
     "after_add_details",
     "add_price_mean",
     "add_price_first",
+    *FUNNEL_FEATURES,
 )
 """The columns of `tabular_features`, in order (a tree model's feature names)."""
 
@@ -215,6 +217,7 @@ def _chunk(inputs: ModelInputs, rows: slice, unit: np.ndarray) -> np.ndarray:
         (after & is_detail).sum(axis=1),
         _nanmean(price_value, add_price),
         add_price_first,
+        *funnel_columns(inputs, rows),
     ]
     assert len(columns) == len(TABULAR_FEATURES), (len(columns), len(TABULAR_FEATURES))
     return np.stack([np.asarray(c, dtype=np.float64) for c in columns], axis=1)

@@ -102,12 +102,15 @@ class GbmIntent:
         self.config = config
         self.booster = booster
         self.sku_vectors = np.asarray(sku_vectors, dtype=np.float32)
+        self.columns = _feature_columns(list(booster.feature_name()))
 
     def predict(self, inputs: ModelInputs) -> np.ndarray:
         """P(purchase) for every prefix, (N,) float64."""
         if len(inputs) == 0:
             return np.zeros(0, dtype=np.float64)
         features = tabular_features(inputs, self.sku_vectors)
+        if self.columns is not None:
+            features = features[:, self.columns]
         prob = self.booster.predict(features, num_threads=1)
         return np.asarray(prob, dtype=np.float64)
 
@@ -148,6 +151,23 @@ class GbmIntent:
         except lightgbm.basic.LightGBMError as exc:
             raise ValueError(f"{folder / MODEL_FILE}: {exc}") from None
         return cls(config, booster, np.load(folder / VECTORS_FILE))
+
+
+def _feature_columns(names: list[str]) -> np.ndarray | None:
+    """Where a booster's features are among TABULAR_FEATURES (None: all of them, in order).
+
+    A booster trained before later columns were added to the tabular features names fewer of
+    them; it keeps predicting from exactly the columns it was trained on."""
+    if names == list(TABULAR_FEATURES):
+        return None
+    unknown = [name for name in names if name not in TABULAR_FEATURES]
+    if unknown:
+        raise ValueError(
+            f"the LightGBM model uses feature(s) {unknown[:5]} that features.tabular does not "
+            f"compute (it computes {len(TABULAR_FEATURES)}: {list(TABULAR_FEATURES[:3])}, ...); "
+            "it was trained by another smallboat version"
+        )
+    return np.array([TABULAR_FEATURES.index(name) for name in names], dtype=np.int64)
 
 
 @dataclass
