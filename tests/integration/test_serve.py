@@ -411,12 +411,13 @@ def test_reload_under_traffic_drops_no_request(trained: Trained, service: str) -
     )
 
     failures: list[str] = []
-    versions: list[str] = []
+    answers: list[tuple[float, float, str]] = []  # (sent, received, model version)
     stop = threading.Event()
 
     def traffic() -> None:
         with httpx.Client(base_url=service, timeout=30.0) as client:
             while not stop.is_set():
+                sent = time.monotonic()
                 try:
                     r = client.post("/v1/predict", json={"events": trained.sessions[2]})
                 except httpx.HTTPError as exc:
@@ -425,7 +426,7 @@ def test_reload_under_traffic_drops_no_request(trained: Trained, service: str) -
                 if r.status_code != 200:
                     failures.append(f"{r.status_code} {r.text}")
                 else:
-                    versions.append(r.json()["model_version"])
+                    answers.append((sent, time.monotonic(), r.json()["model_version"]))
 
     workers = [threading.Thread(target=traffic) for _ in range(4)]
     for w in workers:
@@ -445,10 +446,15 @@ def test_reload_under_traffic_drops_no_request(trained: Trained, service: str) -
         "previous_version": "1",
     }
     assert failures == []
-    assert versions[0] == "1" and versions[-1] == str(new.version)
-    assert set(versions) == {"1", str(new.version)}
-    switch = versions.index(str(new.version))
-    assert set(versions[switch:]) == {str(new.version)}  # never back to the old model
+    answers.sort()
+    assert answers[0][2] == "1" and answers[-1][2] == str(new.version)
+    assert {version for _, _, version in answers} == {"1", str(new.version)}
+    # Never back to the old model: a request sent after a new-model answer came back is
+    # answered by the new model. (Requests in flight across the switch may complete in any
+    # order between the client threads, so the order of completion proves nothing.)
+    switched = min(received for _, received, version in answers if version == str(new.version))
+    late = [version for sent, _, version in answers if sent > switched]
+    assert late and set(late) == {str(new.version)}, late
     text = httpx.get(f"{service}/metrics").text
     assert f'smallboat_model_info{{version="{new.version}"}} 1.0' in text
     assert 'smallboat_model_info{version="1"}' not in text
