@@ -134,8 +134,8 @@ class ServeMetrics:
         ).set_function(rebuilds)
         Gauge(
             "smallboat_session_state_conflicts",
-            "Session-route appends that found another replica's write in between and were "
-            "applied again (Redis compare-and-set).",
+            "Session-route appends whose cached state was stale (another replica wrote the "
+            "session since) and were applied again to the stored state (Redis store).",
             registry=self.registry,
         ).set_function(conflicts)
 
