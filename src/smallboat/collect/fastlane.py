@@ -180,7 +180,7 @@ async def _collect_post(hit: Incoming) -> Answer | None:
             return None
         try:
             events = pixel.json_events_of(data)
-            hits = json_hits(events.root, received_ms=hit.received, policy=hit.store.time_policy)
+            hits = json_hits(events, received_ms=hit.received, policy=hit.store.time_policy)
         except Exception:
             return None
         logged = await hit.store.log(hits, hit.received)

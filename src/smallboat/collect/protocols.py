@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from smallboat.collect.events import Hit, HitError, TimePolicy, hash_url, row_id
-from smallboat.collect.models import JsonEvent, SegmentMessage
+from smallboat.collect.fastmodels import JsonLike, ProductLike, SegmentLike
 
 SEGMENT_ACTIONS: dict[str, str] = {
     "Product Viewed": "detail",
@@ -44,7 +44,7 @@ def _epoch_ms(moment: datetime) -> int:
     return delta.days * 86_400_000 + delta.seconds * 1_000 + delta.microseconds // 1_000
 
 
-def json_hits(events: Sequence[JsonEvent], *, received_ms: int, policy: TimePolicy) -> list[Hit]:
+def json_hits(events: Sequence[JsonLike], *, received_ms: int, policy: TimePolicy) -> list[Hit]:
     """One row per canonical JSON event."""
     hits: list[Hit] = []
     for i, event in enumerate(events):
@@ -78,7 +78,7 @@ def json_hits(events: Sequence[JsonEvent], *, received_ms: int, policy: TimePoli
 
 
 def segment_hits(
-    messages: Sequence[SegmentMessage],
+    messages: Sequence[SegmentLike],
     *,
     received_ms: int,
     policy: TimePolicy,
@@ -105,7 +105,7 @@ SEGMENT_TYPES = frozenset({"identify", "group", "alias", "screen"})
 
 
 def segment_message_hits(
-    message: SegmentMessage, *, received_ms: int, policy: TimePolicy, at: str = ""
+    message: SegmentLike, *, received_ms: int, policy: TimePolicy, at: str = ""
 ) -> tuple[list[Hit], str | None]:
     """The rows of one Segment message, and why it logs none (None when it logs rows). A bad
     message raises HitError, its field names prefixed with `at` (`batch[3].`)."""
@@ -135,9 +135,7 @@ def segment_message_hits(
     return hits, None
 
 
-def _segment_rows(
-    message: SegmentMessage, at: str
-) -> list[tuple[str, str | None, str | None]] | None:
+def _segment_rows(message: SegmentLike, at: str) -> list[tuple[str, str | None, str | None]] | None:
     """(event_type, action, sku) rows of a message; None when the message maps to no row."""
     if message.type is None:
         raise HitError(f"{at}type", "is required: track, page, identify, ...")
@@ -152,7 +150,7 @@ def _segment_rows(
         return None
     props = message.properties
     if action == "purchase":
-        products = props.products if props else None
+        products: Sequence[ProductLike] | None = props.products if props else None
         if not products:
             raise HitError(
                 f"{at}properties.products",

@@ -23,7 +23,8 @@ import uuid
 from typing import Any
 
 from smallboat.collect.events import Hit, HitError, TimePolicy, hash_url, row_id
-from smallboat.collect.models import MAX_ID, SnowplowEvent
+from smallboat.collect.fastmodels import SnowplowLike
+from smallboat.collect.models import MAX_ID
 from smallboat.web.jsontext import loads
 
 ECOMMERCE_VENDOR = "iglu:com.snowplowanalytics.snowplow.ecommerce/"
@@ -58,7 +59,7 @@ Row = tuple[str, str | None, str | None]
 
 
 def snowplow_hits(
-    event: SnowplowEvent, *, received_ms: int, policy: TimePolicy, at: str = ""
+    event: SnowplowLike, *, received_ms: int, policy: TimePolicy, at: str = ""
 ) -> tuple[list[Hit], str | None]:
     """The rows of one tracker-protocol event, and why it logs none (None when it logs rows).
     A bad event raises HitError, its field names prefixed with `at` (`data[3].`)."""
@@ -81,7 +82,7 @@ def snowplow_hits(
 
 
 def _rows(
-    event: SnowplowEvent, contexts: list[dict[str, Any]], at: str
+    event: SnowplowLike, contexts: list[dict[str, Any]], at: str
 ) -> tuple[list[Row], str | None]:
     if event.e == "pv":
         return [("pageview", None, None)], None
@@ -111,7 +112,7 @@ def _rows(
     return [("event_product", action, sku) for sku in skus], None
 
 
-def _decode(event: SnowplowEvent, plain: str, encoded: str, at: str) -> Any:
+def _decode(event: SnowplowLike, plain: str, encoded: str, at: str) -> Any:
     """The JSON of field `plain` (as sent) or `encoded` (base64url); None when neither is sent."""
     text: str | None = getattr(event, plain)
     name = plain
@@ -132,7 +133,7 @@ def _decode(event: SnowplowEvent, plain: str, encoded: str, at: str) -> Any:
         raise HitError(f"{at}{name}", f"is not valid JSON ({exc})") from None
 
 
-def _self_describing(event: SnowplowEvent, at: str) -> dict[str, Any]:
+def _self_describing(event: SnowplowLike, at: str) -> dict[str, Any]:
     """The event inside `ue_pr`/`ue_px`'s `unstruct_event` envelope: {schema, data}."""
     envelope = _decode(event, "ue_pr", "ue_px", at)
     if envelope is None:
@@ -143,7 +144,7 @@ def _self_describing(event: SnowplowEvent, at: str) -> dict[str, Any]:
     return inner
 
 
-def _contexts(event: SnowplowEvent, at: str) -> list[dict[str, Any]]:
+def _contexts(event: SnowplowLike, at: str) -> list[dict[str, Any]]:
     """The context entities of `co`/`cx`: a `contexts` envelope whose data is a list."""
     envelope = _decode(event, "co", "cx", at)
     if envelope is None:
@@ -193,7 +194,7 @@ def _ms(value: str, name: str) -> int:
         raise HitError(name, f"{value!r} is not a time in epoch milliseconds") from None
 
 
-def _event_ms(event: SnowplowEvent, received_ms: int, policy: TimePolicy, at: str) -> int:
+def _event_ms(event: SnowplowLike, received_ms: int, policy: TimePolicy, at: str) -> int:
     if event.ttm is not None:
         return policy.check(f"{at}ttm", _ms(event.ttm, f"{at}ttm"), received_ms)
     if event.dtm is not None and event.stm is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from smallboat.collect.counters import count_ignored, counting_refusals
 from smallboat.collect.deps import CountersDep, StoreDep
 from smallboat.collect.events import HitError, now_ms
+from smallboat.collect.fastmodels import JsonLike, json_views
 from smallboat.collect.ga import UA_MAX_BATCH, Mapped, body_text, form, ua_hits, validate
 from smallboat.collect.models import Accepted, ErrorBody, GaHit, JsonEvents, validator
 from smallboat.collect.protocols import json_hits
@@ -106,7 +107,7 @@ async def collect_post(request: Request, store: StoreDep, counters: CountersDep)
         _check_key(request)
         with counting_refusals(counters, "json"):
             events = _json_events(await request.body())
-            hits = json_hits(events.root, received_ms=received, policy=store.time_policy)
+            hits = json_hits(events, received_ms=received, policy=store.time_policy)
         accepted = Accepted(events=await store.log(hits, received))
         return JSONResponse(accepted.model_dump())
     with counting_refusals(counters, PROTOCOL):
@@ -184,7 +185,7 @@ def key_matches(given: str, key: str) -> bool:
     return not key or (bool(given) and secrets.compare_digest(given.encode(), key.encode()))
 
 
-def _json_events(body: bytes) -> JsonEvents:
+def _json_events(body: bytes) -> Sequence[JsonLike]:
     """The canonical events of a JSON body; errors answer 400 like a declared body model's."""
     try:
         data = json.loads(body)
@@ -196,10 +197,14 @@ def _json_events(body: bytes) -> JsonEvents:
     return json_events_of(data)
 
 
-def json_events_of(data: Any) -> JsonEvents:
-    """The canonical events of a parsed JSON body; RequestValidationError naming the field."""
+def json_events_of(data: Any) -> Sequence[JsonLike]:
+    """The canonical events of a parsed JSON body; RequestValidationError naming the field.
+    Plain events are read without pydantic (`collect.fastmodels`), the others by the model."""
+    views = json_views(data)
+    if views is not None:
+        return views
     try:
-        return _validate_events(data)
+        return _validate_events(data).root
     except ValidationError as exc:
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from smallboat.collect.counters import HitCounters
 from smallboat.collect.deps import CountersDep, RejectsDep, StoreDep, WriteKeyDep
 from smallboat.collect.events import HitError, now_ms
+from smallboat.collect.fastmodels import segment_view
 from smallboat.collect.models import (
     BatchAccepted,
     SdkErrorBody,
@@ -97,7 +98,7 @@ def _map(
         at = f"{where}[{i}]." if where else ""
         message_id = raw.get("messageId") if isinstance(raw, dict) else None
         try:
-            message = _validate_message(raw)
+            message = segment_view(raw) or _validate_message(raw)
             hits, ignored = segment_message_hits(
                 message, received_ms=received, policy=store.time_policy, at=at
             )

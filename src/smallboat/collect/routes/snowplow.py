@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from smallboat.collect.deps import CountersDep, RejectsDep, StoreDep
 from smallboat.collect.events import HitError, now_ms
+from smallboat.collect.fastmodels import snowplow_view
 from smallboat.collect.models import BatchAccepted, SnowplowEvent, SnowplowPayload, validator
 from smallboat.collect.routes.pixel import ERRORS, NO_CACHE, PIXEL_GIF
 from smallboat.collect.routes.refusals import Outcome, counted_route, validation_detail
@@ -75,7 +76,7 @@ def _map(
     event_id = raw.get("eid") if isinstance(raw, dict) else None
     message_id = event_id[:256] if isinstance(event_id, str) else None
     try:
-        event = _validate_event(raw)
+        event = snowplow_view(raw) or _validate_event(raw)
         hits, ignored = snowplow_hits(event, received_ms=received, policy=store.time_policy, at=at)
     except ValidationError as exc:
         outcome.refuse(index, raw, validation_detail(exc, at), message_id)
