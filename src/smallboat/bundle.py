@@ -4,7 +4,8 @@ A bundle is one directory that carries everything needed to predict:
 
     bundle.json          `BundleMeta`: format, model name, feature spec, model config, metrics
     weights.pt           the PyTorch state dict (a GRU ensemble)
-    gbm/                 instead of weights.pt, a LightGBM intent model (see GBM_DIR)
+    gbm/                 instead of weights.pt, a LightGBM intent model (see GBM_DIR); a
+                         blend (`model.blend`, model_config kind "blend") has both
     vocab/               the fitted vocabularies (features.Vocabulary)
     card.html            the training run's card, when there is one
     next_item/           the next-item recommender, when the run trained one (model.next_item.store)

@@ -54,6 +54,13 @@ def train_cmd(
     bootstrap: Bootstrap = 500,
     min_improvement: MinImprovement = 0.0,
     gate_alpha: GateAlpha = 0.05,
+    blend: Annotated[
+        str,
+        typer.Option(
+            help="The blend of the best GRU and the best LightGBM entry: auto (a candidate when "
+            "it validates better than both), always, never."
+        ),
+    ] = "auto",
     max_workers: Annotated[
         int, typer.Option(min=1, help="Grid branches trained at the same time.")
     ] = 1,
@@ -90,6 +97,7 @@ def train_cmd(
             "bootstrap": bootstrap,
             "min_improvement": min_improvement,
             "gate_alpha": gate_alpha,
+            "blend": blend,
             "threads": max(1, settings.threads // max_workers),
         }
         if grid is not None:

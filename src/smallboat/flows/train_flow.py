@@ -34,7 +34,8 @@ class TrainFlow(FlowSpec):
     3. prepare: warehouse -> tokenised train/valid/test arrays (vocabulary fit on train).
     4. prod2vec: skip-gram Word2Vec on training sessions' SKU sequences.
     5. train: one branch per grid entry (foreach), early stopping on validation ROC-AUC.
-    6. join: pick the best branch by validation ROC-AUC.
+    6. join: blend the best GRU and the best LightGBM branch (weight fit on validation); pick
+       the best branch, or the blend, by validation ROC-AUC.
     7. recommend: next-item recommenders (popularity, prod2vec kNN, sequence model) compared on
        the test split; the best by validation MRR@20 goes into the bundle.
     8. evaluate: the Challenge metrics on the test split, beside baselines and the oracle; the
@@ -94,6 +95,12 @@ class TrainFlow(FlowSpec):
         help="The champion is invalid (replaced without a test) when its vocabulary misses more "
         "than this share of the test set's SKU events.",
     )
+    blend = Parameter(
+        "blend",
+        default="auto",
+        help="The blend of the best GRU and the best LightGBM entry: 'auto' makes it a candidate "
+        "when its validation ROC-AUC beats both, 'always' chooses it, 'never' leaves it out.",
+    )
     threads = Parameter("threads", default=2, type=int, help="CPU threads per training branch.")
     next_item = Parameter(
         "next-item",
@@ -106,13 +113,14 @@ class TrainFlow(FlowSpec):
     def start(self) -> None:
         """Read and check the parameters."""
         from smallboat.pipeline.challenge import check_gate
-        from smallboat.pipeline.train_steps import check_parameters, next_item_config
+        from smallboat.pipeline.train_steps import check_blend, check_parameters, next_item_config
 
         self.grid_entries, self.window = check_parameters(
             grid=self.grid, window_start=self.window_start, window_end=self.window_end
         )
         self.next_item_config = next_item_config(self.next_item, seed=self.seed)
         check_gate(alpha=self.gate_alpha, max_oov=self.gate_max_oov)
+        check_blend(self.blend, self.grid_entries)
         self.next(self.transform)
 
     @step
@@ -156,10 +164,14 @@ class TrainFlow(FlowSpec):
 
     @step
     def join(self, inputs: Any) -> None:
-        """Pick the branch with the best validation ROC-AUC."""
+        """Blend the best GRU and LightGBM branches; pick the best by validation ROC-AUC."""
         from smallboat.pipeline.train_steps import pick_best
 
-        self.best, self.sweep = pick_best([branch.branch for branch in inputs])
+        self.best, self.sweep = pick_best(
+            [branch.branch for branch in inputs],
+            valid_labels=inputs[0].data.splits["valid"].label,
+            blend=self.blend,
+        )
         self.merge_artifacts(inputs, exclude=["branch"])
         self.next(self.recommend)
 

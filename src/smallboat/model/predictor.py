@@ -36,6 +36,8 @@ from smallboat.bundle import (
 )
 from smallboat.features import FeatureSpec, ModelInputs, Vocabulary, encode_sessions
 from smallboat.features.spec import SKU_FIRST
+from smallboat.model.blend import KIND as BLEND_KIND
+from smallboat.model.blend import BlendIntent
 from smallboat.model.fused import FusedIntent
 from smallboat.model.gbm import KIND as GBM_KIND
 from smallboat.model.gbm import GbmConfig, GbmIntent
@@ -50,7 +52,7 @@ from smallboat.model.onnx_intent import OnnxIntent, onnx_bytes
 def save_bundle(
     folder: Path,
     *,
-    model: IntentEnsemble | GbmIntent,
+    model: IntentEnsemble | GbmIntent | BlendIntent,
     spec: FeatureSpec,
     vocab: Vocabulary,
     metrics: dict[str, Any],
@@ -68,7 +70,10 @@ def save_bundle(
         model.save(folder / GBM_DIR)
         sizes = None
     else:
-        torch.save(model.state_dict(), folder / WEIGHTS_FILE)
+        if isinstance(model, BlendIntent):  # both members: the GRU's weights and GBM_DIR
+            model.save(folder)
+        else:
+            torch.save(model.state_dict(), folder / WEIGHTS_FILE)
         sizes = {
             "n_sku": model.sizes.n_sku,
             "n_category": model.sizes.n_category,
@@ -99,9 +104,10 @@ class IntentPredictor:
 
     `model` is a GRU ensemble, or a LightGBM model (`model.gbm`, when the sweep chose one): the
     latter has no torch graph, so `serving_graph`/`onnx` refuse it and serving scores it with
-    LightGBM's own predictor through `predict_inputs`."""
+    LightGBM's own predictor through `predict_inputs`. A blend of both (`model.blend`) is
+    scored the same way."""
 
-    model: IntentEnsemble | GbmIntent
+    model: IntentEnsemble | GbmIntent | BlendIntent
     spec: FeatureSpec
     vocab: Vocabulary
     meta: BundleMeta
@@ -119,6 +125,9 @@ class IntentPredictor:
         config = meta.require("model_config", folder)
         if config.get("kind") == GBM_KIND:
             return cls._with_model(folder, meta, spec, _load_gbm(folder, config))
+        if config.get("kind") == BLEND_KIND:
+            sizes = meta.require("sizes", folder)
+            return cls._with_model(folder, meta, spec, _load_blend(folder, config, sizes))
         model = IntentEnsemble(
             IntentConfig.from_dict(config),
             Sizes(**meta.require("sizes", folder)),
@@ -137,7 +146,11 @@ class IntentPredictor:
 
     @classmethod
     def _with_model(
-        cls, folder: Path, meta: BundleMeta, spec: FeatureSpec, model: IntentEnsemble | GbmIntent
+        cls,
+        folder: Path,
+        meta: BundleMeta,
+        spec: FeatureSpec,
+        model: IntentEnsemble | GbmIntent | BlendIntent,
     ) -> IntentPredictor:
         next_item = None
         if (folder / NEXT_ITEM_DIR).is_dir():
@@ -169,15 +182,16 @@ class IntentPredictor:
         *,
         exclude: Sequence[Sequence[str | None] | None] | None = None,
         scores: np.ndarray | None = None,
+        top: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> list[list[tuple[str, float]]] | None:
         """The next items of each encoded prefix: (SKU, score) pairs by descending score, at most
         `ks[i]` for row i; with `exclude[i]` (SKU hashes), none of those. None when the bundle
         has no next-item recommender (bundles older than the task). `scores`: the recommender's
-        scores of `inputs` already computed (the serving graph's second output)."""
+        scores of `inputs` already computed (the serving graph's second output); or `top`: its
+        best tokens and scores per row already taken, best first ((N, K) each, the serving
+        graph's TopK), K at least `top_k_wanted(ks, exclude)` or every SKU token."""
         if self.next_item is None:
             return None
-        # (B, n_sku_tokens)
-        scored = self.next_item.scores(inputs) if scores is None else torch.from_numpy(scores)
         excluded = None
         if exclude is not None and any(skus for skus in exclude):
             width = max(len(skus or ()) for skus in exclude)
@@ -188,7 +202,30 @@ class IntentPredictor:
                     excluded[row, : len(found)] = sku_tokens(
                         self.vocab, np.array(found, dtype=object)
                     )
-        tokens, values = top_k(scored, max(ks, default=0), exclude=excluded)
+        if top is not None:
+            tokens, values = top
+            if excluded is not None:  # what a -inf at the excluded tokens leaves of the top K
+                return self._named(*_without(tokens, values, excluded), ks)
+        else:
+            # (B, n_sku_tokens)
+            scored = self.next_item.scores(inputs) if scores is None else torch.from_numpy(scores)
+            tokens, values = top_k(scored, max(ks, default=0), exclude=excluded)
+        return self._named(tokens.tolist(), values.tolist(), ks)
+
+    @staticmethod
+    def top_k_wanted(
+        ks: Sequence[int], exclude: Sequence[Sequence[str | None] | None] | None = None
+    ) -> int:
+        """How many best tokens per row `recommend(..., top=...)` needs: the largest k, plus
+        the most SKUs a row excludes (each may be among the best)."""
+        width = max((len(skus or ()) for skus in exclude), default=0) if exclude else 0
+        return max(ks, default=0) + width
+
+    def _named(
+        self, tokens: list[list[int]], values: list[list[float]], ks: Sequence[int]
+    ) -> list[list[tuple[str, float]]]:
+        """Rows of tokens and scores as (SKU, score) pairs, at most k a row, the finite ones
+        (a -inf is a special token or an excluded one)."""
         names = self.sku_name_list
         # Whole rows to Python values at once: a NumPy scalar per item costs ~1 us per call.
         return [
@@ -197,7 +234,7 @@ class IntentPredictor:
                 for t, v in zip(token_row[:k], value_row[:k], strict=True)
                 if math.isfinite(v)
             ]
-            for token_row, value_row, k in zip(tokens.tolist(), values.tolist(), ks, strict=True)
+            for token_row, value_row, k in zip(tokens, values, ks, strict=True)
         ]
 
     @cached_property
@@ -207,8 +244,8 @@ class IntentPredictor:
 
     def serving_graph(self, fused: FusedIntent | None = None) -> bytes:
         """The bundle's serving graph (`model.onnx_intent`): the fused ensemble, and the
-        sequence recommender's scores when the bundle has one (other recommenders score in
-        NumPy)."""
+        sequence recommender's scores and their top k when the bundle has one (other
+        recommenders score in NumPy)."""
         next_model = (
             self.next_item.model if isinstance(self.next_item, SequenceRecommender) else None
         )
@@ -221,7 +258,8 @@ class IntentPredictor:
     def onnx(self, folder: Path, fused: FusedIntent | None = None) -> OnnxIntent:
         """The serving graph on ONNX Runtime: the bundle's ONNX_FILE, or derived from the
         weights for a bundle written before it had one (or whose graph lacks the next-item
-        output its recommender needs)."""
+        output its recommender needs). A graph written before TopK was in it (every SKU's
+        score out) is served as it is: the scorer ranks its scores itself."""
         needs_next = isinstance(self.next_item, SequenceRecommender)
         path = folder / ONNX_FILE
         if path.is_file():
@@ -237,12 +275,27 @@ class IntentPredictor:
         return path
 
     def predict_inputs(self, inputs: ModelInputs) -> np.ndarray:
-        if isinstance(self.model, GbmIntent):
+        if isinstance(self.model, GbmIntent | BlendIntent):
             return self.model.predict(inputs)
         return predict_proba(self.model, inputs)
 
     def encode(self, sessions: list[list[dict[str, Any]]]) -> ModelInputs:
         return encode_sessions(sessions, self.vocab, self.spec)
+
+
+def _without(
+    tokens: np.ndarray, values: np.ndarray, excluded: np.ndarray
+) -> tuple[list[list[int]], list[list[float]]]:
+    """Each row's tokens and scores, best first, without its `excluded` tokens (0 pads)."""
+    kept_tokens, kept_values = [], []
+    for token_row, value_row, drop in zip(
+        tokens.tolist(), values.tolist(), excluded.tolist(), strict=True
+    ):
+        dropped = set(drop)
+        kept = [(t, v) for t, v in zip(token_row, value_row, strict=True) if t not in dropped]
+        kept_tokens.append([t for t, _ in kept])
+        kept_values.append([v for _, v in kept])
+    return kept_tokens, kept_values
 
 
 def _load_gbm(folder: Path, config: dict[str, Any]) -> GbmIntent:
@@ -253,4 +306,15 @@ def _load_gbm(folder: Path, config: dict[str, Any]) -> GbmIntent:
         raise BundleError(
             f"{folder}: its LightGBM model ({GBM_DIR}/) cannot be loaded ({first}); the bundle is "
             "damaged or was written by an incompatible smallboat version"
+        ) from None
+
+
+def _load_blend(folder: Path, config: dict[str, Any], sizes: dict[str, int]) -> BlendIntent:
+    try:
+        return BlendIntent.load(folder, config, sizes)
+    except (OSError, ValueError, TypeError, RuntimeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BundleError(
+            f"{folder}: its blend ({WEIGHTS_FILE} and {GBM_DIR}/) cannot be loaded ({first}); the "
+            "bundle is damaged or was written by an incompatible smallboat version"
         ) from None

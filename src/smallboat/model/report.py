@@ -144,7 +144,7 @@ def sweep_rows(sweep: list[dict[str, Any]]) -> list[list[Any]]:
     for entry in sorted(sweep, key=lambda e: -(e["best_valid_auc"] or 0)):
         rows.append(
             [
-                ("best " if entry.get("chosen") else "") + entry["name"],
+                ("best " if entry.get("chosen") else "") + _sweep_label(entry),
                 _fmt(entry["best_valid_auc"]),
                 _fmt(int(entry["best_epoch"])),
                 _fmt(int(entry["epochs"])),
@@ -153,6 +153,18 @@ def sweep_rows(sweep: list[dict[str, Any]]) -> list[list[Any]]:
             ]
         )
     return rows
+
+
+def _sweep_label(entry: dict[str, Any]) -> str:
+    """The entry's name; for the blend, what it averages and with which weight."""
+    config = entry.get("config") or {}
+    if config.get("kind") != "blend":  # model.blend.KIND (the card does not import torch)
+        return str(entry["name"])
+    w = float(config["weight"])
+    return (
+        f"{entry['name']}: {w:.2f} x {config['gru_name']} + {1 - w:.2f} x "
+        f"{config['gbm_name']} ({config['space']})"
+    )
 
 
 def quality_rows(quality: dict[str, Any]) -> list[list[Any]]:

@@ -119,7 +119,7 @@ def register(
             metrics={k: float(v) for k, v in report["summary"].items()},
             bundle_dir=bundle_dir,
             card_path=card_path,
-            tags={"metaflow_run": run_pathspec},
+            tags={"metaflow_run": run_pathspec, **chosen_tags(report["best"])},
             gate_metric=GATE_METRIC,
             champion_score=gate["champion_roc_auc"],
             champion_version=gate["champion_version"],
@@ -146,6 +146,20 @@ def register(
         "min_improvement": published.decision.min_improvement,
         "card_path": str(bundle_dir / CARD_FILE) if html is not None else None,
     }
+
+
+def chosen_tags(best: dict[str, Any]) -> dict[str, str]:
+    """What the sweep chose, as MLflow tags: its name, and for a blend its members and weight."""
+    from smallboat.model.blend import KIND as BLEND_KIND
+
+    config = best.get("config") or {}
+    tags = {"intent_model": str(best["name"])}
+    if config.get("kind") == BLEND_KIND:
+        tags["blend"] = (
+            f"{config['weight']:.2f} x {config['gru_name']} + {1 - config['weight']:.2f} x "
+            f"{config['gbm_name']} ({config['space']})"
+        )
+    return tags
 
 
 def _check_saved_next_item(bundle_dir: Path, state: Any, data: IntentData) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,9 @@ import numpy as np
 from smallboat.config import Settings
 from smallboat.errors import SmallboatError
 from smallboat.model.prepare import DataWindow, IntentData
+from smallboat.pipeline.sweep import Branch, check_blend, load_model, pick_best
+
+__all__ = ["Branch", "check_blend", "load_model", "pick_best"]  # the flow and publish use them
 
 log = logging.getLogger(__name__)
 
@@ -184,17 +187,6 @@ def fit_next_item(
     )
 
 
-@dataclass
-class Branch:
-    """One trained grid entry: small enough to travel as an artifact (weights as bytes)."""
-
-    name: str
-    config: dict[str, Any]
-    weights: bytes
-    summary: dict[str, float]
-    history: list[dict[str, float]]
-
-
 def train_branch(
     entry: dict[str, Any], data: IntentData, sku_vectors: np.ndarray, *, seed: int, threads: int
 ) -> Branch:
@@ -204,7 +196,7 @@ def train_branch(
 
     from smallboat.model.fit import EpochLog, train_intent_model
     from smallboat.model.gbm import KIND as GBM_KIND
-    from smallboat.model.intent import IntentConfig, Sizes
+    from smallboat.model.intent import IntentConfig, Sizes, predict_proba
 
     if entry.get("kind") == GBM_KIND:
         return _train_gbm_branch(entry, data, sku_vectors, seed=seed, threads=threads)
@@ -237,6 +229,7 @@ def train_branch(
         weights=buffer.getvalue(),
         summary=result.summary(),
         history=[dataclasses.asdict(h) for h in result.history],
+        valid_predictions=predict_proba(result.model, data.inputs("valid")[0]),
     )
 
 
@@ -248,8 +241,9 @@ def _train_gbm_branch(
 
     overrides = {k: v for k, v in entry.items() if k not in ("name", "kind")}
     config = GbmConfig(**{"seed": seed, **overrides})
+    valid = data.inputs("valid")
     result = train_gbm(
-        config, data.inputs("train"), data.inputs("valid"), sku_vectors=sku_vectors, threads=threads
+        config, data.inputs("train"), valid, sku_vectors=sku_vectors, threads=threads
     )
     print(
         f"{entry['name']}: {result.best_rounds} boosting rounds, valid AUC "
@@ -262,38 +256,8 @@ def _train_gbm_branch(
         weights=result.model.to_bytes(),
         summary=result.summary(),
         history=[],
+        valid_predictions=result.model.predict(valid[0]),
     )
-
-
-def pick_best(branches: list[Branch]) -> tuple[Branch, list[dict[str, Any]]]:
-    """The branch with the highest validation AUC (ties: the earlier name), and the sweep table."""
-    ranked = sorted(branches, key=lambda b: (-_finite(b.summary["best_valid_auc"]), b.name))
-    best = ranked[0]
-    sweep = [
-        {"name": b.name, "chosen": b is best, "config": b.config, **b.summary} for b in branches
-    ]
-    return best, sweep
-
-
-def _finite(x: float) -> float:
-    return x if np.isfinite(x) else -1.0
-
-
-def load_model(branch: Branch, data: IntentData) -> Any:
-    """The branch's trained model: an IntentEnsemble, or a GbmIntent for a LightGBM entry."""
-    import torch
-
-    from smallboat.model.gbm import KIND as GBM_KIND
-    from smallboat.model.gbm import GbmConfig, GbmIntent
-    from smallboat.model.intent import IntentConfig, IntentEnsemble, Sizes
-
-    if branch.config.get("kind") == GBM_KIND:
-        return GbmIntent.from_bytes(GbmConfig.from_dict(branch.config), branch.weights)
-    config = IntentConfig.from_dict(branch.config)
-    model = IntentEnsemble(config, Sizes.of(data.vocab, data.spec))
-    model.load_state_dict(torch.load(io.BytesIO(branch.weights), weights_only=True))
-    model.eval()
-    return model
 
 
 def evaluate(
@@ -312,15 +276,16 @@ def evaluate(
     including the gate's evidence (`report["gate"]`: the champion scored on this test set)."""
     from smallboat.metrics.intent import flat_metrics
     from smallboat.model.evaluate import evaluate_intent
-    from smallboat.model.gbm import GbmIntent
-    from smallboat.model.intent import predict_proba
+    from smallboat.model.intent import IntentEnsemble, predict_proba
     from smallboat.model.report import MODELS, summary_prefix
     from smallboat.pipeline.challenge import challenge_champion
     from smallboat.warehouse.quality import transform_digest
 
     x_test, _ = data.inputs("test")
     model = load_model(best, data)
-    prob = model.predict(x_test) if isinstance(model, GbmIntent) else predict_proba(model, x_test)
+    prob = (
+        predict_proba(model, x_test) if isinstance(model, IntentEnsemble) else model.predict(x_test)
+    )
     report = evaluate_intent(
         prob,
         data,
