@@ -101,8 +101,10 @@ def encode_small_batch(
         used.append(kept)
         oov.append(sum(session_oov[n - kept :]))
     shape = (len(collapsed), width)
-    action, sku, gap, price, category, move, stage = (
-        np.array(column, dtype=np.int64).reshape(shape) for column in columns
+    # One array for the seven columns (one NumPy call, not seven): each column is a contiguous
+    # (N, L) slice of it, as the model's inputs want them.
+    action, sku, gap, price, category, move, stage = np.array(columns, dtype=np.int64).reshape(
+        (len(columns), *shape)
     )
     # log1p of exactly 0.0 is exactly 0.0: first events and padding need no mask. The same
     # NumPy calls as `tokenize`'s, so the float32 values are the same.

@@ -35,6 +35,7 @@ import numpy as np
 
 from smallboat.bundle import MODEL_NAME
 from smallboat.config import Settings
+from smallboat.features import ModelInputs
 from smallboat.features.incremental import SessionPrefix
 from smallboat.features.small_batch import encode_small_batch
 from smallboat.features.summary import summary_rows
@@ -339,23 +340,16 @@ def score_batch(
             summary["event_time_ms"] = collapsed[i][-1][2]
             summaries[i] = summary
         marks.append(clock())
-        scores = None
-        if model.onnx is not None:
-            scored_probability, scores = model.onnx.run(inputs)
-        elif model.fused is not None and len(scored) <= FUSED_MAX_BATCH:
-            scored_probability = model.fused.predict(inputs)
-        else:
-            scored_probability = model.predictor.predict_inputs(inputs)
-        marks.append(clock())
-        recommended = predictor.recommend(
-            inputs,
-            [per_session[i].k for i in scored],
-            exclude=[
-                [sku for _, sku, _ in collapsed[i]] if per_session[i].exclude_seen else None
-                for i in scored
-            ],
-            scores=scores,
+        ks = [per_session[i].k for i in scored]
+        exclude = [
+            [sku for _, sku, _ in collapsed[i]] if per_session[i].exclude_seen else None
+            for i in scored
+        ]
+        scored_probability, scores, top = _forward(
+            model, inputs, predictor.top_k_wanted(ks, exclude)
         )
+        marks.append(clock())
+        recommended = predictor.recommend(inputs, ks, exclude=exclude, scores=scores, top=top)
         if recommended is not None:
             next_items = dict(zip(scored, recommended, strict=True))
         marks.append(clock())
@@ -393,6 +387,25 @@ def score_batch(
     else:  # nothing to score: collapsing and the answers only
         sections = {"collapse": marks[1] - marks[0], "answers": marks[2] - marks[1]}
     return Batch(out, len(flat), elapsed, sections)
+
+
+def _forward(
+    model: LoadedModel, inputs: ModelInputs, k: int
+) -> tuple[np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray] | None]:
+    """P(purchase) of `inputs`, (N,), and what their next items are ranked from: on a serving
+    graph with TopK, its best `k` SKU tokens and scores per row (one run answers both heads); on
+    a graph written before it had TopK, every SKU's score; else neither (the recommender scores
+    them itself)."""
+    graph = model.onnx
+    if graph is not None and graph.has_top_k and model.predictor.next_item is not None:
+        probability, tokens, values = graph.run_top_k(inputs, k)
+        return probability, None, (tokens, values)
+    if graph is not None:
+        probability, scores = graph.run(inputs)
+        return probability, scores, None
+    if model.fused is not None and len(inputs) <= FUSED_MAX_BATCH:
+        return model.fused.predict(inputs), None, None
+    return model.predictor.predict_inputs(inputs), None, None
 
 
 def _why_unscored(has_rows: bool) -> str:
