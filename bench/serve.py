@@ -422,26 +422,38 @@ def floor_app() -> Any:
     return app
 
 
-def run_floor(port: int) -> None:
+def run_floor(port: int, workers: int = 1) -> None:
+    """The floor app on `port`; with `workers` > 1, that many processes each on its own socket
+    of a SO_REUSEPORT group, as `smallboat serve --workers` runs them."""
     import uvicorn
 
-    uvicorn.run(
-        floor_app(),
-        host="127.0.0.1",
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-    )
+    from smallboat.web.workers import ReusePortMultiprocess, reuse_port_sockets
+
+    options: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": "info",  # each worker's start, for `wait_for_workers`
+        "access_log": False,
+        "server_header": False,
+    }
+    if workers == 1:
+        uvicorn.run(floor_app(), **options)
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # workers import bench.serve
+    config = uvicorn.Config("bench.serve:floor_app", factory=True, workers=workers, **options)
+    ReusePortMultiprocess(config, reuse_port_sockets("127.0.0.1", port, workers)).run()
 
 
 class FloorProcess:
-    """The floor app in a child process (this file, --floor-server PORT)."""
+    """The floor app in a child process (this file, --floor-server PORT), on `workers`
+    processes."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, *, workers: int = 1) -> None:
         from smallboat.web.process import free_port
 
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -451,8 +463,10 @@ class FloorProcess:
         import subprocess
 
         with self.log_path.open("ab") as out:
+            command = [sys.executable, __file__, "--floor-server", str(self.port)]
+            command += ["--floor-workers", str(self.workers)]
             self.process = subprocess.Popen(
-                [sys.executable, __file__, "--floor-server", str(self.port)],
+                command,
                 stdout=out,
                 stderr=out,
             )
@@ -468,6 +482,25 @@ class FloorProcess:
     def __exit__(self, *exc: object) -> None:
         self.process.terminate()
         self.process.wait(10)
+
+
+STARTED_LINE = "Application startup complete."
+"""What uvicorn logs when a worker's app has started (its lifespan ran: the model is loaded)."""
+
+
+def wait_for_workers(log_path: Path, workers: int, *, timeout: float = 180.0) -> None:
+    """Until `workers` processes have logged STARTED_LINE. With a socket per worker, a worker
+    still loading takes no connection: a point opened before every worker is up would put all
+    its connections on the first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (
+            log_path.exists()
+            and log_path.read_text(errors="replace").count(STARTED_LINE) >= workers
+        ):
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"{workers} workers did not all start within {timeout:.0f} s; see {log_path}")
 
 
 @contextmanager
@@ -506,7 +539,8 @@ def process_cpu_seconds(pid: int) -> float:
 
 def scrape(url: str) -> dict[str, float]:
     """The service's Prometheus samples, by name with labels (`x_sum{route="/v1/predict"}`)."""
-    text = httpx.get(f"{url}/metrics", timeout=10.0).text
+    # An overloaded point leaves a backlog the service drains before it answers this.
+    text = httpx.get(f"{url}/metrics", timeout=60.0).text
     samples = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
@@ -912,6 +946,7 @@ def main() -> None:
         "c in-process forward pass, d prediction log on/off; e.g. 'fa'.",
     )
     parser.add_argument("--floor-server", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--floor-workers", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument(
         "--log-rates", default="300,600", help="Open-loop rates of part d (log on vs off)."
     )
@@ -920,7 +955,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2_000, help="In-process calls (part c).")
     args = parser.parse_args()
     if args.floor_server is not None:  # the child process of FloorProcess
-        run_floor(args.floor_server)
+        run_floor(args.floor_server, args.floor_workers)
         return
     seconds = 5.0 if args.quick else args.seconds
     calls = 500 if args.quick else args.calls
@@ -1029,8 +1064,19 @@ def main() -> None:
                         b_points.append(measure("b", "open", rate, requests=requests, **common))
 
     w_points: list[Point] = []
+    wf_points: list[Point] = []
     if "w" in args.parts:
-        console.rule(f"w. POST /v1/predict on serve --workers {args.workers}, sessions in Redis")
+        console.rule(f"w. the floor and POST /v1/predict on {args.workers} worker processes")
+        log_path = root / "floor-workers.log"
+        with FloorProcess(log_path, workers=args.workers) as floor:
+            wait_for_workers(log_path, args.workers)
+            warm_up(floor.url, predict, console)
+            for workers in _numbers(args.workers_concurrency):
+                wf_points.append(
+                    measure(
+                        "wf", "closed", workers, **_floor_common(floor, predict, seconds, console)
+                    )
+                )
         with RedisServer() as redis:
             env = {"SMALLBOAT_REDIS_URL": redis.url, "SMALLBOAT_SERVE_WORKERS": str(args.workers)}
             log_path = root / "serve-workers.log"
@@ -1040,7 +1086,7 @@ def main() -> None:
                 ServeProcess(home, env=env, log_path=log_path), timeout=120.0
             ) as service:
                 assert service.process is not None
-                time.sleep(3.0)  # every worker loaded, not just the first to answer
+                wait_for_workers(log_path, args.workers)
                 warm_up(service.url, predict, console)
                 for workers in _numbers(args.workers_concurrency):
                     w_points.append(
@@ -1121,6 +1167,9 @@ def main() -> None:
             table.add_row(store, f"{events:,}+", f"{point.load.ok:,}", f"{cpu_ms:.2f} ms",
                           f"{point.ms(0.5):.2f} ms", f"{point.ms(0.99):.2f} ms")  # fmt: skip
         console.print(table)
+    if wf_points:
+        title = f"w. the floor on {args.workers} worker processes (a socket each)"
+        console.print(render_load(title, wf_points, redis=False))
     if w_points:
         title = f"w. POST /v1/predict, serve --workers {args.workers} (Redis sessions)"
         table = render_load(title, w_points, redis=True)
@@ -1132,12 +1181,15 @@ def main() -> None:
         console.print(table)
     if f_points and a_points:
         console.print(render_ratios(f_points, a_points))
+    if wf_points and w_points:
+        console.print(render_ratios(wf_points, w_points))
     if a_points or b_points:
         console.print(render_sections(a_points + b_points))
     saturated = [
         max(closed, key=lambda p: p.throughput)
         for closed in (
-            [p for p in ps if p.mode == "closed"] for ps in (f_points, a_points, w_points)
+            [p for p in ps if p.mode == "closed"]
+            for ps in (f_points, a_points, wf_points, w_points)
         )
         if closed
     ]
@@ -1145,7 +1197,8 @@ def main() -> None:
         console.print(
             "saturated (best closed-loop point, answers/s): "
             + ", ".join(f"{p.part} {p.label} {p.throughput:,.0f}/s" for p in saturated)
-            + " (f: the floor, a: one process, w: --workers)"
+            + f" (f: the floor, a: one process; wf: the floor, w: the service, on "
+            f"{args.workers} workers)"
         )
     if cold_start is not None:
         console.print(f"cold start (spawn to /readyz 200, champion from the registry): "

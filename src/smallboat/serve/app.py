@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 
 from smallboat.config import Settings
 from smallboat.data.log.predictions import PredictionLog
+from smallboat.serve.lane import PredictLane
 from smallboat.serve.metrics import MetricsMiddleware, ServeMetrics
 from smallboat.serve.prediction_log import open_replica_log
 from smallboat.serve.routes import admin, kserve, oip, ops, predict, sagemaker
@@ -119,6 +120,7 @@ def create_app(
         app.include_router(router)
     install_error_handlers(app, invalid_status=422, statuses={SessionTooLarge: 413})
     app.add_exception_handler(SessionStoreError, _store_unavailable)
+    app.add_middleware(PredictLane)  # inside the metrics: its answers are counted and timed
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     complete_openapi(app)
     return app

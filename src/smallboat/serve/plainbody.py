@@ -11,6 +11,7 @@ declared. So every error keeps one definition (the models'), and the lane only e
 body the models take, with the rows the models would give (tests/unit/test_serve_plainbody.py
 compares both on every kind of body).
 
+`plain_append_body` does the same for `POST /v1/sessions/{session_id}/events` (`AppendEvents`).
 `answer_json` writes the answer the response model would (`Prediction` or `BatchPredictions`,
 every field, in order) with orjson.
 """
@@ -37,6 +38,7 @@ from smallboat.serve.scoring import NextItemOptions, Outcome
 
 _TOP_KEYS = frozenset(("session_id", "events", "sessions", "k", "exclude_seen"))
 _SESSION_KEYS = frozenset(("session_id", "events"))
+_APPEND_KEYS = frozenset(("events",))
 _EVENT_KEYS = frozenset(BrowsingEvent.model_fields)
 """The keys an event may carry: the fields of the model this lane stands in for."""
 _EVENT_TYPES = frozenset(schema.EVENT_TYPES)
@@ -98,6 +100,28 @@ def _plain(data: Any) -> PlainBody:
         return PlainBody(rows, ids, True, options)
     session_id = _text(data.get("session_id"), MAX_ID)
     return PlainBody([_rows(data.get("events"), session_id)], [session_id], False, options)
+
+
+def plain_append_body(raw: bytes, session_id: str) -> list[dict[str, Any]] | None:
+    """`raw`'s events as the rows of session `session_id`, or None when the body is not
+    certainly a valid `AppendEvents` for that session (the route then answers it: an event
+    naming another session is its 422)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if type(data) is not dict or data.keys() != _APPEND_KEYS:
+        return None
+    events = data["events"]
+    if type(events) is not list or not events:
+        return None
+    try:
+        rows = _rows(events, session_id)
+    except _Doubtful:
+        return None
+    if any(row["session_id_hash"] != session_id for row in rows):
+        return None
+    return rows
 
 
 def _text(value: Any, max_length: int) -> str | None:

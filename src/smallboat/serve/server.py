@@ -41,8 +41,9 @@ def serve(
 ) -> None:
     """Serve the champion (or `bundle`) until SIGTERM or Ctrl-C; `routers` are mounted too.
 
-    With `workers` > 1, that many processes share the port (uvicorn's workers: one listening
-    socket, the kernel spreads connections), each loading the model; sessions must then live in
+    With `workers` > 1, that many processes share the port, each with its own listening socket
+    (SO_REUSEPORT: the kernel spreads connections evenly, `web.workers`), each loading the
+    model; sessions must then live in
     Redis (SMALLBOAT_REDIS_URL) so any worker answers any session. `worker_app` is the import
     string of a factory each worker calls for its app (`worker_app` below, or the CLI's, which
     mounts the dashboard too)."""
@@ -63,6 +64,7 @@ def serve(
         "access_log": False,
         "timeout_graceful_shutdown": 10,
         "loop": "uvloop",
+        "server_header": False,  # nobody reads it; one header less to check and write per answer
     }
     if workers == 1:
         app = create_app(settings, model=model, bundle=bundle, replica=replica, routers=routers)
@@ -74,7 +76,12 @@ def serve(
     if bundle is not None:
         os.environ[WORKER_BUNDLE_ENV] = str(bundle.resolve())
     run_app(
-        worker_app or f"{__name__}:worker_app", settings, factory=True, workers=workers, **options
+        worker_app or f"{__name__}:worker_app",
+        settings,
+        factory=True,
+        workers=workers,
+        reuse_port=True,
+        **options,
     )
 
 

@@ -36,6 +36,7 @@ from uvicorn.supervisors import Multiprocess
 
 from smallboat.config import Settings
 from smallboat.web.errors import ERROR_CODES
+from smallboat.web.workers import ReusePortMultiprocess, reuse_port_sockets
 
 log = logging.getLogger(__name__)
 
@@ -332,10 +333,17 @@ def uvicorn_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Conf
     return config
 
 
-def run_app(app: Any, settings: Settings, **options: Any) -> None:
-    """`uvicorn.run` with the connection limits of `settings` (see `uvicorn_config`)."""
+def run_app(app: Any, settings: Settings, *, reuse_port: bool = False, **options: Any) -> None:
+    """`uvicorn.run` with the connection limits of `settings` (see `uvicorn_config`). With
+    several workers and `reuse_port`, each worker listens on its own socket of a SO_REUSEPORT
+    group (`web.workers`) instead of all sharing one."""
     config = uvicorn_config(app, settings, **options)
     server = uvicorn.Server(config)
+    if config.workers > 1 and reuse_port:
+        sockets = reuse_port_sockets(config.host, config.port, config.workers)
+        log.info("%d workers on %s:%d, one socket each", config.workers, config.host, config.port)
+        ReusePortMultiprocess(config, sockets).run()
+        return
     if config.workers > 1:
         Multiprocess(config, sockets=[config.bind_socket()]).run()
         return

@@ -30,7 +30,6 @@ from smallboat.serve.models import (
     Session,
     SessionEvents,
 )
-from smallboat.serve.plainbody import answer_json, plain_predict_body
 from smallboat.serve.prediction_log import record_predictions
 from smallboat.serve.scoring import NextItemOptions, Outcome, ScoredSession, Scorer
 from smallboat.web.body import BoundedBodyRequest, BoundedBodyRoute
@@ -49,6 +48,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 """The error answers of the routes that score (these and SageMaker's)."""
 SessionId = Annotated[str, Path(min_length=1, max_length=MAX_ID)]
 
+PREDICT_PATH = "/v1/predict"
+APPEND_PATH = "/v1/sessions/{session_id}/events"
 OFF_LOOP_BODY_BYTES = 64 << 10
 """A `POST /v1/predict` body longer than this (about 15 sessions of 20 events) is parsed and
 validated on a worker thread, session by session, and its answer serialized there: a batch of
@@ -110,11 +111,10 @@ def _request_error(errors: Sequence[Any]) -> RequestValidationError:
 
 
 class PredictRoute(BoundedBodyRoute):
-    """`POST /v1/predict`: a short body the fast lane is sure of (`serve.plainbody`) is
-    checked and answered with orjson, without FastAPI's validation and response model; a long
-    body is parsed, validated and answered off the event loop (see OFF_LOOP_BODY_BYTES);
-    anything else goes through FastAPI as declared, which also gives the OpenAPI schema and
-    every error."""
+    """`POST /v1/predict` past the fast lane (`serve.lane`, which answers the plain bodies
+    before FastAPI sees them): a long body is parsed, validated and answered off the event loop
+    (see OFF_LOOP_BODY_BYTES); anything else goes through FastAPI as declared, which also gives
+    the OpenAPI schema and every error."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         declared = APIRoute.get_route_handler(self)
@@ -126,17 +126,7 @@ class PredictRoute(BoundedBodyRoute):
                 return await declared(bounded)
             raw = await bounded.body()
             if len(raw) <= OFF_LOOP_BODY_BYTES:
-                plain = plain_predict_body(raw)
-                if plain is None:  # not certainly valid: the models answer it
-                    return await declared(bounded)
-                scorer: Scorer = bounded.app.state.scorer
-                outcomes = await score_logged(
-                    bounded, scorer, plain.sessions, plain.session_ids, plain.options
-                )
-                return Response(
-                    answer_json(plain, outcomes, scorer.model.version),
-                    media_type="application/json",
-                )
+                return await declared(bounded)
             try:
                 body = await asyncio.to_thread(validate_predict_body, raw)
             except _NotPlainJson:
@@ -213,7 +203,7 @@ async def predict_events(
 
 
 router.add_api_route(
-    "/predict",
+    PREDICT_PATH.removeprefix(router.prefix),
     predict_events,
     methods=["POST"],
     responses=ERRORS,
@@ -265,7 +255,7 @@ async def predict_actions(
     )
 
 
-@router.post("/sessions/{session_id}/events", responses=ERRORS)
+@router.post(APPEND_PATH.removeprefix(router.prefix), responses=ERRORS)
 async def append_events(
     request: Request,
     session_id: SessionId,
