@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from smallboat.config import Settings
@@ -32,6 +34,24 @@ def synthetic_home(root: Path, *, sessions: int, seed: int) -> Iterator[tuple[Se
         yield settings, data
     finally:
         mp.undo()
+
+
+def copy_home(source: Settings, target: Path) -> None:
+    """A copy of the home `source` at `target`, its warehouse's views re-pointed at the copy's own
+    landing files: dbt-duckdb writes each staging view with the absolute landing path, so without
+    this the copy would read the source's landing until dbt's next build rewrote them."""
+    shutil.copytree(source.home_dir, target, symlinks=True)
+
+    def moved(path: Path) -> str:
+        return str(target / path.relative_to(source.home_dir))
+
+    with duckdb.connect(moved(source.warehouse_path)) as con:
+        views = con.sql("select view_name, sql from duckdb_views() where not internal").fetchall()
+        for name, sql in views:
+            fixed = sql.replace(f"'{source.landing_dir}/", f"'{moved(source.landing_dir)}/")
+            assert str(source.home_dir) not in fixed, f"view {name} still reads the source: {sql}"
+            con.execute(f'drop view "{name}"')
+            con.execute(fixed)
 
 
 def raw_rows(events: Any, session: int, session_id: str) -> list[dict[str, Any]]:

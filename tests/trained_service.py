@@ -1,18 +1,22 @@
-"""A TrainFlow-trained champion shared by the service tests: one small synthetic dataset trained
-once per test session through the real flow (dbt, Metaflow, MLflow), and its test examples as raw
-rows beside the flow's offline predictions."""
+"""A TrainFlow-trained champion shared by the service tests: one small synthetic dataset, built
+once per test session (dbt), trained through the real flow (Metaflow, MLflow) on a copy of that
+home, and its test examples as raw rows beside the flow's offline predictions."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from smallboat.config import Settings
-from smallboat.pipeline.runner import TrainOutcome, run_train
-from tests.synthetic_home import raw_rows
+from smallboat.pipeline.runner import TrainOutcome, run_train, use_metaflow_env
+from tests.synthetic_home import copy_home, raw_rows
 
 GRID = json.dumps([{"name": "pair", "hidden": 16, "batch_size": 64, "max_epochs": 6, "members": 2}])
 NEXT_ITEM = json.dumps({"max_epochs": 4})  # the next-item sequence model, kept short here
@@ -28,11 +32,38 @@ class Trained:
     examples: list[tuple[int, int]]  # (session index, prefix length) per test example
 
 
-def trained_on(settings: Settings, grid: str = GRID) -> Trained:
-    """TrainFlow run once on the home (the sweep `grid`); the test examples as raw rows beside
-    its predictions."""
+@contextmanager
+def trained_copy(
+    built: Settings, home: Path, grid: str = GRID, **flow_params: Any
+) -> Iterator[Trained]:
+    """TrainFlow run once (the sweep `grid`, any other flow Parameters by python name) on a copy
+    at `home` of the home `built`, whose warehouse dbt has built; SMALLBOAT_HOME points at the
+    copy while the context is open."""
+    copy_home(built, home)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SMALLBOAT_HOME", str(home))
+    mp.setenv("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    try:
+        settings = Settings()
+        use_metaflow_env(settings)
+        yield trained_on(settings, grid=grid, **flow_params)
+    finally:
+        mp.undo()
+
+
+def trained_on(settings: Settings, grid: str = GRID, **flow_params: Any) -> Trained:
+    """TrainFlow run once on the home, whose warehouse is built (the sweep `grid`; the flow's
+    transform step records the live build's quality results); the test examples as raw rows
+    beside its predictions."""
     outcome = run_train(
-        settings, show_output=False, grid=grid, bootstrap=0, threads=1, next_item=NEXT_ITEM
+        settings,
+        show_output=False,
+        grid=grid,
+        bootstrap=0,
+        skip_transform=True,
+        threads=1,
+        next_item=NEXT_ITEM,
+        **flow_params,
     )
     from metaflow import Run, namespace
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -14,15 +13,13 @@ import pytest
 
 from smallboat.config import Settings
 from smallboat.schema import ORACLE_FILE
-from smallboat.warehouse.transform import run_transform
-from tests.synthetic_home import synthetic_home
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, Path]]:
-    with synthetic_home(tmp_path_factory.mktemp("pipeline"), sessions=8_000, seed=5) as built:
-        run_transform(built[0])
-        yield built
+def built(built_home: tuple[Settings, Path]) -> tuple[Settings, Path]:
+    """The session's synthetic home, loaded and built by `run_transform` (tests/integration/
+    conftest.py; the served champion trains on a copy of it)."""
+    return built_home
 
 
 def intent_examples(settings: Settings) -> pd.DataFrame:

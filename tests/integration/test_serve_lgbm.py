@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 
 from smallboat.bundle import GBM_DIR, ONNX_FILE, WEIGHTS_FILE, BundleError
-from smallboat.pipeline.runner import use_metaflow_env
+from smallboat.config import Settings
 from smallboat.serve.server import ServeProcess
-from tests.synthetic_home import synthetic_home
-from tests.trained_service import Trained, trained_on
+from tests.trained_service import Trained, trained_copy
 
 pytestmark = pytest.mark.slow
 
@@ -25,10 +24,11 @@ GRID = json.dumps([{"name": "trees", "kind": "lightgbm", "max_rounds": 300}])
 
 
 @pytest.fixture(scope="module")
-def trained_lgbm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
-    with synthetic_home(tmp_path_factory.mktemp("lgbm"), sessions=8_000, seed=5) as (settings, _):
-        use_metaflow_env(settings)
-        yield trained_on(settings, grid=GRID)
+def trained_lgbm(
+    built_home: tuple[Settings, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Trained]:
+    with trained_copy(built_home[0], tmp_path_factory.mktemp("lgbm") / "home", grid=GRID) as t:
+        yield t
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,12 @@
 """A transform is one visible unit: readers see the last whole build or a refusal, never a mix.
 
-Each test builds a small warehouse (the *old* build), lands more sessions, and then lets a real
-`smallboat transform` subprocess build the *new* one: stopped mid-build (SIGSTOP, a writer holding
-its file), killed mid-build (SIGKILL), or failing its quality gate. The readers are the real ones:
-`smallboat warehouse summary` (a subprocess), TrainFlow's `prepare_intent_data` and the monitor's
-`read_predictions`. "Mid-build" is when dbt's log says `session_events` was created: the marts
-after it (sessions, intent_examples, ...) are not built yet, so a build written in place would
-show new session events beside old sessions.
+Each test gets its own copy of a small warehouse built once (the *old* build), lands more sessions
+in it, and then lets a real `smallboat transform` subprocess build the *new* one: stopped
+mid-build (SIGSTOP, a writer holding its file), killed mid-build (SIGKILL), or failing its
+quality gate. The readers are the real ones: `smallboat warehouse summary` (a subprocess),
+TrainFlow's `prepare_intent_data` and the monitor's `read_predictions`. "Mid-build" is when dbt's
+log says `session_events` was created: the marts after it (sessions, intent_examples, ...) are not
+built yet, so a build written in place would show new session events beside old sessions.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from smallboat.pipeline import train_steps
 from smallboat.warehouse.db import connect
 from smallboat.warehouse.transform import run_transform
 from tests.landing_data import BASE_MS, SessionSpec, browsing_table, write_landing
+from tests.synthetic_home import copy_home
 
 pytestmark = pytest.mark.slow
 
@@ -68,16 +68,28 @@ def _counts(settings: Settings) -> dict[str, Any]:
     return counts
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Iterator[tuple[Settings, dict[str, Any]]]:
-    """A home with an old build (OLD landed, transformed) and NEW landed on top, not yet built."""
-    settings = Settings(home=tmp_path / "home")
+@pytest.fixture(scope="module")
+def old_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict[str, Any]]:
+    """A home with the old build (OLD landed, transformed), built once and copied by each test;
+    its counts."""
+    settings = Settings(home=tmp_path_factory.mktemp("old_build") / "home")
     settings.ensure_home()
     write_landing(settings, "browsing_events", browsing_table(OLD), "part-old")
     run_transform(settings)
-    old = _counts(settings)
+    return settings, _counts(settings)
+
+
+@pytest.fixture
+def home(
+    old_build: tuple[Settings, dict[str, Any]], tmp_path: Path
+) -> tuple[Settings, dict[str, Any]]:
+    """This test's copy of the old build, with NEW landed on top, not yet built."""
+    source, old = old_build
+    copy_home(source, tmp_path / "home")
+    settings = Settings(home=tmp_path / "home")
+    assert _counts(settings) == old  # the copy holds the old build, whole
     write_landing(settings, "browsing_events", browsing_table(NEW), "part-new")
-    yield settings, old
+    return settings, old
 
 
 def _env(settings: Settings) -> dict[str, str]:
