@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -82,3 +83,25 @@ def trained_on(settings: Settings, grid: str = GRID, **flow_params: Any) -> Trai
     ]
     sessions = [session_rows[s][:k] for s, k in pairs]
     return Trained(settings, outcome, sessions, offline, session_rows, pairs)
+
+
+def assert_served_equal_offline(trained: Trained, service: str) -> None:
+    """Every held-out session of `trained` sent to `service` in batches of 250, and once alone:
+    the served probabilities equal the flow's offline predictions to 1e-6."""
+    sessions = trained.sessions
+    assert len(sessions) == len(trained.offline) > 100
+    served: list[float] = []
+    for start in range(0, len(sessions), 250):
+        chunk = sessions[start : start + 250]
+        r = httpx.post(
+            f"{service}/v1/predict",
+            json={"sessions": [{"events": s} for s in chunk]},
+            timeout=30.0,
+        )
+        assert r.status_code == 200, r.text
+        served += [p["purchase_probability"] for p in r.json()["predictions"]]
+    np.testing.assert_allclose(served, trained.offline, atol=1e-6, rtol=0)
+    one = httpx.post(f"{service}/v1/predict", json={"sessions": [{"events": sessions[0]}]})
+    assert one.json()["predictions"][0]["purchase_probability"] == pytest.approx(
+        trained.offline[0], abs=1e-6
+    )

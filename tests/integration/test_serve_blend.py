@@ -12,14 +12,13 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
 from smallboat.bundle import GBM_DIR, META_FILE, ONNX_FILE, WEIGHTS_FILE, BundleError
 from smallboat.config import Settings
 from smallboat.serve.server import ServeProcess
-from tests.trained_service import Trained, trained_copy
+from tests.trained_service import Trained, assert_served_equal_offline, trained_copy
 
 pytestmark = pytest.mark.slow
 
@@ -112,23 +111,7 @@ def card_text(path: Path) -> str:
 def test_served_predictions_equal_the_flows_offline_predictions(
     trained_blend: Trained, service: str
 ) -> None:
-    sessions = trained_blend.sessions
-    assert len(sessions) == len(trained_blend.offline) > 100
-    served: list[float] = []
-    for start in range(0, len(sessions), 250):
-        chunk = sessions[start : start + 250]
-        r = httpx.post(
-            f"{service}/v1/predict",
-            json={"sessions": [{"events": s} for s in chunk]},
-            timeout=30.0,
-        )
-        assert r.status_code == 200, r.text
-        served += [p["purchase_probability"] for p in r.json()["predictions"]]
-    np.testing.assert_allclose(served, trained_blend.offline, atol=1e-6, rtol=0)
-    one = httpx.post(f"{service}/v1/predict", json={"sessions": [{"events": sessions[0]}]})
-    assert one.json()["predictions"][0]["purchase_probability"] == pytest.approx(
-        trained_blend.offline[0], abs=1e-6
-    )
+    assert_served_equal_offline(trained_blend, service)
 
 
 def test_a_blend_missing_a_member_is_a_one_line_bundle_error(

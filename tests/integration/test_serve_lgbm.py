@@ -9,14 +9,13 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
 from smallboat.bundle import GBM_DIR, ONNX_FILE, WEIGHTS_FILE, BundleError
 from smallboat.config import Settings
 from smallboat.serve.server import ServeProcess
-from tests.trained_service import Trained, trained_copy
+from tests.trained_service import Trained, assert_served_equal_offline, trained_copy
 
 pytestmark = pytest.mark.slow
 
@@ -72,23 +71,7 @@ def test_the_champion_bundle_holds_a_lightgbm_model_and_no_torch_graph(
 def test_served_predictions_equal_the_flows_offline_predictions(
     trained_lgbm: Trained, service: str
 ) -> None:
-    sessions = trained_lgbm.sessions
-    assert len(sessions) == len(trained_lgbm.offline) > 100
-    served: list[float] = []
-    for start in range(0, len(sessions), 250):
-        chunk = sessions[start : start + 250]
-        r = httpx.post(
-            f"{service}/v1/predict",
-            json={"sessions": [{"events": s} for s in chunk]},
-            timeout=30.0,
-        )
-        assert r.status_code == 200, r.text
-        served += [p["purchase_probability"] for p in r.json()["predictions"]]
-    np.testing.assert_allclose(served, trained_lgbm.offline, atol=1e-6, rtol=0)
-    one = httpx.post(f"{service}/v1/predict", json={"sessions": [{"events": sessions[0]}]})
-    assert one.json()["predictions"][0]["purchase_probability"] == pytest.approx(
-        trained_lgbm.offline[0], abs=1e-6
-    )
+    assert_served_equal_offline(trained_lgbm, service)
 
 
 def test_a_damaged_lightgbm_model_is_a_one_line_bundle_error(

@@ -46,6 +46,7 @@ from smallboat.collect.routes.refusals import Outcome
 from smallboat.collect.store import EventStore
 from smallboat.config import Settings
 from smallboat.data.log.wal import LogWriteError
+from smallboat.web.body import read_whole_body, replaying
 from smallboat.web.jsontext import has_long_number
 
 Params = dict[str, str]
@@ -318,38 +319,6 @@ def query_params(query: bytes) -> Params:
     return out
 
 
-async def _read_body(receive: Receive, limit: int) -> tuple[bytes | None, list[Message]]:
-    """The whole body, or None when it is longer than `limit` or the client left; with the
-    messages received, to replay to the app."""
-    messages: list[Message] = []
-    size = 0
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request":
-            return None, messages
-        size += len(message.get("body", b""))
-        if size > limit:
-            return None, messages
-        if not message.get("more_body", False):
-            break
-    if len(messages) == 1:
-        return messages[0].get("body", b""), messages
-    return b"".join(m.get("body", b"") for m in messages), messages
-
-
-def _replaying(messages: list[Message], receive: Receive) -> Receive:
-    """`receive` with `messages` (what the lane already received) given back first."""
-    pending = list(messages)
-
-    async def replay() -> Message:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return replay
-
-
 class FastLane:
     """ASGI middleware in front of the collector app (`owner`): answers the happy path of its
     collection routes directly and hands every other request to `app`."""
@@ -378,9 +347,9 @@ class FastLane:
             if not self._plain_body(headers):
                 await self.app(scope, receive, send)
                 return
-            read, messages = await _read_body(receive, self.owner.state.body_limit.max_bytes)
+            read, messages = await read_whole_body(receive, self.owner.state.body_limit.max_bytes)
             if read is None:
-                await self.app(scope, _replaying(messages, receive), send)
+                await self.app(scope, replaying(messages, receive), send)
                 return
             body = read
         hit = Incoming(
@@ -391,7 +360,7 @@ class FastLane:
         except LogWriteError:
             answer = None  # nothing was acknowledged: the app tries and answers its 503
         if answer is None:
-            await self.app(scope, _replaying(messages, receive) if messages else receive, send)
+            await self.app(scope, replaying(messages, receive) if messages else receive, send)
             return
         status, answer_headers, answer_body = answer
         await send({"type": "http.response.start", "status": status, "headers": answer_headers})

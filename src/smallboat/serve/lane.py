@@ -22,7 +22,7 @@ import orjson
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from smallboat.serve.models import MAX_ID
 from smallboat.serve.plainbody import (
@@ -40,7 +40,7 @@ from smallboat.serve.routes.predict import (
 )
 from smallboat.serve.scoring import Scorer
 from smallboat.serve.sessions import SessionStore
-from smallboat.web.body import BodyLimit
+from smallboat.web.body import BodyLimit, read_whole_body, replaying
 
 _JSON = b"application/json"
 _IDENTITY = (b"", b"identity")
@@ -77,7 +77,7 @@ class PredictLane:
             await self.app(scope, receive, send)
             return
         limit: BodyLimit = scope["app"].state.body_limit
-        received, raw = await _read(receive, min(OFF_LOOP_BODY_BYTES, limit.max_bytes))
+        raw, received = await read_whole_body(receive, min(OFF_LOOP_BODY_BYTES, limit.max_bytes))
         if raw is not None:
             answer = (
                 await self._predict(scope, receive, raw)
@@ -89,7 +89,7 @@ class PredictLane:
                     await _send_json(send, answer)
                 return
         # not certainly valid, long, or the client left: the route and its models answer it
-        await self.app(scope, _replay(received, receive), send)
+        await self.app(scope, replaying(received, receive), send)
 
     async def _predict(self, scope: Scope, receive: Receive, raw: bytes) -> bytes | None:
         plain = plain_predict_body(raw)
@@ -149,25 +149,6 @@ def _handler_of(app: Any, exc: Exception) -> Any:
     return None
 
 
-async def _read(receive: Receive, bound: int) -> tuple[list[Message], bytes | None]:
-    """The messages read, and the body when it is whole within `bound` bytes (None: it is
-    longer, or the client left)."""
-    received: list[Message] = []
-    size = 0
-    while True:
-        message = await receive()
-        received.append(message)
-        if message["type"] != "http.request":
-            return received, None
-        size += len(message.get("body", b""))
-        if size > bound:
-            return received, None
-        if not message.get("more_body", False):
-            if len(received) == 1:
-                return received, message.get("body", b"")
-            return received, b"".join(m.get("body", b"") for m in received)
-
-
 async def _send_json(send: Send, body: bytes) -> None:
     await send(
         {
@@ -189,15 +170,3 @@ def _plain_json(headers: list[tuple[bytes, bytes]]) -> bool:
         elif name == b"content-encoding" and value.strip().lower() not in _IDENTITY:
             return False
     return content_type == _JSON
-
-
-def _replay(received: list[Message], receive: Receive) -> Receive:
-    """`receive` as if nothing had been read: the messages the lane took first, in order."""
-    pending = list(received)
-
-    async def replayed() -> Message:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return replayed

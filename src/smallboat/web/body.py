@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import HTTPException, Request, Response
 from fastapi.routing import APIRoute
+from starlette.types import Message, Receive
 
 
 @dataclass(frozen=True)
@@ -103,3 +104,37 @@ class BoundedBodyRoute(APIRoute):
             return await handler(BoundedBodyRequest(request.scope, request.receive))
 
         return bounded
+
+
+async def read_whole_body(receive: Receive, limit: int) -> tuple[bytes | None, list[Message]]:
+    """A plain-ASGI lane's read of a request body: the whole body, or None when it is longer
+    than `limit` bytes or the client left; with the messages received, so that a request the
+    lane does not answer reaches the app unchanged (`replaying`)."""
+    messages: list[Message] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return None, messages
+        size += len(message.get("body", b""))
+        if size > limit:
+            return None, messages
+        if not message.get("more_body", False):
+            break
+    if len(messages) == 1:
+        return messages[0].get("body", b""), messages
+    return b"".join(m.get("body", b"") for m in messages), messages
+
+
+def replaying(messages: list[Message], receive: Receive) -> Receive:
+    """`receive` as if nothing had been read: `messages` (what a lane already received) given
+    back first, in order."""
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
