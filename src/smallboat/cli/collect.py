@@ -134,7 +134,10 @@ def replay_cmd(
     ] = None,
     as_: Annotated[
         ReplayProtocol,
-        typer.Option("--as", help="Protocol: UA hits (ga), GA4 hits, Segment batches or JSON."),
+        typer.Option(
+            "--as",
+            help="Protocol: UA hits (ga), GA4 hits, Segment batches, JSON or Snowplow tp2 batches.",
+        ),
     ] = ReplayProtocol.ga,
     limit: Annotated[
         int | None, typer.Option(min=1, help="Send only the first N events (in time order).")
