@@ -29,6 +29,7 @@ from smallboat.collect.snowplow import (
     CONTEXTS_SCHEMA,
     PRODUCT_SCHEMA,
     UNSTRUCT_SCHEMA,
+    _ecommerce_action,
     snowplow_hits,
 )
 
@@ -251,6 +252,31 @@ def test_a_snowplow_view_maps_as_the_model_does(raw: Any) -> None:
         SnowplowEvent,
         lambda event: snowplow_hits(event, received_ms=NOW, policy=POLICY, at="data[0]."),
     )
+
+
+@given(SNOWPLOW)
+@hsettings(max_examples=1000, deadline=None)
+def test_a_snowplow_event_maps_alike_from_the_action_cache(raw: Any) -> None:
+    """`collect.snowplow` caches what a self-describing JSON text says: mapped again (from
+    the cache), at another place of a batch, an event gives the same rows, or the same error
+    with that place's prefix."""
+    try:
+        event = snowplow_view(raw) or SnowplowEvent.model_validate(raw)
+    except ValidationError:
+        return
+    _ecommerce_action.cache_clear()
+
+    def mapping(at: str) -> tuple[str, Any]:
+        return _outcome(lambda: snowplow_hits(event, received_ms=NOW, policy=POLICY, at=at))
+
+    first = mapping("data[0].")
+    cached = mapping("data[12].")
+    if first[0] == "rows":
+        assert cached == first
+    else:
+        kind, text = first[1]
+        assert text.startswith("data[0].")
+        assert cached == ("error", (kind, "data[12]." + text.removeprefix("data[0].")))
 
 
 def test_the_usual_snowplow_event_has_a_view() -> None:

@@ -156,7 +156,7 @@ async def _ga4_get(hit: Incoming) -> Answer | None:
 async def _snowplow_get(hit: Incoming) -> Answer | None:
     outcome = Outcome(snowplow.PROTOCOL, "/i")
     try:
-        snowplow._map(outcome, None, hit.params, hit.store, hit.received, at="")
+        snowplow._map(outcome, None, hit.params, hit.store, hit.received)
     except Exception:
         return None
     return await _answered(hit, outcome, _GIF)

@@ -49,7 +49,7 @@ def payload_outcome(body: SnowplowPayload, store: EventStore, received: int) -> 
     if not body.schema_.startswith(PAYLOAD_SCHEMA):
         raise HitError("schema", f"{body.schema_!r} is not {PAYLOAD_SCHEMA}<version>")
     for i, raw in enumerate(body.data):
-        _map(outcome, i, raw, store, received, at=f"data[{i}].")
+        _map(outcome, i, raw, store, received)
     return outcome
 
 
@@ -65,25 +65,33 @@ async def snowplow_pixel(
     pixel's form); answers a 1x1 GIF once it is durable."""
     received = now_ms()
     outcome = Outcome(PROTOCOL, "/i")
-    _map(outcome, None, dict(request.query_params), store, received, at="")
+    _map(outcome, None, dict(request.query_params), store, received)
     await outcome.answer(store, counters, rejects, received)
     return Response(PIXEL_GIF, media_type="image/gif", headers=NO_CACHE)
 
 
-def _map(
-    outcome: Outcome, index: int | None, raw: Any, store: EventStore, received: int, *, at: str
-) -> None:
-    event_id = raw.get("eid") if isinstance(raw, dict) else None
-    message_id = event_id[:256] if isinstance(event_id, str) else None
+def _map(outcome: Outcome, index: int | None, raw: Any, store: EventStore, received: int) -> None:
+    """One event mapped into `outcome`, or refused there with its error's fields prefixed with
+    `data[<index>].` (nothing for the pixel's single event). The prefix and the message id are
+    made only for a refused event: the mapping's errors are the same with the prefix added."""
     try:
         event = snowplow_view(raw) or _validate_event(raw)
-        hits, ignored = snowplow_hits(event, received_ms=received, policy=store.time_policy, at=at)
+        hits, ignored = snowplow_hits(event, received_ms=received, policy=store.time_policy)
     except ValidationError as exc:
-        outcome.refuse(index, raw, validation_detail(exc, at), message_id)
+        outcome.refuse(index, raw, validation_detail(exc, _at(index)), _message_id(raw))
         return
     except HitError as exc:
-        outcome.refuse(index, raw, str(exc), message_id)
+        outcome.refuse(index, raw, f"{_at(index)}{exc}", _message_id(raw))
         return
     outcome.hits.extend(hits)
     if ignored is not None:
         outcome.ignored[ignored] += 1
+
+
+def _at(index: int | None) -> str:
+    return "" if index is None else f"data[{index}]."
+
+
+def _message_id(raw: Any) -> str | None:
+    event_id = raw.get("eid") if isinstance(raw, dict) else None
+    return event_id[:256] if isinstance(event_id, str) else None
