@@ -15,6 +15,7 @@ import torch
 from smallboat.bundle import ONNX_FILE
 from smallboat.features.encode import TOKEN_COLUMNS
 from smallboat.model.intent import IntentConfig, IntentEnsemble, Sizes
+from smallboat.model.next_item.recommenders import token_leaves
 from smallboat.model.next_item.sequence import NextItemConfig, NextItemModel, SequenceRecommender
 from smallboat.model.next_item.store import state_of
 from smallboat.model.onnx_intent import NEXT_ITEM_SCORES, PROBABILITY, TOP_K, OnnxIntent
@@ -26,13 +27,16 @@ from tests.unit.test_serve_api import SKUS, SPEC, raw, session, tiny_bundle
 
 def sequence_bundle(folder: Path, *, action_dim: int) -> Path:
     """tiny_bundle's vocabulary, a random 3-member ensemble whose action embeddings are
-    `action_dim` wide and a random sequence recommender (its widths are the defaults: with
-    action_dim 8 the graph shares the token Gathers between the heads, with 3 it cannot)."""
+    `action_dim` wide and a random sequence recommender with its last-viewed-SKU terms (its
+    widths are the defaults: with action_dim 8 the graph shares the token Gathers between the
+    heads, with 3 it cannot)."""
     vocab = IntentPredictor.load(tiny_bundle(folder.with_name(folder.name + "-base"))).vocab
     sizes = Sizes.of(vocab, SPEC)
     torch.manual_seed(5)
     ensemble = IntentEnsemble(IntentConfig(members=3, hidden=8, action_dim=action_dim), sizes)
-    next_model = NextItemModel(NextItemConfig(sku_dim=ensemble.config.sku_dim, hidden=7), sizes)
+    next_model = NextItemModel(
+        NextItemConfig(sku_dim=ensemble.config.sku_dim, hidden=7), sizes, leaves=token_leaves(vocab)
+    )
     for p in [*ensemble.parameters(), *next_model.parameters()]:
         torch.nn.init.normal_(p, std=0.5)
     saved = save_bundle(

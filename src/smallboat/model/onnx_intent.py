@@ -160,11 +160,43 @@ def _next_item_head(graph: _Graph, model: NextItemModel, x: str, log_counts: str
     query = graph.dense(graph.dense(encoded, first, relu=True), second)  # (B, d)
     table = _array(model.output.weight)  # (n_sku, d)
     offset = _array(model.bias) + _array(model.not_a_sku)  # -inf for the special tokens
-    scores = graph.node(
-        "Gemm", query, graph.constant(table), graph.constant(offset), transB=1, out=NEXT_ITEM_SCORES
-    )
+    if not model.next_config.transition:
+        scores = graph.node(
+            "Gemm", query, graph.constant(table), graph.constant(offset), transB=1,
+            out=NEXT_ITEM_SCORES,
+        )  # fmt: skip
+    else:  # the chain term joins the same Gemm: [query, after[p]] . [output[s], before[s]]
+        last = _last_viewed(graph)  # (B,)
+        after = graph.node("Gather", graph.constant(_array(model.after.weight)), last)  # (B, d)
+        query = graph.node("Concat", query, after, axis=1)  # (B, 2d)
+        table = np.concatenate([table, _array(model.before.weight)], axis=1)  # (n_sku, 2d)
+        chained = graph.node("Gemm", query, graph.constant(table), graph.constant(offset), transB=1)
+        from smallboat.model.next_item.sequence import candidate_leaves  # imports torch
+
+        leaves = model.leaves.detach().cpu()
+        leaf = graph.node("Gather", graph.constant(leaves.numpy().astype(np.int64)), last)
+        leaf = graph.node("Unsqueeze", leaf, graph.constant([1]))  # (B, 1)
+        others = graph.constant(candidate_leaves(leaves).numpy().astype(np.int64)[None, :])
+        same = graph.node("Cast", graph.node("Equal", leaf, others), to=1)  # (B, n_sku) float
+        stay = graph.dense(encoded, model.stay)  # (B, 1)
+        scores = graph.node("Add", chained, graph.node("Mul", stay, same), out=NEXT_ITEM_SCORES)
     graph.node("TopK", scores, TOP_K, axis=-1, largest=1, sorted=1, out=(TOP_SCORES, TOP_TOKENS))
     return int(table.shape[0])
+
+
+def _last_viewed(graph: _Graph) -> str:
+    """`sequence.last_viewed` on the graph's inputs: each window's last detail view of a known
+    SKU, (B,) int64, 0 when none."""
+    from smallboat.features.spec import ACTION_TOKEN, SKU_FIRST
+
+    detail = graph.node("Equal", "action", graph.constant(np.int64(ACTION_TOKEN["detail"])))
+    known = graph.node("GreaterOrEqual", "sku", graph.constant(np.int64(SKU_FIRST)))
+    mask = graph.node("Cast", graph.node("And", detail, known), to=1)  # (B, L) float
+    # The running count of such views peaks first at the last one: ArgMax's first index on ties.
+    at = graph.node("ArgMax", graph.node("CumSum", mask, graph.constant(np.int64(1))), axis=1)
+    masked = graph.node("Mul", "sku", graph.node("Cast", mask, to=7))  # (B, L) int64
+    last = graph.node("GatherElements", masked, at, axis=1)  # (B, 1)
+    return graph.node("Squeeze", last, graph.constant([1]))
 
 
 @dataclass

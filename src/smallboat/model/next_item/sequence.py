@@ -4,6 +4,17 @@ The encoder is `IntentModel`'s own (per-event embeddings -> GRU, beside the pref
 the same `ModelInputs`; the head maps its output to a query vector, and every SKU's score is the
 query's dot product with that SKU's output embedding (started from its prod2vec vector) plus a
 bias: a full softmax over the vocabulary, computed only at the prefix's last position.
+
+With `transition` (the default for new models) two terms read the prefix's last viewed SKU `p`
+directly instead of through the GRU's state, which must squeeze which of ~20k SKUs it was into
+64 numbers:
+- a factorised first-order Markov chain (FPMC, Rendle et al. 2010): `after[p] . before[s]`, two
+  more SKU embeddings: what viewing `p` says about viewing `s` next;
+- `stay(prefix) * [leaf(s) == leaf(p)]`: a learned, prefix-dependent pull towards `p`'s own leaf
+  category, which is how likely the shopper is to keep comparing products of one kind.
+On 500k synthetic sessions a model that ranks by the training split's counts of p -> s alone
+already beats the plain sequence model (test MRR@20 0.299 against 0.278): the last viewed SKU is
+most of the signal, and a GRU state is a lossy way to carry it.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ from smallboat.features.spec import SKU_FIRST
 from smallboat.metrics.ranking import K, mrr_at_k
 from smallboat.model.intent import IntentConfig, IntentModel, Sizes, to_tensors
 from smallboat.model.loop import Batch, Epoch, LoopConfig, train_loop
-from smallboat.model.next_item.recommenders import top_k
+from smallboat.model.next_item.recommenders import DETAIL, token_leaves, top_k
 
 if TYPE_CHECKING:
     from smallboat.model.next_item.data import NextItemData
@@ -54,6 +65,7 @@ class NextItemConfig:
     valid_examples: int = 20_000  # validation MRR is measured on at most this many examples
     max_seconds: float = 1_800.0  # training stops after the epoch that passes this budget
     seed: int = 0
+    transition: bool = True  # the last viewed SKU's Markov and same-leaf terms (module doc)
 
     def __post_init__(self) -> None:
         for name in ("hidden", "batch_size", "max_epochs", "patience", "valid_examples"):
@@ -79,15 +91,24 @@ class NextItemConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NextItemConfig:
-        return cls(**data)
+        # A config written before `transition` existed is a model without its weights.
+        return cls(**{"transition": False, **data})
 
 
 class NextItemModel(IntentModel):
     """IntentModel's encoder, with the purchase head replaced by a next-item head."""
 
+    leaves: torch.Tensor  # (n_sku,) int64 buffer, with `transition`: each SKU token's leaf
+
     def __init__(
-        self, config: NextItemConfig, sizes: Sizes, sku_vectors: np.ndarray | None = None
+        self,
+        config: NextItemConfig,
+        sizes: Sizes,
+        sku_vectors: np.ndarray | None = None,
+        leaves: np.ndarray | None = None,
     ) -> None:
+        """`leaves`: each SKU token's leaf category code, (n_sku,), -1 unknown (`token_leaves`);
+        with `transition` it is part of the state dict, so a loaded model needs none."""
         super().__init__(config.encoder_config(), sizes, sku_vectors)
         self.next_config = config
         h, d = config.hidden, config.sku_dim
@@ -99,12 +120,49 @@ class NextItemModel(IntentModel):
                 self.output.weight.copy_(torch.from_numpy(sku_vectors.astype(np.float32)))
         self.not_a_sku = torch.zeros(sizes.n_sku)  # (n_sku,): -inf for the special tokens,
         self.not_a_sku[:SKU_FIRST] = -torch.inf  # which are never the next item
+        if config.transition:
+            # Zero at first: the chain term starts silent and grows where transitions are seen.
+            self.after = nn.Embedding(sizes.n_sku, d, padding_idx=0)
+            nn.init.zeros_(self.after.weight)
+            self.before = nn.Embedding(sizes.n_sku, d)
+            if sku_vectors is not None:
+                with torch.no_grad():
+                    self.before.weight.copy_(torch.from_numpy(sku_vectors.astype(np.float32)))
+            self.stay = nn.Linear(2 * h, 1)
+            known = np.full(sizes.n_sku, -1, dtype=np.int64) if leaves is None else leaves
+            assert known.shape == (sizes.n_sku,), f"leaves {known.shape} vs {sizes.n_sku} SKUs"
+            self.register_buffer("leaves", torch.as_tensor(known, dtype=torch.int64))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits over SKU tokens, (B, n_sku); -inf for the special tokens."""
-        query = self.head(self.encode(batch))  # (B, d)
+        encoded = self.encode(batch)  # (B, 2H)
+        query = self.head(encoded)  # (B, d)
         logits: torch.Tensor = query @ self.output.weight.T + self.bias  # (B, n_sku)
+        if self.next_config.transition:
+            last = last_viewed(batch["action"], batch["sku"])  # (B,)
+            logits = logits + self.after(last) @ self.before.weight.T
+            logits = logits + self.stay(encoded) * self.same_leaf(last)
         return logits + self.not_a_sku
+
+    def same_leaf(self, last: torch.Tensor) -> torch.Tensor:
+        """(B, n_sku) float: 1 where a SKU's leaf is `last`'s (both known), else 0."""
+        return (self.leaves[last][:, None] == candidate_leaves(self.leaves)[None, :]).float()
+
+
+def candidate_leaves(leaves: torch.Tensor) -> torch.Tensor:
+    """The leaves a last-viewed SKU's leaf is compared with: unknown is -2 here and -1 on the
+    other side, so two SKUs of unknown leaf never count as one leaf."""
+    return torch.where(leaves >= 0, leaves, torch.full_like(leaves, -2))
+
+
+def last_viewed(action: torch.Tensor, sku: torch.Tensor) -> torch.Tensor:
+    """Each window's most recent detail view of a known SKU, (B,); 0 when it has none: the
+    tensor form of `recommenders.last_detail_token`. The running count of such views peaks
+    first at the last one (argmax takes the first index on ties; with no view, index 0, where
+    the masked SKU is 0); the serving graph computes it the same way."""
+    mask = ((action == DETAIL) & (sku >= SKU_FIRST)).long()  # (B, L)
+    at = mask.cumsum(dim=1).argmax(dim=1, keepdim=True)  # (B, 1)
+    return (sku * mask).gather(1, at).squeeze(1)
 
 
 class SequenceRecommender:
@@ -174,7 +232,7 @@ def train_sequence_model(
 
     result = train_loop(
         LoopConfig.of(config, deadline=t_start + config.max_seconds),
-        lambda: NextItemModel(config, sizes, sku_vectors),
+        lambda: NextItemModel(config, sizes, sku_vectors, token_leaves(data.vocab)),
         batches,
         nn.CrossEntropyLoss(),
         evaluate,
