@@ -651,7 +651,9 @@ def in_process(
     settings: Settings, sessions: list[list[dict[str, Any]]], *, calls: int
 ) -> list[InProcess]:
     """The champion loaded here, torch on 1 thread (the service's setting): encode (collapse +
-    features) and the fused forward pass timed apart, for batches of 1, 8 and 32 sessions."""
+    features) and the fused forward pass timed apart, for batches of 1, 8 and 32 sessions. A
+    LightGBM or blend champion's forward pass includes LightGBM's predictor (a blend's GRU half
+    runs fused)."""
     import torch
 
     from smallboat.serve.scoring import load_model
@@ -667,8 +669,8 @@ def in_process(
             t0 = time.perf_counter()
             inputs = model.predictor.encode(chunk)
             t1 = time.perf_counter()
-            assert model.fused is not None, "a GRU bundle's fused network"
-            model.fused.predict(inputs)
+            gru = None if model.fused is None else model.fused.predict(inputs)
+            model.predictor.predict_inputs(inputs, gru_probability=gru)
             t2 = time.perf_counter()
             if k >= 50:
                 encode_s.append(t1 - t0)

@@ -42,7 +42,7 @@ def test_published_bundle_carries_a_serving_graph_equal_to_pytorch(trained: Trai
     assert len(inputs) == len(trained.offline) > 100
 
     probability, scores = graph.run(inputs)
-    assert predictor.ensemble is not None
+    assert predictor.ensemble is not None and probability is not None
     np.testing.assert_allclose(
         probability, predict_proba(predictor.ensemble, inputs), atol=TOLERANCE
     )
@@ -55,7 +55,7 @@ def test_published_bundle_carries_a_serving_graph_equal_to_pytorch(trained: Trai
 
     # One session at a time (the service's usual batch) gives the same numbers.
     for row in range(0, len(inputs), 37):
-        one, _ = graph.run(inputs.take(np.array([row])))
+        one = graph.predict(inputs.take(np.array([row])))
         assert abs(one[0] - probability[row]) <= TOLERANCE
 
 

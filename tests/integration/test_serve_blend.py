@@ -1,7 +1,8 @@
 """A blend champion end to end: TrainFlow with a GRU and a LightGBM entry and `--blend always` on a
 small synthetic home, the blend registered (card and MLflow name it and its weight), loaded by
 `smallboat serve` from the registry and called over HTTP; the served probabilities equal the
-flow's offline test predictions, which are the members' own predictions averaged."""
+flow's offline test predictions, which are the members' own predictions averaged. The bundle's
+serving graph (its GRU half and the recommender on ONNX Runtime) equals PyTorch."""
 
 from __future__ import annotations
 
@@ -15,10 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smallboat.bundle import GBM_DIR, META_FILE, ONNX_FILE, WEIGHTS_FILE, BundleError
+from smallboat.bundle import GBM_DIR, META_FILE, WEIGHTS_FILE, BundleError
 from smallboat.config import Settings
 from smallboat.serve.server import ServeProcess
-from tests.trained_service import Trained, assert_served_equal_offline, trained_copy
+from tests.trained_service import (
+    Trained,
+    assert_graph_equals_torch,
+    assert_graphless_copy_serves_the_same,
+    assert_served_equal_offline,
+    champion_folder,
+    trained_copy,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -47,26 +55,18 @@ def service(trained_blend: Trained, tmp_path_factory: pytest.TempPathFactory) ->
         yield process.url
 
 
-def bundle_dir(trained: Trained) -> Path:
-    registration = trained.outcome.registration
-    assert registration is not None and registration["decision"] == "promoted"
-    return Path(registration["bundle_dir"])
-
-
 def test_the_champion_bundle_is_the_two_members_averaged(trained_blend: Trained) -> None:
     from smallboat.model.blend import BlendIntent, combine
     from smallboat.model.intent import predict_proba
     from smallboat.model.predictor import IntentPredictor
 
-    folder = bundle_dir(trained_blend)
+    folder = champion_folder(trained_blend)
     assert (folder / GBM_DIR).is_dir() and (folder / WEIGHTS_FILE).is_file()
-    assert not (folder / ONNX_FILE).exists()
     predictor = IntentPredictor.load(folder)
     model = predictor.model
     assert isinstance(model, BlendIntent) and predictor.ensemble is None
+    assert predictor.gru is model.gru
     assert (model.config.gru_name, model.config.gbm_name) == ("pair", "trees")
-    with pytest.raises(BundleError, match="no ONNX serving graph"):
-        predictor.serving_graph()
     # offline, from raw rows through the bundle: the flow's own predictions ...
     inputs = predictor.encode(trained_blend.sessions)
     again = predictor.predict_inputs(inputs)
@@ -87,7 +87,9 @@ def test_the_card_and_mlflow_say_what_was_chosen_and_the_weight(trained_blend: T
 
     from smallboat.model.predictor import IntentPredictor
 
-    config = IntentPredictor.load(bundle_dir(trained_blend)).meta.require("model_config", Path())
+    config = IntentPredictor.load(champion_folder(trained_blend)).meta.require(
+        "model_config", Path()
+    )
     label = (
         f"{config['weight']:.2f} x pair + {1 - config['weight']:.2f} x trees ({config['space']})"
     )
@@ -114,13 +116,23 @@ def test_served_predictions_equal_the_flows_offline_predictions(
     assert_served_equal_offline(trained_blend, service)
 
 
+def test_the_serving_graph_equals_pytorch(trained_blend: Trained) -> None:
+    assert_graph_equals_torch(trained_blend)
+
+
+def test_a_blend_bundle_without_a_graph_derives_it_and_serves_the_same(
+    trained_blend: Trained, tmp_path: Path
+) -> None:
+    assert_graphless_copy_serves_the_same(trained_blend, tmp_path / "older-bundle")
+
+
 def test_a_blend_missing_a_member_is_a_one_line_bundle_error(
     trained_blend: Trained, tmp_path: Path
 ) -> None:
     from smallboat.model.predictor import IntentPredictor
 
     copy = tmp_path / "bundle"
-    shutil.copytree(bundle_dir(trained_blend), copy)
+    shutil.copytree(champion_folder(trained_blend), copy)
     (copy / WEIGHTS_FILE).unlink()
     with pytest.raises(BundleError, match=f"its blend \\({WEIGHTS_FILE} and gbm/\\)") as err:
         IntentPredictor.load(copy)

@@ -1,7 +1,8 @@
 """A LightGBM champion end to end: TrainFlow forced to a grid of only LightGBM on a small synthetic
 home, registered, loaded by `smallboat serve` from the registry and called over HTTP; the served
 probabilities equal the flow's offline test predictions (no train/serve skew through the tabular
-features and the prod2vec vectors the bundle carries)."""
+features and the prod2vec vectors the bundle carries). The bundle's serving graph holds the
+recommender alone (the trees score with LightGBM's predictor) and equals PyTorch."""
 
 from __future__ import annotations
 
@@ -12,10 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smallboat.bundle import GBM_DIR, ONNX_FILE, WEIGHTS_FILE, BundleError
+from smallboat.bundle import GBM_DIR, WEIGHTS_FILE, BundleError
 from smallboat.config import Settings
 from smallboat.serve.server import ServeProcess
-from tests.trained_service import Trained, assert_served_equal_offline, trained_copy
+from tests.trained_service import (
+    Trained,
+    assert_graph_equals_torch,
+    assert_graphless_copy_serves_the_same,
+    assert_served_equal_offline,
+    champion_folder,
+    trained_copy,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +46,7 @@ def service(trained_lgbm: Trained, tmp_path_factory: pytest.TempPathFactory) -> 
         yield process.url
 
 
-def test_the_champion_bundle_holds_a_lightgbm_model_and_no_torch_graph(
+def test_the_champion_bundle_holds_a_lightgbm_model_and_no_intent_network(
     trained_lgbm: Trained,
 ) -> None:
     from metaflow import Run, namespace
@@ -46,13 +54,11 @@ def test_the_champion_bundle_holds_a_lightgbm_model_and_no_torch_graph(
     from smallboat.model.gbm import GbmIntent
     from smallboat.model.predictor import IntentPredictor
 
-    registration = trained_lgbm.outcome.registration
-    assert registration is not None and registration["decision"] == "promoted"
-    folder = Path(registration["bundle_dir"])
-    assert (folder / GBM_DIR).is_dir()
-    assert not (folder / WEIGHTS_FILE).exists() and not (folder / ONNX_FILE).exists()
+    folder = champion_folder(trained_lgbm)
+    assert (folder / GBM_DIR).is_dir() and not (folder / WEIGHTS_FILE).exists()
     predictor = IntentPredictor.load(folder)
-    assert isinstance(predictor.model, GbmIntent) and predictor.ensemble is None
+    assert isinstance(predictor.model, GbmIntent)
+    assert predictor.ensemble is None and predictor.gru is None
     # the vectors the bundle's features use are the run's prod2vec vectors
     namespace(None)
     task = Run(trained_lgbm.outcome.pathspec)["prod2vec"].task
@@ -60,8 +66,6 @@ def test_the_champion_bundle_holds_a_lightgbm_model_and_no_torch_graph(
     np.testing.assert_array_equal(
         predictor.model.sku_vectors, task.data.sku_vectors.astype(np.float32)
     )
-    with pytest.raises(BundleError, match="no ONNX serving graph"):
-        predictor.serving_graph()
     # offline, from raw rows through the bundle: the flow's own predictions
     again = predictor.predict_inputs(predictor.encode(trained_lgbm.sessions))
     np.testing.assert_allclose(again, trained_lgbm.offline, atol=1e-9, rtol=0)
@@ -72,6 +76,16 @@ def test_served_predictions_equal_the_flows_offline_predictions(
     trained_lgbm: Trained, service: str
 ) -> None:
     assert_served_equal_offline(trained_lgbm, service)
+
+
+def test_the_serving_graph_is_the_recommender_and_equals_pytorch(trained_lgbm: Trained) -> None:
+    assert_graph_equals_torch(trained_lgbm)
+
+
+def test_a_lightgbm_bundle_without_a_graph_derives_it_and_serves_the_same(
+    trained_lgbm: Trained, tmp_path: Path
+) -> None:
+    assert_graphless_copy_serves_the_same(trained_lgbm, tmp_path / "older-bundle")
 
 
 def test_a_damaged_lightgbm_model_is_a_one_line_bundle_error(

@@ -78,16 +78,24 @@ def tabular_features(inputs: ModelInputs, sku_vectors: np.ndarray) -> np.ndarray
 
     `sku_vectors`: (n_sku_tokens, d) prod2vec vectors indexed by SKU token (rows of the special
     tokens are ignored)."""
+    return tabular_rows(inputs, unit_rows(sku_vectors))
+
+
+def tabular_rows(inputs: ModelInputs, unit: np.ndarray) -> np.ndarray:
+    """`tabular_features` from the vectors' `unit_rows`, which a model scoring call after call
+    keeps: normalising every SKU's vector costs O(n_sku) a call (~0.08 ms at 1,000 SKUs, a
+    served session's whole feature row costs ~0.45 ms)."""
     n = len(inputs)
     out = np.empty((n, len(TABULAR_FEATURES)), dtype=np.float32)
-    unit = _unit_rows(sku_vectors)
     for start in range(0, n, CHUNK_ROWS):
         rows = slice(start, min(start + CHUNK_ROWS, n))
         out[rows] = _chunk(inputs, rows, unit)
     return out
 
 
-def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each SKU's vector scaled to length 1, (n_sku_tokens, d) float32 (zero for the special
+    tokens and zero vectors)."""
     v = np.asarray(vectors, dtype=np.float32).copy()
     v[:SKU_FIRST] = 0.0
     norm = np.linalg.norm(v, axis=1, keepdims=True)

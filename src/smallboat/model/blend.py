@@ -7,8 +7,9 @@ or logits) are chosen on the validation split by `fit_blend`; w = 0 or 1 is a si
 the sweep picks the blend only when its validation ROC-AUC beats both of its members'.
 
 A blend bundle holds both members in their usual places (the GRU's WEIGHTS_FILE and sizes, the
-LightGBM model's GBM_DIR) and the blend's config in bundle.json; it has no ONNX graph (serving
-scores it through `IntentPredictor.predict_inputs`, like a LightGBM champion).
+LightGBM model's GBM_DIR) and the blend's config in bundle.json. Its serving graph (written at
+publish, like a GRU champion's) holds the GRU half and the recommender; serving combines the
+graph's GRU probability with LightGBM's own (`IntentPredictor.predict_inputs`, `combine`).
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ class BlendFit:
         verdict = "beats both" if self.beats_both else "does not beat both"
         return (
             f"blend: {self.weight:.2f} x {gru_name} + {1 - self.weight:.2f} x {gbm_name} "
-            f"({self.space}s), valid AUC {self.valid_auc:.4f} vs {gru_name} "
+            f"(in {self.space} space), valid AUC {self.valid_auc:.4f} vs {gru_name} "
             f"{self.gru_valid_auc:.4f}, {gbm_name} {self.gbm_valid_auc:.4f}: {verdict}"
         )
 
@@ -154,12 +155,13 @@ class BlendIntent:
     def sizes(self) -> Sizes:
         return self.gru.sizes
 
-    def predict(self, inputs: ModelInputs) -> np.ndarray:
-        """P(purchase) for every prefix, (N,) float64."""
+    def predict(self, inputs: ModelInputs, *, p_gru: np.ndarray | None = None) -> np.ndarray:
+        """P(purchase) for every prefix, (N,) float64; `p_gru`: the GRU half's already computed
+        (the serving graph's), else the GRU runs here."""
         if len(inputs) == 0:
             return np.zeros(0, dtype=np.float64)
         return combine(
-            predict_proba(self.gru, inputs),
+            predict_proba(self.gru, inputs) if p_gru is None else p_gru,
             self.gbm.predict(inputs),
             weight=self.config.weight,
             space=self.config.space,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from smallboat.features import ModelInputs
-from smallboat.features.tabular import TABULAR_FEATURES, tabular_features
+from smallboat.features.tabular import TABULAR_FEATURES, tabular_features, tabular_rows, unit_rows
 from smallboat.metrics.intent import roc_auc
 
 KIND = "lightgbm"
@@ -102,13 +102,14 @@ class GbmIntent:
         self.config = config
         self.booster = booster
         self.sku_vectors = np.asarray(sku_vectors, dtype=np.float32)
+        self.unit = unit_rows(self.sku_vectors)  # normalised once, not on every call
         self.columns = _feature_columns(list(booster.feature_name()))
 
     def predict(self, inputs: ModelInputs) -> np.ndarray:
         """P(purchase) for every prefix, (N,) float64."""
         if len(inputs) == 0:
             return np.zeros(0, dtype=np.float64)
-        features = tabular_features(inputs, self.sku_vectors)
+        features = tabular_rows(inputs, self.unit)
         if self.columns is not None:
             features = features[:, self.columns]
         prob = self.booster.predict(features, num_threads=1)

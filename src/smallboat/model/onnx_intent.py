@@ -41,6 +41,11 @@ busy 2-core machine, median (min) of 21 blocks: traced 0.29 (0.20) ms, this grap
 changing the model. Graph optimisation levels, thread-pool spinning, IO binding and
 `run_with_ort_values` were measured too and gained nothing (the last two cost more).
 
+A LightGBM or blend champion's graph holds what of it is neural: a blend's GRU half (its
+PROBABILITY is that half's) and the recommender, or the recommender alone (no PROBABILITY): the
+trees score with LightGBM's own predictor on the same encoded inputs, and serving combines the
+two (`IntentPredictor.predict_inputs`, `model.blend.combine`).
+
 A bundle carries the graph as `ONNX_FILE`, written at publish time (`export_onnx`); a bundle
 written before that gets it derived from its weights when it is loaded (`onnx_bytes`), well
 under a second. `OnnxIntent` itself needs only ONNX Runtime and NumPy, not torch: it also runs
@@ -56,7 +61,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnxruntime as ort
 
-from smallboat.features import ModelInputs
+from smallboat.features import COUNT_FEATURES, ModelInputs
 from smallboat.features.encode import TOKEN_COLUMNS
 
 if TYPE_CHECKING:
@@ -80,56 +85,35 @@ and their SKU tokens, (B, k) int64."""
 OPSET = 17
 
 
-def onnx_bytes(fused: FusedIntent, next_item: NextItemModel | None = None) -> bytes:
-    """The fused network as an ONNX graph (a batch axis of any size, windows of any length); with
-    `next_item` (a `NextItemModel`: the same inputs, SKU logits out) its scores and their top k
-    are further outputs of the same graph, so one run answers both heads."""
+def onnx_bytes(fused: FusedIntent | None, next_item: NextItemModel | None = None) -> bytes:
+    """The serving graph (a batch axis of any size, windows of any length): the fused network's
+    P(purchase) (`fused`: a GRU champion's ensemble, or a blend's GRU half); with `next_item`
+    (a `NextItemModel`: the same inputs, SKU logits out) its scores and their top k are further
+    outputs of the same graph, so one run answers both heads. `fused` None (a LightGBM
+    champion: its trees are not in the graph) leaves the recommender alone in it."""
     import onnx
     from onnx import TensorProto, helper
 
+    if fused is None and next_item is None:
+        raise ValueError("a serving graph needs the fused ensemble, the recommender or both")
     graph = _Graph()
-    members = fused.members_apart()
-    m, hidden = fused.n_members, fused.hidden
-    tables = {c: _array(fused.tables[c]).reshape(-1, m, fused.token_dims[c]) for c in TOKEN_COLUMNS}
-    shared = next_item is not None and all(
-        tuple(next_item.embeddings[c].weight.shape) == (tables[c].shape[0], tables[c].shape[2])
-        for c in TOKEN_COLUMNS
-    )
-    if next_item is not None and shared:  # the recommender's embeddings as one more slot
-        for c in TOKEN_COLUMNS:
-            extra = _array(next_item.embeddings[c].weight)[:, None]
-            tables[c] = np.concatenate([tables[c], extra], axis=1)
-    slots = graph.gru_inputs(tables)  # (L, B, D) per slot
     log_counts = graph.node("Log", graph.node("Add", "counts", graph.constant(np.float32(1.0))))
-    states = [
-        graph.gru(x, w_ih, w_hh, b_ih, b_hh, hidden)
-        for x, (_, (w_ih, w_hh, b_ih, b_hh)) in zip(slots[:m], members, strict=True)
-    ]
-    last = graph.node("Squeeze", graph.node("Concat", *states, axis=2), graph.constant([0]))
-    counts = graph.dense(log_counts, fused.counts, relu=True)  # (B, M*H)
-    joined = graph.node("Concat", last, counts, axis=1)  # (B, 2*M*H)
-    logits = graph.dense(graph.dense(joined, fused.head1, relu=True), fused.head2)  # (B, M)
-    mean = graph.node("ReduceMean", graph.node("Sigmoid", logits), axes=[1], keepdims=0)
-    if m == 1:  # a one-member ensemble is its member, unclamped (as FusedIntent)
-        graph.node("Identity", mean, out=PROBABILITY)
-    else:
-        from smallboat.model.intent import PROB_CLAMP  # here: that module imports torch
-
-        low, high = np.float32(PROB_CLAMP), np.float32(1 - PROB_CLAMP)
-        graph.node("Clip", mean, graph.constant(low), graph.constant(high), out=PROBABILITY)
-    outputs = [helper.make_tensor_value_info(PROBABILITY, TensorProto.FLOAT, ["batch"])]
+    outputs = []
+    x = None  # the recommender's GRU input when it shares the ensemble's Gathers
+    if fused is not None:
+        x = _intent_head(graph, fused, next_item, log_counts)
+        outputs.append(helper.make_tensor_value_info(PROBABILITY, TensorProto.FLOAT, ["batch"]))
+    n_counts = len(COUNT_FEATURES) if fused is None else fused.counts.in_features
     inputs = [
         helper.make_tensor_value_info(
             name,
             TensorProto.INT64 if name in TOKEN_COLUMNS else TensorProto.FLOAT,
-            ["batch", fused.counts.in_features] if name == "counts" else ["batch", "length"],
+            ["batch", n_counts] if name == "counts" else ["batch", "length"],
         )
         for name in INPUT_NAMES
     ]
     if next_item is not None:
-        if shared:
-            x = slots[m]
-        else:
+        if x is None:
             own = {c: _array(next_item.embeddings[c].weight)[:, None] for c in TOKEN_COLUMNS}
             (x,) = graph.gru_inputs(own)
         n_sku = _next_item_head(graph, next_item, x, log_counts)
@@ -146,6 +130,43 @@ def onnx_bytes(fused: FusedIntent, next_item: NextItemModel | None = None) -> by
     )
     onnx.checker.check_model(model, full_check=True)
     return model.SerializeToString()
+
+
+def _intent_head(
+    graph: _Graph, fused: FusedIntent, next_item: NextItemModel | None, log_counts: str
+) -> str | None:
+    """`FusedIntent`'s P(purchase) as the graph's PROBABILITY output, one GRU node per member.
+    When `next_item`'s embeddings have the ensemble's widths, its tables are one more slot of the
+    same Gathers: returns that slot's GRU input (L, B, D), else None."""
+    members = fused.members_apart()
+    m, hidden = fused.n_members, fused.hidden
+    tables = {c: _array(fused.tables[c]).reshape(-1, m, fused.token_dims[c]) for c in TOKEN_COLUMNS}
+    shared = next_item is not None and all(
+        tuple(next_item.embeddings[c].weight.shape) == (tables[c].shape[0], tables[c].shape[2])
+        for c in TOKEN_COLUMNS
+    )
+    if next_item is not None and shared:  # the recommender's embeddings as one more slot
+        for c in TOKEN_COLUMNS:
+            extra = _array(next_item.embeddings[c].weight)[:, None]
+            tables[c] = np.concatenate([tables[c], extra], axis=1)
+    slots = graph.gru_inputs(tables)  # (L, B, D) per slot
+    states = [
+        graph.gru(x, w_ih, w_hh, b_ih, b_hh, hidden)
+        for x, (_, (w_ih, w_hh, b_ih, b_hh)) in zip(slots[:m], members, strict=True)
+    ]
+    last = graph.node("Squeeze", graph.node("Concat", *states, axis=2), graph.constant([0]))
+    counts = graph.dense(log_counts, fused.counts, relu=True)  # (B, M*H)
+    joined = graph.node("Concat", last, counts, axis=1)  # (B, 2*M*H)
+    logits = graph.dense(graph.dense(joined, fused.head1, relu=True), fused.head2)  # (B, M)
+    mean = graph.node("ReduceMean", graph.node("Sigmoid", logits), axes=[1], keepdims=0)
+    if m == 1:  # a one-member ensemble is its member, unclamped (as FusedIntent)
+        graph.node("Identity", mean, out=PROBABILITY)
+    else:
+        from smallboat.model.intent import PROB_CLAMP  # here: that module imports torch
+
+        low, high = np.float32(PROB_CLAMP), np.float32(1 - PROB_CLAMP)
+        graph.node("Clip", mean, graph.constant(low), graph.constant(high), out=PROBABILITY)
+    return slots[m] if shared else None
 
 
 def _next_item_head(graph: _Graph, model: NextItemModel, x: str, log_counts: str) -> int:
@@ -303,6 +324,12 @@ class OnnxIntent:
             self.n_sku = int(scores.shape[1])
 
     @property
+    def has_probability(self) -> bool:
+        """The graph answers P(purchase) (a LightGBM champion's graph holds the recommender
+        only: its trees score on their own)."""
+        return PROBABILITY in self.outputs
+
+    @property
     def has_next_item(self) -> bool:
         return NEXT_ITEM_SCORES in self.outputs
 
@@ -317,24 +344,36 @@ class OnnxIntent:
             feed[TOP_K] = np.array([max(1, min(k, self.n_sku))], dtype=np.int64)
         return feed
 
-    def run(self, inputs: ModelInputs) -> tuple[np.ndarray, np.ndarray | None]:
-        """P(purchase) of every row of `inputs`, (N,) float64, and the next-item scores (N,
-        n_sku) float32 when the graph has them, from one run."""
-        wanted = [PROBABILITY, NEXT_ITEM_SCORES] if self.has_next_item else [PROBABILITY]
-        results = self.session.run(wanted, self._feed(inputs))
-        prob = np.asarray(results[0], dtype=np.float64)
-        return prob, (results[1] if len(results) > 1 else None)
+    def run(self, inputs: ModelInputs) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """P(purchase) of every row of `inputs`, (N,) float64, when the graph has it, and the
+        next-item scores (N, n_sku) float32 when the graph has them, from one run."""
+        wanted = [PROBABILITY] if self.has_probability else []
+        if self.has_next_item:
+            wanted.append(NEXT_ITEM_SCORES)
+        results = dict(zip(wanted, self.session.run(wanted, self._feed(inputs)), strict=True))
+        return _probability(results.get(PROBABILITY)), results.get(NEXT_ITEM_SCORES)
 
-    def run_top_k(self, inputs: ModelInputs, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """P(purchase) of every row, (N,) float64, and the recommender's best min(k, n_sku)
-        SKU tokens and scores per row, best first, (N, k) int64 and float32, from one run
-        (`has_top_k` graphs only)."""
+    def run_top_k(
+        self, inputs: ModelInputs, k: int
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """P(purchase) of every row, (N,) float64, when the graph has it, and the
+        recommender's best min(k, n_sku) SKU tokens and scores per row, best first, (N, k)
+        int64 and float32, from one run (`has_top_k` graphs only)."""
         assert self.has_top_k, "a graph without top-k outputs (written before them)"
+        if not self.has_probability:
+            values, tokens = self.session.run([TOP_SCORES, TOP_TOKENS], self._feed(inputs, k))
+            return None, tokens, values
         prob, values, tokens = self.session.run(
             [PROBABILITY, TOP_SCORES, TOP_TOKENS], self._feed(inputs, k)
         )
-        return np.asarray(prob, dtype=np.float64), tokens, values
+        return _probability(prob), tokens, values
 
     def predict(self, inputs: ModelInputs) -> np.ndarray:
-        """P(purchase) for every row of `inputs`, (N,) float64."""
-        return self.run(inputs)[0]
+        """P(purchase) for every row of `inputs`, (N,) float64 (graphs that have it)."""
+        prob = self.run(inputs)[0]
+        assert prob is not None, "a graph without the intent head (a LightGBM champion's)"
+        return prob
+
+
+def _probability(values: np.ndarray | None) -> np.ndarray | None:
+    return None if values is None else np.asarray(values, dtype=np.float64)

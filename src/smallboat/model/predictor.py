@@ -102,10 +102,10 @@ def save_bundle(
 class IntentPredictor:
     """A loaded bundle: predicts P(purchase) from raw browsing events or encoded inputs.
 
-    `model` is a GRU ensemble, or a LightGBM model (`model.gbm`, when the sweep chose one): the
-    latter has no torch graph, so `serving_graph`/`onnx` refuse it and serving scores it with
-    LightGBM's own predictor through `predict_inputs`. A blend of both (`model.blend`) is
-    scored the same way."""
+    `model` is a GRU ensemble, a LightGBM model (`model.gbm`, when the sweep chose one) or a
+    blend of both (`model.blend`). The serving graph (`serving_graph`, `onnx`) holds what is
+    neural: the GRU ensemble (a blend's GRU half) and the sequence recommender; LightGBM's trees
+    score with LightGBM's own predictor, and `predict_inputs` combines the two."""
 
     model: IntentEnsemble | GbmIntent | BlendIntent
     spec: FeatureSpec
@@ -165,8 +165,22 @@ class IntentPredictor:
 
     @property
     def ensemble(self) -> IntentEnsemble | None:
-        """The GRU ensemble, None when the bundle's intent model is LightGBM."""
+        """The GRU ensemble, None when the bundle's intent model is LightGBM or a blend."""
         return self.model if isinstance(self.model, IntentEnsemble) else None
+
+    @property
+    def gru(self) -> IntentEnsemble | None:
+        """The GRU ensemble the intent model runs: the model itself or a blend's GRU half; None
+        for a LightGBM model."""
+        if isinstance(self.model, BlendIntent):
+            return self.model.gru
+        return self.ensemble
+
+    @property
+    def has_serving_graph(self) -> bool:
+        """Something of the bundle runs on ONNX Runtime: a GRU ensemble (a blend's too) or the
+        sequence recommender."""
+        return self.gru is not None or isinstance(self.next_item, SequenceRecommender)
 
     @cached_property
     def sku_names(self) -> np.ndarray:
@@ -243,16 +257,19 @@ class IntentPredictor:
         return [str(name) for name in self.sku_names]
 
     def serving_graph(self, fused: FusedIntent | None = None) -> bytes:
-        """The bundle's serving graph (`model.onnx_intent`): the fused ensemble, and the
-        sequence recommender's scores and their top k when the bundle has one (other
-        recommenders score in NumPy)."""
+        """The bundle's serving graph (`model.onnx_intent`): the fused GRU ensemble (`fused`,
+        else fused here from `gru`; none for a LightGBM model), and the sequence recommender's
+        scores and their top k when the bundle has one (other recommenders score in NumPy)."""
         next_model = (
             self.next_item.model if isinstance(self.next_item, SequenceRecommender) else None
         )
-        if fused is None:
-            if not isinstance(self.model, IntentEnsemble):
-                raise BundleError("a LightGBM intent model has no ONNX serving graph")
-            fused = FusedIntent.from_ensemble(self.model)
+        gru = self.gru
+        if fused is None and gru is not None:
+            fused = FusedIntent.from_ensemble(gru)
+        if fused is None and next_model is None:
+            raise BundleError(
+                "a LightGBM intent model without a sequence recommender has no ONNX serving graph"
+            )
         return onnx_bytes(fused, next_model)
 
     def onnx(self, folder: Path, fused: FusedIntent | None = None) -> OnnxIntent:
@@ -264,7 +281,7 @@ class IntentPredictor:
         path = folder / ONNX_FILE
         if path.is_file():
             loaded = OnnxIntent(path)
-            if loaded.has_next_item == needs_next:
+            if (loaded.has_next_item, loaded.has_probability) == (needs_next, self.gru is not None):
                 return loaded
         return OnnxIntent(self.serving_graph(fused))
 
@@ -274,9 +291,17 @@ class IntentPredictor:
         path.write_bytes(self.serving_graph())
         return path
 
-    def predict_inputs(self, inputs: ModelInputs) -> np.ndarray:
-        if isinstance(self.model, GbmIntent | BlendIntent):
+    def predict_inputs(
+        self, inputs: ModelInputs, *, gru_probability: np.ndarray | None = None
+    ) -> np.ndarray:
+        """P(purchase) of every row of `inputs`, (N,) float64. `gru_probability`: the GRU
+        ensemble's (`gru`'s) already computed (the serving graph's), used in its place."""
+        if isinstance(self.model, GbmIntent):
             return self.model.predict(inputs)
+        if isinstance(self.model, BlendIntent):
+            return self.model.predict(inputs, p_gru=gru_probability)
+        if gru_probability is not None:
+            return gru_probability
         return predict_proba(self.model, inputs)
 
     def encode(self, sessions: list[list[dict[str, Any]]]) -> ModelInputs:

@@ -98,10 +98,10 @@ def register(
         IntentPredictor.load(bundle_dir), data.test_events, test, report["test_predictions"]
     ).to_parquet(bundle_dir / REFERENCE_FILE, index=False)
     # The serving graph for ONNX Runtime (tests/integration/test_onnx_parity.py holds it to the
-    # weights on every test example).
-    # A LightGBM champion has none: serving runs LightGBM's own predictor.
+    # weights on every test example): the GRU ensemble (a blend's GRU half) and the sequence
+    # recommender. LightGBM's trees are not in it: serving runs LightGBM's own predictor.
     saved = IntentPredictor.load(bundle_dir)
-    if saved.ensemble is not None:
+    if saved.has_serving_graph:
         saved.write_onnx(bundle_dir)
 
     gate = report["gate"]

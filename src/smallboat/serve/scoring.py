@@ -57,10 +57,12 @@ past it, its zero blocks cost more than the dispatch saved and the members run o
 @dataclass(frozen=True)
 class LoadedModel:
     """A bundle ready to score: the predictor (features, vocabulary), its fused network, and
-    the serving graph on ONNX Runtime (None when SMALLBOAT_SERVE_RUNTIME is torch)."""
+    the serving graph on ONNX Runtime (None when SMALLBOAT_SERVE_RUNTIME is torch). For a
+    LightGBM or blend champion the graph holds what is neural (a blend's GRU half, the
+    recommender) and LightGBM's own predictor scores the same encoded inputs beside it."""
 
     predictor: IntentPredictor
-    fused: FusedIntent | None  # None for a LightGBM intent model (LightGBM's predictor scores)
+    fused: FusedIntent | None  # the GRU ensemble's (a blend's GRU half's); None for LightGBM
     version: str
     source: str
     onnx: OnnxIntent | None = None
@@ -75,11 +77,11 @@ class LoadedModel:
         predictor.vocab.sku_attributes  # noqa: B018
         if predictor.next_item is not None:
             predictor.sku_name_list  # noqa: B018
-        ensemble = predictor.ensemble
-        if ensemble is None:  # LightGBM: no torch graph, no ONNX graph
-            return cls(predictor, None, version or predictor.version, str(folder), None)
-        fused = FusedIntent.from_ensemble(ensemble)
-        graph = predictor.onnx(folder, fused) if runtime == "onnx" else None
+        gru = predictor.gru
+        fused = None if gru is None else FusedIntent.from_ensemble(gru)
+        graph = None
+        if runtime == "onnx" and predictor.has_serving_graph:
+            graph = predictor.onnx(folder, fused)
         return cls(predictor, fused, version or predictor.version, str(folder), graph)
 
 
@@ -395,17 +397,20 @@ def _forward(
     """P(purchase) of `inputs`, (N,), and what their next items are ranked from: on a serving
     graph with TopK, its best `k` SKU tokens and scores per row (one run answers both heads); on
     a graph written before it had TopK, every SKU's score; else neither (the recommender scores
-    them itself)."""
+    them itself). The GRU ensemble's probability comes from the graph (or the fused network);
+    the predictor adds LightGBM's for a LightGBM or blend champion."""
     graph = model.onnx
+    gru: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    top: tuple[np.ndarray, np.ndarray] | None = None
     if graph is not None and graph.has_top_k and model.predictor.next_item is not None:
-        probability, tokens, values = graph.run_top_k(inputs, k)
-        return probability, None, (tokens, values)
-    if graph is not None:
-        probability, scores = graph.run(inputs)
-        return probability, scores, None
-    if model.fused is not None and len(inputs) <= FUSED_MAX_BATCH:
-        return model.fused.predict(inputs), None, None
-    return model.predictor.predict_inputs(inputs), None, None
+        gru, tokens, values = graph.run_top_k(inputs, k)
+        top = (tokens, values)
+    elif graph is not None:
+        gru, scores = graph.run(inputs)
+    elif model.fused is not None and len(inputs) <= FUSED_MAX_BATCH:
+        gru = model.fused.predict(inputs)
+    return model.predictor.predict_inputs(inputs, gru_probability=gru), scores, top
 
 
 def _why_unscored(has_rows: bool) -> str:
