@@ -32,7 +32,10 @@ sessions, batched and one by one). What changed is the layout and what the graph
 - the recommender's bias and its -inf for the special tokens are one constant (a + 0 is a and
   a + -inf is -inf: the same scores), and its top k is a TopK node with k an input, so the
   service reads k (token, score) pairs, not every SKU's score to rank in torch (its next-item
-  section fell from ~0.08 to ~0.02 ms).
+  section fell from ~0.08 to ~0.02 ms);
+- a recommender with its last-viewed-SKU terms (`NextItemModel`, `transition`) finds that SKU
+  in the graph (`_last_viewed`: Equal, CumSum, ArgMax, GatherElements, no Shape), and its Markov
+  term joins the query's Gemm as more columns: [query, after[p]] . [output[s], before[s]].
 
 CPU time of one run for one real 20-event session (a trained 5,000-session bundle: 5 members
 of width 32, the recommender's GRU 64 over 998 SKUs), blocks of 300 runs interleaved on the
@@ -187,18 +190,21 @@ def _next_item_head(graph: _Graph, model: NextItemModel, x: str, log_counts: str
             out=NEXT_ITEM_SCORES,
         )  # fmt: skip
     else:  # the chain term joins the same Gemm: [query, after[p]] . [output[s], before[s]]
-        last = _last_viewed(graph)  # (B,)
-        after = graph.node("Gather", graph.constant(_array(model.after.weight)), last)  # (B, d)
+        from onnx import TensorProto
+
+        from smallboat.model.next_item.sequence import candidate_leaves  # imports torch
+
+        viewed = _last_viewed(graph)  # (B,)
+        after = graph.node("Gather", graph.constant(_array(model.after.weight)), viewed)  # (B, d)
         query = graph.node("Concat", query, after, axis=1)  # (B, 2d)
         table = np.concatenate([table, _array(model.before.weight)], axis=1)  # (n_sku, 2d)
         chained = graph.node("Gemm", query, graph.constant(table), graph.constant(offset), transB=1)
-        from smallboat.model.next_item.sequence import candidate_leaves  # imports torch
-
         leaves = model.leaves.detach().cpu()
-        leaf = graph.node("Gather", graph.constant(leaves.numpy().astype(np.int64)), last)
+        leaf = graph.node("Gather", graph.constant(leaves.numpy().astype(np.int64)), viewed)
         leaf = graph.node("Unsqueeze", leaf, graph.constant([1]))  # (B, 1)
         others = graph.constant(candidate_leaves(leaves).numpy().astype(np.int64)[None, :])
-        same = graph.node("Cast", graph.node("Equal", leaf, others), to=1)  # (B, n_sku) float
+        same = graph.node("Equal", leaf, others)  # (B, n_sku)
+        same = graph.node("Cast", same, to=TensorProto.FLOAT)
         stay = graph.dense(encoded, model.stay)  # (B, 1)
         scores = graph.node("Add", chained, graph.node("Mul", stay, same), out=NEXT_ITEM_SCORES)
     graph.node("TopK", scores, TOP_K, axis=-1, largest=1, sorted=1, out=(TOP_SCORES, TOP_TOKENS))
@@ -208,14 +214,16 @@ def _next_item_head(graph: _Graph, model: NextItemModel, x: str, log_counts: str
 def _last_viewed(graph: _Graph) -> str:
     """`sequence.last_viewed` on the graph's inputs: each window's last detail view of a known
     SKU, (B,) int64, 0 when none."""
+    from onnx import TensorProto
+
     from smallboat.features.spec import ACTION_TOKEN, SKU_FIRST
 
     detail = graph.node("Equal", "action", graph.constant(np.int64(ACTION_TOKEN["detail"])))
     known = graph.node("GreaterOrEqual", "sku", graph.constant(np.int64(SKU_FIRST)))
-    mask = graph.node("Cast", graph.node("And", detail, known), to=1)  # (B, L) float
+    mask = graph.node("Cast", graph.node("And", detail, known), to=TensorProto.FLOAT)  # (B, L)
     # The running count of such views peaks first at the last one: ArgMax's first index on ties.
     at = graph.node("ArgMax", graph.node("CumSum", mask, graph.constant(np.int64(1))), axis=1)
-    masked = graph.node("Mul", "sku", graph.node("Cast", mask, to=7))  # (B, L) int64
+    masked = graph.node("Mul", "sku", graph.node("Cast", mask, to=TensorProto.INT64))  # (B, L)
     last = graph.node("GatherElements", masked, at, axis=1)  # (B, 1)
     return graph.node("Squeeze", last, graph.constant([1]))
 
