@@ -35,12 +35,13 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import uvloop
 from rich.console import Group, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -157,20 +158,49 @@ def replay_events(
     """
     if protocol not in PROTOCOLS:
         raise DataError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    requests = requests_of(
+        events, protocol=protocol, run=secrets.token_hex(4), batch_size=batch_size
+    )
+    return send_requests(
+        requests,
+        url=url,
+        protocol=protocol,
+        total=events.num_rows,
+        rate=rate,
+        write_key=write_key,
+        concurrency=concurrency,
+        progress=progress,
+    )
+
+
+def send_requests(
+    requests: Iterable[Request],
+    *,
+    url: str,
+    protocol: Protocol,
+    total: int,
+    rate: float | None = None,
+    write_key: str | None = None,
+    concurrency: int = 16,
+    progress: bool = False,
+) -> ReplaySummary:
+    """Send `requests` (`replay_requests.requests_of`: lazily made, or made beforehand, as the
+    benchmark does so that encoding them does not share the collector's cores) of `protocol`,
+    `total` events in all, to the collector at `url`; see `replay_events`."""
     if protocol == "segment" and not write_key:
         raise SmallboatError("--as segment needs a write key (--write-key or SMALLBOAT_WRITE_KEYS)")
     if rate is not None and rate <= 0:
         raise DataError(f"rate {rate} must be positive (events per second)")
     endpoint = Endpoint.parse(url)
-    run = secrets.token_hex(4)
-    requests = requests_of(events, protocol=protocol, run=run, batch_size=batch_size)
     summary = ReplaySummary(protocol=protocol, target_rate=rate)
     json_body = protocol in ("segment", "json", "snowplow")
     headers = {"Content-Type": "application/json"} if json_body else {}
     if protocol == "segment" and write_key:
         token = base64.b64encode(f"{write_key}:".encode()).decode()
         headers["Authorization"] = f"Basic {token}"
-    asyncio.run(
+    # uvloop, as the collector runs: the sender's CPU per request is its event loop's, and a
+    # load generator sharing the collector's cores should take as little of them as it can.
+    uvloop.run(
         _send_all(
             requests,
             summary,
@@ -179,7 +209,7 @@ def replay_events(
             headers=headers,
             concurrency=concurrency,
             progress=progress,
-            total=events.num_rows,
+            total=total,
         )
     )
     if summary.unreachable is not None:
@@ -215,7 +245,7 @@ def replay_file(
 
 
 async def _send_all(
-    requests: Iterator[Request],
+    requests: Iterable[Request],
     summary: ReplaySummary,
     *,
     endpoint: Endpoint,

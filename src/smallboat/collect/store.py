@@ -70,29 +70,30 @@ class EventStore:
         return store
 
     def resolve(self, hits: Sequence[Hit], received_ms: int) -> list[EventRecord]:
-        """The log records of `hits`: each gets its session (the client's, or a derived one)."""
+        """The log records of `hits`: each gets its session (the client's, or a derived one).
+        (A dict display and the hit unpacked, not `EventRecord(...)` and attribute reads: a
+        third of the cost, on every logged row.)"""
+        assign = self.tracker.assign
         records: list[EventRecord] = []
-        for hit in hits:
+        for message_id, event_type, action, sku, ts, url, session, client, source in hits:
             start: int | None = None
-            if hit.session_id is not None:
-                session = hit.session_id
-            else:
-                assert hit.client_id is not None, f"hit {hit.message_id} has no session or client"
-                session, start = self.tracker.assign(hit.client_id, hit.timestamp_ms, received_ms)
+            if session is None:
+                assert client is not None, f"hit {message_id} has no session or client"
+                session, start = assign(client, ts, received_ms)
             records.append(
-                EventRecord(
-                    message_id=hit.message_id,
-                    session_id_hash=session,
-                    event_type=hit.event_type,
-                    product_action=hit.product_action,
-                    product_sku_hash=hit.product_sku_hash,
-                    server_timestamp_epoch_ms=hit.timestamp_ms,
-                    hashed_url=hit.hashed_url,
-                    received_at_ms=received_ms,
-                    client_id=hit.client_id,
-                    session_start_ms=start,
-                    source=hit.source,
-                )
+                {
+                    "message_id": message_id,
+                    "session_id_hash": session,
+                    "event_type": event_type,
+                    "product_action": action,
+                    "product_sku_hash": sku,
+                    "server_timestamp_epoch_ms": ts,
+                    "hashed_url": url,
+                    "received_at_ms": received_ms,
+                    "client_id": client,
+                    "session_start_ms": start,
+                    "source": source,
+                }
             )
         return records
 

@@ -237,6 +237,10 @@ class HeldHeadTransport:
         self.flush()
         self._transport.close()
 
+    def is_closing(self) -> bool:
+        # Asked at least twice a request: said here, not found through `__getattr__`.
+        return self._transport.is_closing()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 

@@ -41,6 +41,8 @@ class Outcome:
     hits: list[Hit] = field(default_factory=list)
     ignored: Counter[str] = field(default_factory=Counter)
     refused: list[Reject] = field(default_factory=list)
+    modelled: int = 0
+    """Events read by their pydantic model (not in the plain shape of `collect.fastmodels`)."""
 
     def refuse(
         self, index: int | None, raw: Any, detail: str, message_id: str | None = None
@@ -70,9 +72,7 @@ class Outcome:
             if more > 0:
                 detail += f"; and {more} more"
             raise RefusedEvents(detail, "(refused events: `smallboat collect rejects`)")
-        logged = await store.log(self.hits, received_ms)
-        for reason, n in self.ignored.items():
-            counters.ignored(self.protocol, reason, n)
+        logged = await self.log(store, counters, received_ms)
         return BatchAccepted(
             events=logged,
             ignored=sum(self.ignored.values()),
@@ -82,6 +82,14 @@ class Outcome:
                 for r in self.refused[:MAX_SHOWN_REFUSALS]
             ],
         )
+
+    async def log(self, store: EventStore, counters: HitCounters, received_ms: int) -> int:
+        """Log the rows and count what was ignored (what `answer` does once the refused events
+        are accounted for); returns how many rows were logged."""
+        logged = await store.log(self.hits, received_ms)
+        for reason, n in self.ignored.items():
+            counters.ignored(self.protocol, reason, n)
+        return logged
 
 
 def validation_detail(exc: ValidationError, at: str) -> str:

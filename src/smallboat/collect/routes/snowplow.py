@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from smallboat.collect.deps import CountersDep, RejectsDep, StoreDep
 from smallboat.collect.events import HitError, now_ms
-from smallboat.collect.fastmodels import snowplow_view
+from smallboat.collect.fastmodels import SnowplowLike, snowplow_view
 from smallboat.collect.models import BatchAccepted, SnowplowEvent, SnowplowPayload, validator
 from smallboat.collect.routes.pixel import ERRORS, NO_CACHE, PIXEL_GIF
 from smallboat.collect.routes.refusals import Outcome, counted_route, validation_detail
@@ -75,7 +75,10 @@ def _map(outcome: Outcome, index: int | None, raw: Any, store: EventStore, recei
     `data[<index>].` (nothing for the pixel's single event). The prefix and the message id are
     made only for a refused event: the mapping's errors are the same with the prefix added."""
     try:
-        event = snowplow_view(raw) or _validate_event(raw)
+        event: SnowplowLike | None = snowplow_view(raw)
+        if event is None:
+            outcome.modelled += 1
+            event = _validate_event(raw)
         hits, ignored = snowplow_hits(event, received_ms=received, policy=store.time_policy)
     except ValidationError as exc:
         outcome.refuse(index, raw, validation_detail(exc, _at(index)), _message_id(raw))
