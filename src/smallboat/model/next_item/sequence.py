@@ -61,6 +61,7 @@ class NextItemConfig:
     batch_size: int = 256
     max_epochs: int = 10  # an upper bound: early stopping on validation MRR@20 usually ends sooner
     patience: int = 1  # epochs without a validation gain before stopping
+    lr_decay: float | None = None  # the rate's factor after an epoch without a gain (None: fixed)
     grad_clip: float = 1.0
     valid_examples: int = 20_000  # validation MRR is measured on at most this many examples
     max_seconds: float = 1_800.0  # training stops after the epoch that passes this budget
@@ -231,7 +232,7 @@ def train_sequence_model(
             on_epoch(_history_entry(epoch))
 
     result = train_loop(
-        LoopConfig.of(config, deadline=t_start + config.max_seconds),
+        LoopConfig.of(config, lr_decay=config.lr_decay, deadline=t_start + config.max_seconds),
         lambda: NextItemModel(config, sizes, sku_vectors, token_leaves(data.vocab)),
         batches,
         nn.CrossEntropyLoss(),
