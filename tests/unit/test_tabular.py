@@ -12,7 +12,13 @@ import pytest
 
 from smallboat.features import event_table, tokenize, windows
 from smallboat.features.spec import ACTION_TOKEN
-from smallboat.features.tabular import TABULAR_FEATURES, tabular_features
+from smallboat.features.tabular import (
+    TABULAR_FEATURES,
+    tabular_features,
+    unit_rows,
+    vectorised_rows,
+)
+from smallboat.features.tabular_small import SMALL_ROWS
 from tests.unit.test_features import SPEC, T0, VOCAB
 
 # prod2vec vectors by SKU token: A along x, B along y, C on the diagonal; specials ignored
@@ -31,8 +37,10 @@ Event = tuple[str, str | None, int]
 def row(session: Sequence[Event], prefix: int | None = None) -> dict[str, float]:
     tokens = tokenize(event_table([session]), VOCAB, SPEC)
     inputs = windows(tokens, np.array([0]), np.array([prefix or len(session)]), SPEC)
-    values = tabular_features(inputs, VECTORS)
+    values = tabular_features(inputs, VECTORS)  # one prefix: `tabular_small`'s per-event path
     assert values.shape == (1, len(TABULAR_FEATURES)) and values.dtype == np.float32
+    # the hand-worked values hold for training's NumPy path too
+    assert values.tobytes() == vectorised_rows(inputs, unit_rows(VECTORS)).tobytes()
     return dict(zip(TABULAR_FEATURES, values[0].tolist(), strict=True))
 
 
@@ -106,10 +114,12 @@ def test_rows_do_not_depend_on_the_batch_they_are_computed_in() -> None:
     sessions: list[list[Event]] = [SESSION, [("pageview", None, T0)], SESSION[:2]]
     tokens = tokenize(event_table(sessions), VOCAB, SPEC)
     lengths = np.array([4, 1, 2])
-    together = tabular_features(windows(tokens, np.arange(3), lengths, SPEC), VECTORS)
-    for i in range(3):
-        alone = tabular_features(windows(tokens, np.array([i]), lengths[i : i + 1], SPEC), VECTORS)
-        np.testing.assert_array_equal(together[i : i + 1], alone)
+    # past SMALL_ROWS: the batch goes through NumPy, each prefix alone through the per-event path
+    session = np.arange(SMALL_ROWS + 2) % 3
+    together = tabular_features(windows(tokens, session, lengths[session], SPEC), VECTORS)
+    for i in range(len(session)):
+        alone = windows(tokens, session[i : i + 1], lengths[session[i : i + 1]], SPEC)
+        assert tabular_features(alone, VECTORS).tobytes() == together[i : i + 1].tobytes()
 
 
 def test_funnel_sums_weight_the_events_after_the_first_add_by_their_distance_from_it() -> None:

@@ -12,6 +12,9 @@ over events. Before the add, the pace, the category moves and the prices viewed 
 shopper from a researcher (who buy at different rates), and the price of the first product added
 tells the buyer, who adds cheaper products.
 
+Serving's few prefixes get these columns from `tabular_small`'s per-event loop, which adds
+event by event what `funnel_columns` adds left to right (`ordered_sum`): the same values.
+
 On 200k synthetic sessions (seed 5) these columns lifted LightGBM's validation ROC-AUC from 0.874
 to 0.880 and its test ROC-AUC from 0.900 to 0.906 (the oracle: 0.893 and 0.923).
 """
@@ -30,6 +33,7 @@ from smallboat.features.spec import (
     STAGE_BEFORE_ADD,
     STAGE_MAX_SINCE_ADD,
 )
+from smallboat.features.tabular_small import ordered_sum
 
 FUNNEL_FEATURES: tuple[str, ...] = (
     "post_add_late_sum",
@@ -110,12 +114,13 @@ def funnel_columns(inputs: ModelInputs, rows: slice) -> list[np.ndarray]:
     leaves = is_detail & (move == MOVE_OTHER)
     pre_timed = before & timed
     n_pre_timed = pre_timed.sum(axis=1)
-    pre_gap_sum = np.where(pre_timed, log_gap, 0.0).sum(axis=1)
+    pre_gap_sum = ordered_sum(log_gap, pre_timed)
     first_add = before & is_add
     first_add_col = np.where(first_add.any(axis=1), np.argmax(first_add, axis=1), -1)
 
-    def total(mask: np.ndarray, weight: np.ndarray | float = 1.0) -> np.ndarray:
-        return np.where(mask, weight, 0.0).sum(axis=1)
+    def total(mask: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+        # added left to right, as `tabular_small` adds them event by event
+        return mask.sum(axis=1) if weight is None else ordered_sum(weight, mask)
 
     columns = [
         total(after, late),

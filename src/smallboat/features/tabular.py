@@ -2,7 +2,9 @@
 
 A pure function of the encoded `ModelInputs` (what `windows` gives training and `encode_collapsed`
 gives serving, held equal by the parity tests) and the prod2vec SKU vectors the bundle carries, so
-training and serving compute the same row from the same prefix: there is no second feature code.
+training and serving compute the same row from the same prefix. A serving request's few prefixes
+are computed event by event in Python (`tabular_small`: NumPy's fixed cost per call is most of a
+vectorised row's cost there); its values are this module's, by construction and by a property test.
 Missing values (no cart, no known SKU) are NaN, which LightGBM routes as missing.
 """
 
@@ -23,6 +25,7 @@ from smallboat.features.spec import (
     SKU_FIRST,
     STAGE_BEFORE_ADD,
 )
+from smallboat.features.tabular_small import SMALL_ROWS, ordered_sum, similarity_sums, small_rows
 
 TABULAR_FEATURES: tuple[str, ...] = (
     *COUNT_FEATURES,
@@ -83,8 +86,27 @@ def tabular_features(inputs: ModelInputs, sku_vectors: np.ndarray) -> np.ndarray
 
 def tabular_rows(inputs: ModelInputs, unit: np.ndarray) -> np.ndarray:
     """`tabular_features` from the vectors' `unit_rows`, which a model scoring call after call
-    keeps: normalising every SKU's vector costs O(n_sku) a call (~0.08 ms at 1,000 SKUs, a
-    served session's whole feature row costs ~0.45 ms)."""
+    keeps (normalising every SKU's vector costs O(n_sku) a call).
+
+    Up to SMALL_ROWS prefixes (a serving request) the row is computed event by event in Python
+    (`tabular_small.small_rows`, the same values as `vectorised_rows` by construction and by
+    test), larger batches (training's) with NumPy. Median ms on the 2-core dev machine (shared),
+    real 20-event sessions of a trained home:
+
+        prefixes   vectorised   per event
+        1          0.45         0.05
+        8          0.50         0.24
+        16         0.56         0.43
+        24         0.63         0.63
+        64         0.88         1.75
+    """
+    if 0 < len(inputs) <= SMALL_ROWS:
+        return small_rows(inputs, unit)
+    return vectorised_rows(inputs, unit)
+
+
+def vectorised_rows(inputs: ModelInputs, unit: np.ndarray) -> np.ndarray:
+    """`tabular_rows` with NumPy, CHUNK_ROWS prefixes per step, (N, len(TABULAR_FEATURES))."""
     n = len(inputs)
     out = np.empty((n, len(TABULAR_FEATURES)), dtype=np.float32)
     for start in range(0, n, CHUNK_ROWS):
@@ -111,8 +133,7 @@ def _last_true(mask: np.ndarray) -> np.ndarray:
 
 def _nanmean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     count = mask.sum(axis=1)
-    total = np.where(mask, values, 0.0).sum(axis=1)
-    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return np.where(count > 0, ordered_sum(values, mask) / np.maximum(count, 1), np.nan)
 
 
 def _chunk(inputs: ModelInputs, rows: slice, unit: np.ndarray) -> np.ndarray:
@@ -151,17 +172,20 @@ def _chunk(inputs: ModelInputs, rows: slice, unit: np.ndarray) -> np.ndarray:
     n_distinct = _distinct_count(sorted_skus)
     repeats = np.where(last_sku >= 0, (known & (sku == last_sku[:, None])).sum(axis=1), 0)
 
-    vec = unit[sku]  # (n, L, d); zero rows for pads and special tokens
-    v_last = vec[row, np.maximum(last_known, 0)]  # (n, d)
     has_last = last_known >= 0
-    sims = np.einsum("nld,nd->nl", vec, v_last)  # cosine of every event's SKU to the last one
     others = known & (np.arange(width)[None, :] != last_known[:, None])
-    session_mean = _unit(np.where(others[..., None], vec, 0.0).sum(axis=1))
     in_cart = known & is_add
-    cart_mean = _unit(np.where(in_cart[..., None], vec, 0.0).sum(axis=1))
     prev_known = _last_true(others)
-    everything = _unit(np.where(known[..., None], vec, 0.0).sum(axis=1))
-    coherence = _nanmean(np.einsum("nld,nd->nl", vec, everything), known)
+    # cosines of the last product to each event's, and to the summed directions of the others,
+    # of the cart and of all of them (whose length over their count is the session's coherence:
+    # the mean cosine of its products to their mean direction)
+    sims, dots, lengths = similarity_sums(
+        unit, sku, np.maximum(last_known, 0), np.stack([others, in_cart, known], axis=1)
+    )
+    dots, lengths = dots.astype(np.float64), lengths.astype(np.float64)
+    cosines = np.divide(dots, lengths, out=np.zeros_like(dots), where=lengths > 0)
+    n_known = known.sum(axis=1)
+    coherence = np.where(n_known > 0, lengths[:, 2] / np.maximum(n_known, 1), np.nan)
 
     # after the first add (the planted signal: buyers speed up and keep to the category after
     # it, non-buyers slow down and drift); the stage token before an event tells whether an add
@@ -179,9 +203,6 @@ def _chunk(inputs: ModelInputs, rows: slice, unit: np.ndarray) -> np.ndarray:
     counts = inputs.counts[rows].astype(np.float64)
     cart = counts[:, COUNT_FEATURES.index("n_add")] > counts[:, COUNT_FEATURES.index("n_remove")]
     after_moves = same.sum(axis=1) + other.sum(axis=1)
-
-    def sim_to(target: np.ndarray, ok: np.ndarray) -> np.ndarray:
-        return np.where(has_last & ok, np.einsum("nd,nd->n", v_last, target), np.nan)
 
     columns = [
         *counts.T,
@@ -207,8 +228,8 @@ def _chunk(inputs: ModelInputs, rows: slice, unit: np.ndarray) -> np.ndarray:
         since_detail,
         n_distinct,
         repeats,
-        sim_to(session_mean, others.any(axis=1)),
-        sim_to(cart_mean, in_cart.any(axis=1)),
+        np.where(has_last & others.any(axis=1), cosines[:, 0], np.nan),
+        np.where(has_last & in_cart.any(axis=1), cosines[:, 1], np.nan),
         np.where(
             has_last & in_cart.any(axis=1), np.where(in_cart, sims, -np.inf).max(axis=1), np.nan
         ),
@@ -217,7 +238,7 @@ def _chunk(inputs: ModelInputs, rows: slice, unit: np.ndarray) -> np.ndarray:
         cart,
         after.sum(axis=1),
         _nanmean(log_gap, after),
-        np.where(after, log_gap, 0.0).sum(axis=1),
+        ordered_sum(log_gap, after),
         same.sum(axis=1),
         other.sum(axis=1),
         np.where(after_moves > 0, same.sum(axis=1) / np.maximum(after_moves, 1), np.nan),
@@ -229,11 +250,6 @@ def _chunk(inputs: ModelInputs, rows: slice, unit: np.ndarray) -> np.ndarray:
     ]
     assert len(columns) == len(TABULAR_FEATURES), (len(columns), len(TABULAR_FEATURES))
     return np.stack([np.asarray(c, dtype=np.float64) for c in columns], axis=1)
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(v, axis=-1, keepdims=True)
-    return np.divide(v, norm, out=np.zeros_like(v), where=norm > 0)
 
 
 def _distinct_count(sorted_skus: np.ndarray) -> np.ndarray:
