@@ -1,7 +1,8 @@
 """Train and compare the next-item recommenders on the same examples (TrainFlow's `next_item`
-step): popularity overall and within the session's category, prod2vec kNN, and the sequence
-model; the one with the best validation MRR@20 is kept for the bundle. On synthetic data the
-Bayes-optimal ranking's scores on the same test examples (`oracle`) are the ceiling beside them."""
+step): popularity overall and within the session's category, prod2vec kNN, the
+category-backoff Markov chain of the last view, and the sequence model; the one with the best
+validation MRR@20 is kept for the bundle. On synthetic data the Bayes-optimal ranking's scores
+on the same test examples (`oracle`) are the ceiling beside them."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ import numpy as np
 
 from smallboat.metrics.ranking import K, hr_at_k, mrr_at_k, ranking_report
 from smallboat.model.next_item.data import NextItemData
+from smallboat.model.next_item.markov import PRIORS_AWAY, MarkovRecommender, fit_markov
 from smallboat.model.next_item.recommenders import (
     KnnRecommender,
     PopularityRecommender,
     Recommender,
+    last_detail_token,
     seen_tokens,
     token_leaves,
     top_k,
@@ -32,6 +35,7 @@ LABELS = {
     "popularity": "popularity (overall)",
     "popularity_category": "popularity within the last SKU's category",
     "knn": "prod2vec kNN (recency-weighted mean of the last 3 views)",
+    "markov": "Markov chain of the last view, backed off to its category",
     "sequence": "sequence model (GRU encoder, full softmax)",
 }
 """The recommenders in the order the card lists them."""
@@ -113,6 +117,7 @@ def fit_and_compare(
             data.popularity, leaves=token_leaves(data.vocab), within_category=True
         ),
         "knn": KnnRecommender(sku_vectors, data.popularity),
+        "markov": fit_markov_by_validation(data),
     }
     training = train_sequence_model(
         config, data, sku_vectors=sku_vectors, threads=threads, on_epoch=on_epoch
@@ -147,6 +152,37 @@ def fit_and_compare(
     if ceiling is not None:
         report["oracle"] = ceiling
     return NextItemResult(report=report, chosen=state_of(recommenders[chosen]))
+
+
+def last_views(data: NextItemData, split: str, chunk: int = 50_000) -> np.ndarray:
+    """Each example's last viewed SKU token before its target, (N,); 0 when none."""
+    n = len(data.splits[split])
+    parts = [
+        last_detail_token(data.inputs(split, np.arange(s, min(s + chunk, n))))
+        for s in range(0, n, chunk)
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def fit_markov_by_validation(data: NextItemData, valid_examples: int = 20_000) -> MarkovRecommender:
+    """The Markov recommender with its `prior_away` (how far a SKU's own ways out of its leaf
+    are trusted over its leaf's) chosen from PRIORS_AWAY by validation MRR@20 on up to
+    `valid_examples` examples: one fit and one pass per value, seconds at 500k sessions."""
+    prev, target = last_views(data, "train"), data.splits["train"].target
+    leaves = token_leaves(data.vocab)
+    valid = data.splits["valid"]
+    rows = np.arange(len(valid))
+    if len(rows) > valid_examples:
+        rows = np.sort(np.random.default_rng(0).choice(rows, valid_examples, replace=False))
+    best: tuple[float, MarkovRecommender] | None = None
+    for prior_away in PRIORS_AWAY:
+        rec = fit_markov(prev, target, leaves, data.popularity, prior_away=prior_away)
+        mrr = mrr_at_k(recommend(rec, data, "valid", rows=rows), valid.target[rows]) or 0.0
+        log.info("markov recommender, prior_away %g: validation MRR@20 %.4f", prior_away, mrr)
+        if best is None or mrr > best[0]:
+            best = (mrr, rec)
+    assert best is not None
+    return best[1]
 
 
 def evaluate_recommender_mrr(recommender: Recommender, data: NextItemData, split: str) -> float:

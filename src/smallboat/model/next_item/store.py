@@ -2,7 +2,8 @@
 model bundle keeps in its `next_item/` folder.
 
     next_item/recommender.json   kind and configuration
-    next_item/arrays.npz         popularity counts, leaf categories, prod2vec vectors (as needed)
+    next_item/arrays.npz         popularity counts, leaf categories, prod2vec vectors, the Markov
+                                 recommender's sparse counts (as needed)
     next_item/weights.pt         the sequence model's state dict
 """
 
@@ -19,6 +20,11 @@ import torch
 
 from smallboat.errors import SmallboatError
 from smallboat.model.intent import Sizes
+from smallboat.model.next_item.markov import (
+    MarkovRecommender,
+    markov_arrays,
+    markov_from_arrays,
+)
 from smallboat.model.next_item.recommenders import (
     KnnRecommender,
     PopularityRecommender,
@@ -29,7 +35,7 @@ from smallboat.model.next_item.sequence import NextItemConfig, NextItemModel, Se
 CONFIG_FILE = "recommender.json"
 ARRAYS_FILE = "arrays.npz"
 WEIGHTS_FILE = "weights.pt"
-KINDS = ("popularity", "popularity_category", "knn", "sequence")
+KINDS = ("popularity", "popularity_category", "knn", "markov", "sequence")
 
 
 @dataclass
@@ -54,6 +60,9 @@ def state_of(recommender: Recommender) -> RecommenderState:
             {"recent": recommender.recent, "decay": recommender.decay},
             {"unit": recommender.unit, "popularity": recommender.popularity},
         )
+    if isinstance(recommender, MarkovRecommender):
+        priors = {"prior": recommender.prior, "prior_away": recommender.prior_away}
+        return RecommenderState("markov", priors, markov_arrays(recommender))
     if isinstance(recommender, SequenceRecommender):
         model = recommender.model
         buffer = io.BytesIO()
@@ -84,6 +93,9 @@ def from_state(state: RecommenderState) -> Recommender:
             recent=int(state.config["recent"]),
             decay=float(state.config["decay"]),
         )
+    if state.kind == "markov":
+        config = state.config
+        return markov_from_arrays(state.arrays, float(config["prior"]), float(config["prior_away"]))
     if state.kind == "sequence":
         assert state.weights is not None, "a sequence recommender's state needs its weights"
         model = NextItemModel(
