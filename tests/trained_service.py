@@ -57,7 +57,9 @@ def trained_copy(
 def trained_on(settings: Settings, grid: str = GRID, **flow_params: Any) -> Trained:
     """TrainFlow run once on the home, whose warehouse is built (the sweep `grid`; the flow's
     transform step records the live build's quality results); the test examples as raw rows
-    beside its predictions."""
+    beside its predictions. The bundle keeps the sequence recommender (unless `recommender` says
+    otherwise): its serving graph is what these services test; on small data the Markov chain
+    can validate better and would leave the graph without a recommender."""
     outcome = run_train(
         settings,
         show_output=False,
@@ -66,7 +68,7 @@ def trained_on(settings: Settings, grid: str = GRID, **flow_params: Any) -> Trai
         skip_transform=True,
         threads=1,
         next_item=NEXT_ITEM,
-        **flow_params,
+        **{"recommender": "sequence", **flow_params},
     )
     from metaflow import Run, namespace
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from smallboat.errors import SmallboatError
 from smallboat.features.spec import SKU_FIRST
 from smallboat.model.next_item.data import NextItemData
 from smallboat.model.next_item.evaluate import (
@@ -157,3 +158,13 @@ def test_fit_and_compare_reports_every_model_and_picks_by_validation(
     summary = summary_metrics(report)
     assert summary["next_item_mrr_at_20"] == report["test"][report["chosen"]]["mrr"]
     assert summary["next_item_popularity_hr_at_20"] == report["test"]["popularity"]["hr"]
+
+
+def test_a_named_recommender_is_kept_whatever_validates_best(
+    data: NextItemData, vectors: np.ndarray
+) -> None:
+    result = fit_and_compare(data, vectors, config=CONFIG, threads=1, choose="knn")
+    assert result.report["chosen"] == result.chosen.kind == "knn"
+    assert max(result.report["valid_mrr"].values()) > result.report["valid_mrr"]["knn"]
+    with pytest.raises(SmallboatError, match="--recommender 'lstm' is not one of auto, popul"):
+        fit_and_compare(data, vectors, config=CONFIG, threads=1, choose="lstm")

@@ -61,6 +61,13 @@ def train_cmd(
             "it validates better than both), always, never."
         ),
     ] = "auto",
+    recommender: Annotated[
+        str,
+        typer.Option(
+            help="The next-item recommender the bundle keeps: auto (the best by validation "
+            "MRR@20), popularity, popularity_category, knn, markov or sequence."
+        ),
+    ] = "auto",
     max_workers: Annotated[
         int, typer.Option(min=1, help="Grid branches trained at the same time.")
     ] = 1,
@@ -98,6 +105,7 @@ def train_cmd(
             "min_improvement": min_improvement,
             "gate_alpha": gate_alpha,
             "blend": blend,
+            "recommender": recommender,
             "threads": max(1, settings.threads // max_workers),
         }
         if grid is not None:

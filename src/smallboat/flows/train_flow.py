@@ -36,7 +36,7 @@ class TrainFlow(FlowSpec):
     5. train: one branch per grid entry (foreach), early stopping on validation ROC-AUC.
     6. join: blend the best GRU and the best LightGBM branch (weight fit on validation); pick
        the best branch, or the blend, by validation ROC-AUC.
-    7. recommend: next-item recommenders (popularity, prod2vec kNN, sequence model) compared on
+    7. recommend: next-item recommenders (popularity, prod2vec kNN, Markov, sequence) compared on
        the test split; the best by validation MRR@20 goes into the bundle.
     8. evaluate: the Challenge metrics on the test split, beside baselines and the oracle; the
        champion scored on the same split with DeLong's paired test (the gate's evidence).
@@ -101,6 +101,12 @@ class TrainFlow(FlowSpec):
         help="The blend of the best GRU and the best LightGBM entry: 'auto' makes it a candidate "
         "when its validation ROC-AUC beats both, 'always' chooses it, 'never' leaves it out.",
     )
+    recommender = Parameter(
+        "recommender",
+        default="auto",
+        help="The next-item recommender the bundle keeps: 'auto' the best by validation "
+        "MRR@20, or one by name (popularity, popularity_category, knn, markov, sequence).",
+    )
     threads = Parameter("threads", default=2, type=int, help="CPU threads per training branch.")
     next_item = Parameter(
         "next-item",
@@ -112,6 +118,7 @@ class TrainFlow(FlowSpec):
     @step
     def start(self) -> None:
         """Read and check the parameters."""
+        from smallboat.model.next_item.evaluate import check_recommender
         from smallboat.pipeline.challenge import check_gate
         from smallboat.pipeline.train_steps import check_blend, check_parameters, next_item_config
 
@@ -121,6 +128,7 @@ class TrainFlow(FlowSpec):
         self.next_item_config = next_item_config(self.next_item, seed=self.seed)
         check_gate(alpha=self.gate_alpha, max_oov=self.gate_max_oov)
         check_blend(self.blend, self.grid_entries)
+        check_recommender(self.recommender)
         self.next(self.transform)
 
     @step
@@ -188,6 +196,7 @@ class TrainFlow(FlowSpec):
             config=self.next_item_config,
             threads=self.threads,
             oracle=self.oracle,
+            choose=self.recommender,
         )
         self.next(self.evaluate)
 

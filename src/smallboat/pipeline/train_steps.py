@@ -160,6 +160,7 @@ def fit_next_item(
     config: Any,
     threads: int,
     oracle: str = "",
+    choose: str = "auto",
 ) -> Any:
     """Next-item examples from the warehouse (tokenised with the intent vocabulary), the four
     recommenders fitted and compared; returns a NextItemResult (report + chosen recommender).
@@ -182,6 +183,7 @@ def fit_next_item(
         sku_vectors,
         config=config,
         threads=threads,
+        choose=choose,
         on_epoch=progress,
         oracle=Path(oracle) if oracle else None,
     )

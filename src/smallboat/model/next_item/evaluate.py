@@ -39,6 +39,16 @@ LABELS = {
     "sequence": "sequence model (GRU encoder, full softmax)",
 }
 """The recommenders in the order the card lists them."""
+AUTO = "auto"
+"""--recommender: the best by validation MRR@20 (else the one named)."""
+
+
+def check_recommender(choose: str) -> None:
+    """--recommender is `auto` or one of the recommenders' names."""
+    from smallboat.errors import SmallboatError
+
+    if choose != AUTO and choose not in LABELS:
+        raise SmallboatError(f"--recommender {choose!r} is not one of {', '.join([AUTO, *LABELS])}")
 
 
 def recommend(
@@ -103,9 +113,12 @@ def fit_and_compare(
     threads: int = 2,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     oracle: Path | None = None,
+    choose: str = "auto",
 ) -> NextItemResult:
-    """Fit every recommender on train, pick by validation MRR@20, report all of them on test;
-    with `oracle` (a synthetic data folder), the Bayes-optimal ranking's scores on test too."""
+    """Fit every recommender on train, pick by validation MRR@20 (`choose` "auto") or the one
+    `choose` names, report all of them on test; with `oracle` (a synthetic data folder), the
+    Bayes-optimal ranking's scores on test too."""
+    check_recommender(choose)
     ceiling = None
     if oracle is not None:  # read first: an unreadable file fails before any training
         from smallboat.model.next_item.oracle import oracle_ceiling
@@ -126,7 +139,9 @@ def fit_and_compare(
     valid_mrr = {
         name: evaluate_recommender_mrr(rec, data, "valid") for name, rec in recommenders.items()
     }
-    chosen = max(LABELS, key=lambda name: (valid_mrr[name], -list(LABELS).index(name)))
+    chosen = choose
+    if choose == AUTO:
+        chosen = max(LABELS, key=lambda name: (valid_mrr[name], -list(LABELS).index(name)))
     test = {name: evaluate_recommender(rec, data, "test") for name, rec in recommenders.items()}
     log.info(
         "next item: test MRR@20 %s; chosen %s",
