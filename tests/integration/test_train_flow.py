@@ -104,7 +104,8 @@ def test_first_run_trains_evaluates_and_becomes_champion(
     # recommend: four next-item recommenders on the same test examples; the sequence model,
     # chosen by validation MRR@20, beats popularity and goes into the bundle
     next_item = task(run, "recommend").data.recommendation.report
-    assert set(next_item["test"]) == {"popularity", "popularity_category", "knn", "markov", "sequence"}
+    names = {"popularity", "popularity_category", "knn", "markov", "sequence"}
+    assert set(next_item["test"]) == names
     assert s["next_item_sequence_mrr_at_20"] > s["next_item_popularity_mrr_at_20"]
     assert s["next_item_mrr_at_20"] == s[f"next_item_{next_item['chosen']}_mrr_at_20"]
     # register: the first model becomes champion
