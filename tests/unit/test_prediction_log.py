@@ -171,6 +171,37 @@ def test_a_full_log_drops_instead_of_blocking(tmp_path: Path) -> None:
     assert compact_predictions(settings).rows_landed == 0  # landed once
 
 
+@pytest.mark.parametrize("rows", [3, 40])  # a request's rows, encoded by `record`; a batch's
+def test_a_row_that_is_not_json_is_dropped_and_counted_the_rest_land(
+    tmp_path: Path, rows: int
+) -> None:
+    settings = Settings(home=tmp_path / "home")
+    good = [
+        prediction_row(
+            request_id=f"r{i}",
+            route="/v1/predict",
+            replica="r",
+            session_id=f"s{i}",
+            predicted_at_ms=1_700_000_000_000 + i,
+            model_version="1",
+            probability=[0.5, 1e-7, 0.0][i % 3],  # 1e-7: the stdlib's text, not orjson's
+            latency_ms=0.25 + i,
+            summary=None,
+        )
+        for i in range(rows)
+    ]
+    bad = {**good[0], "prediction_id": "bad", "latency_ms": object()}
+    log = PredictionLog.open(settings, "r")
+    try:
+        log.record([*good[:1], bad, *good[1:]])  # never raises
+    finally:
+        log.close()
+    assert (log.written, log.dropped) == (rows, 1)
+    frame = landed(settings).sort_values("predicted_at_ms")
+    assert frame["request_id"].tolist() == [f"r{i}" for i in range(rows)]
+    assert frame["purchase_probability"].tolist() == [r["purchase_probability"] for r in good]
+
+
 def test_a_failing_prediction_log_makes_the_service_not_ready_until_it_recovers(
     bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

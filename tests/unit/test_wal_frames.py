@@ -45,6 +45,30 @@ def test_frames_are_the_stdlib_bytes_or_the_stdlib_error(record: dict[Any, Any])
     assert _outcome(frame, record) == _outcome(encode_frame, record)
 
 
+FLAT_RECORDS = st.dictionaries(
+    st.text(max_size=4),
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
+    max_size=12,
+)
+
+
+@given(FLAT_RECORDS)
+@hsettings(max_examples=1000, deadline=None)
+def test_flat_records_with_floats_are_the_stdlib_bytes(record: dict[str, Any]) -> None:
+    # a prediction log's row: text, integers, null and floats (tiny, huge, NaN, infinite)
+    assert _outcome(frame, record) == _outcome(encode_frame, record)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0.0, -0.0, 1e-4, -1e-4, 9.999999999999999e-05, 1e-05, 2.5e-07, 5e-324, 0.30000000000000004,
+     1e16, 1.2345678901234567e19, 1e300, math.nan, math.inf, -math.inf],
+)  # fmt: skip
+def test_a_float_next_to_the_orjson_boundary_is_the_stdlib_text(value: float) -> None:
+    record = {"probability": value, "latency_ms": 0.5, "route": "/v1/predict", "n": 3}
+    assert frame(record) == encode_frame(record)
+
+
 @pytest.mark.parametrize(
     "record",
     [

@@ -31,7 +31,7 @@ from smallboat.data.log.compact import (
     compact_each,
 )
 from smallboat.data.log.segments import QuarantinedSegment, quarantined_segments
-from smallboat.data.log.wal import WriteAheadLog
+from smallboat.data.log.wal import WriteAheadLog, frame
 from smallboat.errors import SmallboatError
 from smallboat.schema import PREDICTIONS
 
@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 LANDING_PREFIX = "predictions"
 _ENCODE_CHUNK = 16
-"""Rows JSON-encoded per log append by the flusher (about 0.2 ms of GIL each)."""
+"""Most rows `record` encodes on the caller's thread; the flusher releases the GIL after
+encoding as many of a longer batch's."""
 _COLUMNS = PREDICTIONS.column_names
 
 
@@ -105,6 +106,17 @@ def prediction_row(
     }
 
 
+def _encoded(rows: Sequence[Mapping[str, Any]]) -> tuple[list[bytes], int]:
+    """The frames of the rows that are JSON, and how many were not (logged, not raised)."""
+    frames = []
+    for row in rows:
+        try:
+            frames.append(frame(row))
+        except (TypeError, ValueError) as exc:
+            log.error("a prediction log row is not JSON, dropped: %s", exc)
+    return frames, len(rows) - len(frames)
+
+
 def _to_row(record: Mapping[str, Any]) -> dict[str, Any]:
     return {name: record.get(name) for name in _COLUMNS}
 
@@ -128,12 +140,15 @@ def _compaction_spec(replica_dir: Path) -> CompactionSpec:
 class PredictionLog:
     """The writing end of one replica's prediction log (see the module docstring).
 
-    `record` appends to an in-memory buffer (a lock and a list append: microseconds, on the
-    request's thread); a flusher thread hands the buffer to the write-ahead log every
-    `flush_seconds` and waits for its fsync. The event loop never encodes JSON and never waits
+    `record` encodes a request's rows and appends them to an in-memory buffer (a few
+    microseconds a row, on the request's thread); a flusher thread hands the buffer to the
+    write-ahead log every `flush_seconds` and waits for its fsync. The event loop never waits
     for a disk, and the log costs one fsync per flush instead of one per request (measured with
-    bench/serve.py: one fsync per request added 0.34 ms to p50 at 300 requests/s). What a crash
-    can lose is the buffer: at most `flush_seconds` of predictions; `close` flushes.
+    bench/serve.py: one fsync per request added 0.34 ms to p50 at 300 requests/s). Encoding on
+    the request's thread rather than the flusher's keeps the flusher off the GIL: a flusher
+    encoding 100 rows every 0.1 s took the GIL from the loop often enough to show in p99 at one
+    client. What a crash can lose is the buffer: at most `flush_seconds` of predictions;
+    `close` flushes.
     """
 
     def __init__(
@@ -150,7 +165,7 @@ class PredictionLog:
         self.flush_seconds = flush_seconds
         self.written = 0
         self.dropped = 0
-        self._buffer: list[Mapping[str, Any]] = []
+        self._buffer: list[bytes | Mapping[str, Any]] = []  # frames, or rows to encode
         self._in_flight = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -197,44 +212,60 @@ class PredictionLog:
         return None if problem is None else str(problem)
 
     def record(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Buffer rows for the log; never blocks on the disk and never raises."""
+        """Buffer rows for the log; never blocks on the disk and never raises. Up to
+        `_ENCODE_CHUNK` rows (a request's answers) are encoded here, on the caller's thread
+        (~3 us a row), so the flusher holds the GIL for next to nothing while the event loop
+        serves; a longer batch's rows are left for the flusher to encode."""
         if not rows:
             return
+        entries: Sequence[bytes | Mapping[str, Any]] = rows
+        if len(rows) <= _ENCODE_CHUNK and self.wal is not None:
+            entries, refused = _encoded(rows)
+            if refused:
+                with self._lock:
+                    self.dropped += refused
         with self._lock:
             pending = len(self._buffer) + self._in_flight
-            if self.wal is None or pending + len(rows) > self.max_pending:
-                self.dropped += len(rows)
+            if self.wal is None or pending + len(entries) > self.max_pending:
+                self.dropped += len(entries)
                 return
-            self._buffer.extend(rows)
+            self._buffer.extend(entries)
 
     def flush(self) -> None:
         """Write what is buffered and wait for it to be on disk (or counted as dropped)."""
         with self._lock:
-            rows, self._buffer = self._buffer, []
-            self._in_flight += len(rows)
-        if not rows:
+            entries, self._buffer = self._buffer, []
+            self._in_flight += len(entries)
+        if not entries:
             return
         ok = False
+        frames: list[bytes] = []
         try:
             assert self.wal is not None
-            # Encoded in small appends with a GIL release between them, so a burst of rows
-            # never holds the event loop for more than ~0.2 ms; the log's writer still commits
-            # the appends pending together with one fsync.
-            pending = []
-            for start in range(0, len(rows), _ENCODE_CHUNK):
-                pending.append(self.wal.append(rows[start : start + _ENCODE_CHUNK]))
-                time.sleep(0)
-            for future in pending:
-                future.result()
+            encoded = 0
+            for entry in entries:
+                if isinstance(entry, bytes):
+                    frames.append(entry)
+                    continue
+                # A long batch's rows: a GIL release every few rows, so encoding a burst
+                # never holds the event loop for more than ~0.1 ms at a time.
+                chunk, _ = _encoded([entry])
+                frames += chunk
+                encoded += 1
+                if encoded % _ENCODE_CHUNK == 0:
+                    time.sleep(0)
+            if frames:
+                self.wal.append_frames(b"".join(frames), len(frames)).result()
             ok = True
-        except Exception as exc:  # a failed disk or a row that is not JSON: counted, not raised
-            log.error("prediction log write of %d rows failed: %s", len(rows), exc)
+        except Exception as exc:  # a failed disk: counted, not raised
+            log.error("prediction log write of %d rows failed: %s", len(frames), exc)
         with self._lock:
-            self._in_flight -= len(rows)
+            self._in_flight -= len(entries)
+            self.dropped += len(entries) - len(frames)  # rows that were not JSON
             if ok:
-                self.written += len(rows)
+                self.written += len(frames)
             else:
-                self.dropped += len(rows)
+                self.dropped += len(frames)
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(self.flush_seconds):
