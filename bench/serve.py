@@ -10,6 +10,12 @@ padded or cut to exactly 20 events with their real SKUs and time gaps.
 f. the floor: a bare FastAPI app on the same uvicorn options (uvloop, httptools) that parses the
    same bodies and answers a fixed JSON, at the same points as part a; the results print each of
    part a's figures as a ratio to it (the machine is shared: ratios in one run are what compare).
+m. the floor with the model: the same bare FastAPI app that also runs the champion's serving
+   graph (ONNX Runtime, as the service runs it) on one real session encoded beforehand, once per
+   request, at the same points: HTTP plus the model's own arithmetic, with none of the service's
+   work around it (parsing the events, encoding, batching, the prediction log, the answer).
+   What the service spends above it is what its Python costs; what the targets ask below it
+   no change to that work can reach.
 a. `POST /v1/predict`, one 20-event session per request, in-process session store:
    - open-loop at fixed rates (default 100, 300, 600/s): request i is sent at t0 + i/rate whatever
      the earlier answers do (a connection pool that grows on demand), and its latency counts from
@@ -416,9 +422,12 @@ def floor_app() -> Any:
 
     app = FastAPI()
     fixed = {"purchase_probability": 0.5, "model_version": "floor", "events_used": 20}
+    model = _floor_model()
 
     @app.post(PREDICT_ROUTE)
     async def predict(body: dict[str, Any]) -> dict[str, Any]:
+        if model is not None:
+            model()
         return fixed
 
     @app.get("/healthz")
@@ -430,6 +439,56 @@ def floor_app() -> Any:
         return Response("", media_type="text/plain")
 
     return app
+
+
+FLOOR_MODEL_ENV = "SMALLBOAT_BENCH_FLOOR_MODEL"
+"""Part m: an .npz (`floor_model_file`) of the champion's serving graph's path and one real
+session's encoded inputs; with it set, the floor app also runs that graph on them per request."""
+
+
+def floor_model_file(settings: Settings, session: list[dict[str, Any]], folder: Path) -> Path:
+    """What part m's floor app runs per request: the champion's serving graph (its file, or
+    derived as the service derives it for a bundle without one) and `session` encoded by the
+    service's own encoder, once, here. For a LightGBM or blend champion the graph is its neural
+    part only (the trees are not in it)."""
+    from smallboat.bundle import MODEL_NAME, ONNX_FILE
+    from smallboat.features.incremental import SessionPrefix
+    from smallboat.features.small_batch import encode_small_batch
+    from smallboat.model.onnx_intent import INPUT_NAMES
+    from smallboat.registry import champion_bundle
+    from smallboat.serve.scoring import LoadedModel
+
+    bundle, _ = champion_bundle(settings, model_name=MODEL_NAME, hint="train one first")
+    model = LoadedModel.from_bundle(bundle)
+    graph = bundle / ONNX_FILE
+    if not graph.is_file():  # a bundle written before it had one
+        graph = folder / "floor-model.onnx"
+        graph.write_bytes(model.predictor.serving_graph(model.fused))
+    predictor = model.predictor
+    inputs = encode_small_batch(
+        [SessionPrefix.of_rows(session).events], predictor.vocab, predictor.spec, None
+    )
+    path = folder / "floor-model.npz"
+    np.savez(path, graph=str(graph), **{name: getattr(inputs, name) for name in INPUT_NAMES})
+    return path
+
+
+def _floor_model() -> Callable[[], object] | None:
+    """Part m's model call (FLOOR_MODEL_ENV), else None."""
+    saved = os.environ.get(FLOOR_MODEL_ENV)
+    if not saved:
+        return None
+    from types import SimpleNamespace
+
+    from smallboat.model.onnx_intent import OnnxIntent
+    from smallboat.serve.models import DEFAULT_K
+
+    arrays = np.load(saved)
+    graph = OnnxIntent(Path(str(arrays["graph"])))
+    inputs: Any = SimpleNamespace(**{k: arrays[k] for k in arrays.files if k != "graph"})
+    if graph.has_top_k:
+        return lambda: graph.run_top_k(inputs, DEFAULT_K)
+    return lambda: graph.run(inputs)
 
 
 def run_floor(port: int, workers: int = 1) -> None:
@@ -460,9 +519,12 @@ class FloorProcess:
     """The floor app in a child process (this file, --floor-server PORT), on `workers`
     processes."""
 
-    def __init__(self, log_path: Path, *, workers: int = 1) -> None:
+    def __init__(
+        self, log_path: Path, *, workers: int = 1, env: dict[str, str] | None = None
+    ) -> None:
         from smallboat.web.process import free_port
 
+        self.env = {**os.environ, **(env or {})}
         self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -475,11 +537,7 @@ class FloorProcess:
         with self.log_path.open("ab") as out:
             command = [sys.executable, __file__, "--floor-server", str(self.port)]
             command += ["--floor-workers", str(self.workers)]
-            self.process = subprocess.Popen(
-                command,
-                stdout=out,
-                stderr=out,
-            )
+            self.process = subprocess.Popen(command, stdout=out, stderr=out, env=self.env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -822,12 +880,14 @@ def render_forward(inproc: list[InProcess], points: list[Point]) -> Table:
     return table
 
 
-def render_ratios(floor: list[Point], points: list[Point]) -> Table:
+def render_ratios(
+    floor: list[Point],
+    points: list[Point],
+    *,
+    floor_name: str = "the floor (bare FastAPI on the same uvicorn)",
+) -> Table:
     """Each point of the service beside the floor's point of the same shape, as a ratio."""
-    table = Table(
-        title="ratios to the floor (bare FastAPI on the same uvicorn, measured in this run)",
-        title_justify="left",
-    )
+    table = Table(title=f"ratios to {floor_name}, measured in this run", title_justify="left")
     for column in ("point", "service p50", "floor p50", "ratio", "service p99", "floor p99",
                    "ratio ", "target"):  # fmt: skip
         table.add_column(column, justify="left" if column == "point" else "right")
@@ -838,7 +898,7 @@ def render_ratios(floor: list[Point], points: list[Point]) -> Table:
             continue
         r50, r99 = p.ms(0.5) / base.ms(0.5), p.ms(0.99) / base.ms(0.99)
         target = ""
-        if p.mode == "closed" and p.level == 1:
+        if p.mode == "closed" and p.level == 1 and base.part in ("f", "wf"):
             target = f"<= {FLOOR_RATIO:g}x: {_verdict(r50 <= FLOOR_RATIO and r99 <= FLOOR_RATIO)}"
         table.add_row(
             f"{p.part} {p.mode}-loop {p.label}",
@@ -955,9 +1015,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="serve --workers of part w.")
     parser.add_argument(
         "--parts",
-        default="fabwcd",
-        help="Parts to run: f the bare-FastAPI floor, a predict, b Redis appends, w --workers, "
-        "c in-process forward pass, d prediction log on/off; e.g. 'fa'.",
+        default="fmabwcd",
+        help="Parts to run: f the bare-FastAPI floor, m the floor with the model's graph, a "
+        "predict, b Redis appends, w --workers, c in-process forward pass, d prediction log "
+        "on/off; e.g. 'fma'.",
     )
     parser.add_argument("--floor-server", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--floor-workers", type=int, default=1, help=argparse.SUPPRESS)
@@ -1004,6 +1065,24 @@ def main() -> None:
                 f_points.append(
                     measure(
                         "f", "closed", workers, **_floor_common(floor, predict, seconds, console)
+                    )
+                )
+
+    m_points: list[Point] = []
+    if "m" in args.parts:
+        console.rule("m. the floor with the model: bare FastAPI + the serving graph, no features")
+        model_file = floor_model_file(settings, sessions[0], root)
+        env = {FLOOR_MODEL_ENV: str(model_file)}
+        with FloorProcess(root / "floor-model.log", env=env) as floor:
+            warm_up(floor.url, predict, console)
+            for rate in _numbers(args.rates):
+                m_points.append(
+                    measure("m", "open", rate, **_floor_common(floor, predict, seconds, console))
+                )
+            for workers in _numbers(args.concurrency):
+                m_points.append(
+                    measure(
+                        "m", "closed", workers, **_floor_common(floor, predict, seconds, console)
                     )
                 )
 
@@ -1161,6 +1240,13 @@ def main() -> None:
     if f_points:
         title = "f. the floor: bare FastAPI, same uvicorn options, same bodies, fixed answer"
         console.print(render_load(title, f_points, redis=False))
+    if m_points:
+        title = (
+            "m. the floor with the model: bare FastAPI, the same bodies parsed, and the "
+            "champion's serving graph run on one session encoded beforehand (batch 1; no "
+            "features, batching, log or answer of its own)"
+        )
+        console.print(render_load(title, m_points, redis=False))
     if a_points:
         title = "a. POST /v1/predict, one 20-event session per request (in-process store)"
         console.print(render_load(title, a_points, redis=False))
@@ -1195,6 +1281,8 @@ def main() -> None:
         console.print(table)
     if f_points and a_points:
         console.print(render_ratios(f_points, a_points))
+    if m_points and a_points:
+        console.print(render_ratios(m_points, a_points, floor_name="the floor with the model (m)"))
     if wf_points and w_points:
         console.print(render_ratios(wf_points, w_points))
     if a_points or b_points:
