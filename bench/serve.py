@@ -34,10 +34,11 @@ b. `POST /v1/sessions/{id}/events`, one event per request, on long sessions: 50 
    per append (closed loop, one client) on sessions of about 10 events (2,000 sessions grown to 10)
    against sessions of 1,000, with the in-process store and with Redis: an append's cost should
    not depend on the session's length.
-c. The forward pass's share of latency: the same bundle called in this process (torch 1 thread;
-   encode and forward timed apart, median and p99) next to the service's own Prometheus counters
-   scraped around each point (mean forward pass per batch, mean sessions per batch, and the
-   forward pass as a share of the mean request latency).
+c. The forward pass's share of latency: the same bundle called in this process as the service
+   calls it (its serving graph on ONNX Runtime, one thread; encode and forward timed apart,
+   median and p99) next to the service's own Prometheus counters scraped around each point
+   (mean forward pass per batch, mean sessions per batch, and the forward pass as a share of
+   the mean request latency).
 
 Every point also reports errors (non-2xx answers and transport failures, by kind) and the CPU of
 the generator and of the service (cores = CPU seconds / wall seconds): the machine has 2 cores and
@@ -720,16 +721,21 @@ class InProcess:
 def in_process(
     settings: Settings, sessions: list[list[dict[str, Any]]], *, calls: int
 ) -> list[InProcess]:
-    """The champion loaded here, torch on 1 thread (the service's setting): encode (collapse +
-    features) and the fused forward pass timed apart, for batches of 1, 8 and 32 sessions. A
-    LightGBM or blend champion's forward pass includes LightGBM's predictor (a blend's GRU half
-    runs fused)."""
+    """The champion loaded here as the service loads it (its serving graph on ONNX Runtime, one
+    thread; torch on 1 thread): encode (collapse + features, the service's encoder) and the
+    forward pass with both heads (the service's `_forward`, top 10 next items) timed apart, for
+    batches of 1, 8 and 32 sessions. A LightGBM or blend champion's forward pass includes
+    LightGBM's predictor."""
     import torch
 
-    from smallboat.serve.scoring import load_model
+    from smallboat.features.incremental import SessionPrefix
+    from smallboat.features.small_batch import encode_small_batch
+    from smallboat.serve.models import DEFAULT_K
+    from smallboat.serve.scoring import _forward, load_model
 
     torch.set_num_threads(1)
     model = load_model(settings)
+    predictor = model.predictor
     results = []
     for batch in (1, 8, 32):
         n = calls if batch == 1 else max(100, calls // batch)
@@ -737,10 +743,10 @@ def in_process(
         for k in range(n + 50):  # the first 50 warm up
             chunk = [sessions[(k * batch + j) % len(sessions)] for j in range(batch)]
             t0 = time.perf_counter()
-            inputs = model.predictor.encode(chunk)
+            events = [SessionPrefix.of_rows(rows).events for rows in chunk]
+            inputs = encode_small_batch(events, predictor.vocab, predictor.spec, None)
             t1 = time.perf_counter()
-            gru = None if model.fused is None else model.fused.predict(inputs)
-            model.predictor.predict_inputs(inputs, gru_probability=gru)
+            _forward(model, inputs, DEFAULT_K)
             t2 = time.perf_counter()
             if k >= 50:
                 encode_s.append(t1 - t0)
