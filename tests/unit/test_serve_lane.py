@@ -168,3 +168,45 @@ def test_append_errors_stay_the_routes_and_the_stores(bundle: Path, tmp_path: Pa
         assert r.status_code == 413, r.text
         assert "SMALLBOAT_SESSION_MAX_SESSION_BYTES" in r.json()["detail"]
         assert client.get("/v1/sessions/mine").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/predict", {"events": events(5), "session_id": "s-5"}),
+        ("/v1/sessions/s-6/events", {"events": events(6, 1)}),
+    ],
+)
+def test_the_lane_logs_each_prediction_once_its_answer_is_sent(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, path: str, body: dict[str, Any]
+) -> None:
+    app: Any = client.app
+    prediction_log = app.state.prediction_log
+    order: list[tuple[str, Any]] = []
+    record = prediction_log.record
+
+    def recorded(rows: Any) -> None:
+        order.append(("logged", [row["session_id_hash"] for row in rows]))
+        record(rows)
+
+    monkeypatch.setattr(prediction_log, "record", recorded)
+    messages = [{"type": "http.request", "body": orjson.dumps(body), "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        order.append(("sent", message.get("status", message["type"])))
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8080),
+    }  # fmt: skip
+    assert client.portal is not None
+    client.portal.call(app, scope, receive, send)
+    session_id = body["session_id"] if "session_id" in body else path.split("/")[3]
+    assert order == [("sent", 200), ("sent", "http.response.body"), ("logged", [session_id])]
+    prediction_log.flush()
+    assert prediction_log.written >= 1 and prediction_log.dropped == 0

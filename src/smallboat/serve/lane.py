@@ -5,10 +5,11 @@ A prediction's own work (parse, encode, forward, answer) is a few hundred micros
 request costs around it in FastAPI (matching the path against every route of four protocol
 families, two Request objects, the dependency and exception machinery, the Response object and
 the send wrappers of each layer) was about as much again. `PredictLane` sits inside the metrics
-middleware: a JSON body to either route that `serve.plainbody` is sure of is read, scored,
-logged and answered here; any other request, and any body the lane is not sure of (not JSON,
-invalid, gzip, over the lane's size, a client gone mid-body), goes to the app unchanged, with
-the body bytes already read handed over first. So every error keeps one definition (FastAPI's
+middleware: a JSON body to either route that `serve.plainbody` is sure of is read, scored and
+answered here, its predictions logged once the answer is sent (not in its latency); any other
+request, and any body the lane is not sure of (not JSON, invalid, gzip, over the lane's size, a
+client gone mid-body), goes to the app unchanged, with the body bytes already read handed over
+first. So every error keeps one definition (FastAPI's
 route and the pydantic models; a session store's error is answered by the app's own handler),
 and the lane answers only what the route would answer 200, with the same JSON
 (tests/unit/test_serve_lane.py, tests/integration/test_serve_plainbody.py).
@@ -16,6 +17,7 @@ and the lane answers only what the route would answer 200, with the same JSON
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -35,8 +37,9 @@ from smallboat.serve.routes.predict import (
     APPEND_PATH,
     OFF_LOOP_BODY_BYTES,
     PREDICT_PATH,
+    log_timed,
     router,
-    score_logged,
+    score_timed,
 )
 from smallboat.serve.scoring import Scorer
 from smallboat.serve.sessions import SessionStore
@@ -45,6 +48,12 @@ from smallboat.web.body import BodyLimit, read_whole_body, replaying
 _JSON = b"application/json"
 _IDENTITY = (b"", b"identity")
 _SESSIONS, _EVENTS = APPEND_PATH.split("{session_id}")
+
+
+_Answer = tuple[bytes, Callable[[], None]]
+"""What the lane answers: the JSON body, and what logs the predictions once it is sent."""
+_ANSWERED: Any = object()
+"""The app's own handler has answered (a session store's error): nothing more to send."""
 
 
 def _declared(path: str) -> BaseRoute:
@@ -85,26 +94,32 @@ class PredictLane:
                 else await self._append(scope, receive, send, raw, session_id)
             )
             if answer is not None:
-                if answer:  # b"": the app's handler has answered
-                    await _send_json(send, answer)
+                if answer is not _ANSWERED:
+                    body, log = answer
+                    try:
+                        await _send_json(send, body)
+                    finally:  # the prediction log's rows: after the answer, not in its latency
+                        log()
                 return
         # not certainly valid, long, or the client left: the route and its models answer it
         await self.app(scope, replaying(received, receive), send)
 
-    async def _predict(self, scope: Scope, receive: Receive, raw: bytes) -> bytes | None:
+    async def _predict(self, scope: Scope, receive: Receive, raw: bytes) -> _Answer | None:
         plain = plain_predict_body(raw)
         if plain is None:
             return None
         scope["route"] = _PREDICT_ROUTE
         scorer: Scorer = scope["app"].state.scorer
-        outcomes = await score_logged(
-            Request(scope, receive), scorer, plain.sessions, plain.session_ids, plain.options
+        request = Request(scope, receive)
+        outcomes = await score_timed(request, scorer, plain.sessions, plain.options)
+        return (
+            answer_json(plain, outcomes, scorer.model.version),
+            lambda: log_timed(request, outcomes, plain.session_ids),
         )
-        return answer_json(plain, outcomes, scorer.model.version)
 
     async def _append(
         self, scope: Scope, receive: Receive, send: Send, raw: bytes, session_id: str
-    ) -> bytes | None:
+    ) -> _Answer | None:
         rows = plain_append_body(raw, session_id)
         if rows is None:
             return None
@@ -122,9 +137,12 @@ class PredictLane:
                 raise
             response = await handler(request, exc)
             await response(scope, receive, send)
-            return b""
-        [outcome] = await score_logged(request, scorer, [prefix], [session_id])
-        return orjson.dumps(wire_prediction(outcome, session_id))
+            return _ANSWERED
+        outcomes = await score_timed(request, scorer, [prefix])
+        return (
+            orjson.dumps(wire_prediction(outcomes[0], session_id)),
+            lambda: log_timed(request, outcomes, [session_id]),
+        )
 
 
 def _session_of(path: str) -> str | None:

@@ -150,21 +150,49 @@ async def score_logged(
     options: NextItemOptions = NextItemOptions(),
 ) -> list[Outcome]:
     """Score sessions and hand each answer to the prediction log (which never blocks)."""
+    outcomes = await score_timed(request, scorer, sessions, options)
+    log_timed(request, outcomes, session_ids)
+    return outcomes
+
+
+async def score_timed(
+    request: Request,
+    scorer: Scorer,
+    sessions: Sequence[ScoredSession],
+    options: NextItemOptions = NextItemOptions(),
+) -> list[Outcome]:
+    """Score sessions; with SMALLBOAT_SERVE_SECTIONS, time `parse` (the request so far) and
+    mark when the answers were ready (where `respond` starts). The caller logs them
+    (`log_timed`): the fast lane does so once the answer is sent, so a client never waits for
+    its prediction log row."""
     metrics: ServeMetrics = request.app.state.metrics
     if metrics.sections is None:
-        outcomes = await scorer.score(sessions, options)
-        record_predictions(request, outcomes, session_ids)
-        return outcomes
-    clock = time.perf_counter
+        return await scorer.score(sessions, options)
     started = request.scope.get(STARTED_KEY)
     if started is not None:
-        metrics.section("parse", clock() - started)
+        metrics.section("parse", time.perf_counter() - started)
     outcomes = await scorer.score(sessions, options)
-    scored = clock()
-    record_predictions(request, outcomes, session_ids)
-    request.scope[SCORED_KEY] = now = clock()
-    metrics.section("log", now - scored)
+    request.scope[SCORED_KEY] = time.perf_counter()
     return outcomes
+
+
+def log_timed(
+    request: Request, outcomes: Sequence[Outcome], session_ids: Sequence[str | None]
+) -> None:
+    """Hand `outcomes` to the prediction log; with sections, time it as `log` and keep it out
+    of `respond` (which runs from the answers' readiness to the end of the request)."""
+    metrics: ServeMetrics = request.app.state.metrics
+    if metrics.sections is None:
+        record_predictions(request, outcomes, session_ids)
+        return
+    clock = time.perf_counter
+    began = clock()
+    record_predictions(request, outcomes, session_ids)
+    elapsed = clock() - began
+    metrics.section("log", elapsed)
+    scored = request.scope.get(SCORED_KEY)
+    if scored is not None:
+        request.scope[SCORED_KEY] = scored + elapsed
 
 
 async def answer(
