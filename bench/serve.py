@@ -26,7 +26,8 @@ a. `POST /v1/predict`, one 20-event session per request, in-process session stor
      <= 3x the floor. Also: cold start (spawn to /readyz 200).
 w. the same on `smallboat serve --workers 2` with sessions in Redis: saturated predictions/s
    (target >= 5,000/s), the best of closed loops at 32, 64 and 128 clients (more requests in
-   flight make larger batches; the floor on as many workers at the same points).
+   flight make larger batches; the floor on as many workers at the same points), and the
+   open-loop rates of part a on the workers (one process is near its saturation at 1,000/s).
 b. `POST /v1/sessions/{id}/events`, one event per request, on long sessions: 50 live sessions
    first grown to 1,000 events (appends of 100), then appended to in turn. With the Redis store (a
    real `redis-server` on 127.0.0.1, a second service with SMALLBOAT_REDIS_URL): open-loop at
@@ -1021,6 +1022,9 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=2, help="serve --workers of part w.")
     parser.add_argument(
+        "--workers-rates", default="300,1000", help="Open-loop rates of part w ('' for none)."
+    )
+    parser.add_argument(
         "--parts",
         default="fmabwcd",
         help="Parts to run: f the bare-FastAPI floor, m the floor with the model's graph, a "
@@ -1171,6 +1175,10 @@ def main() -> None:
         with FloorProcess(log_path, workers=args.workers) as floor:
             wait_for_workers(log_path, args.workers)
             warm_up(floor.url, predict, console)
+            for rate in _numbers(args.workers_rates):
+                wf_points.append(
+                    measure("wf", "open", rate, **_floor_common(floor, predict, seconds, console))
+                )
             for workers in _numbers(args.workers_concurrency):
                 wf_points.append(
                     measure(
@@ -1188,12 +1196,14 @@ def main() -> None:
                 assert service.process is not None
                 wait_for_workers(log_path, args.workers)
                 warm_up(service.url, predict, console)
-                for workers in _numbers(args.workers_concurrency):
+                points = [("open", r) for r in _numbers(args.workers_rates)]
+                points += [("closed", c) for c in _numbers(args.workers_concurrency)]
+                for mode, level in points:
                     w_points.append(
                         measure(
                             "w",
-                            "closed",
-                            workers,
+                            mode,
+                            level,
                             route=PREDICT_ROUTE,
                             url=service.url,
                             requests=predict,
@@ -1280,7 +1290,7 @@ def main() -> None:
     if w_points:
         title = f"w. POST /v1/predict, serve --workers {args.workers} (Redis sessions)"
         table = render_load(title, w_points, redis=True)
-        best = max(w_points, key=lambda p: p.throughput)
+        best = max((p for p in w_points if p.mode == "closed"), key=lambda p: p.throughput)
         ok = best.throughput >= SATURATED_TARGET and not best.load.errors
         table.add_section()
         table.add_row(f"saturated ({best.label})", f"{best.throughput:,.0f}", *[""] * 11,
