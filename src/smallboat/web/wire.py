@@ -72,29 +72,26 @@ class Connection:
         if body is not None:
             head += f"Content-Length: {len(body)}\r\n"
         data = (head + "\r\n").encode("latin-1") + (body or b"")
-        fresh = self._writer is None
-        try:
-            # `asyncio.timeout`, not `wait_for`: no task of its own per request (a third of a
-            # load generator's CPU per request went to making and running it).
-            async with asyncio.timeout(self.timeout):
-                return await self._exchange(data)
-        except TimeoutError:  # before OSError, of which it is a subclass: no retry
-            self.close()
-            raise WireError(f"no answer within {self.timeout:.0f} s") from None
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, WireError) as exc:
-            self.close()
-            if fresh:
-                raise WireError(f"{type(exc).__name__}: {exc}") from None
-        # A reused connection the server had closed: one more try on a new one.
-        try:
-            async with asyncio.timeout(self.timeout):
-                return await self._exchange(data)
-        except TimeoutError:
-            self.close()
-            raise WireError(f"no answer within {self.timeout:.0f} s") from None
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, WireError) as exc:
-            self.close()
-            raise WireError(f"{type(exc).__name__}: {exc}") from None
+        retry = self._writer is not None  # a reused connection the server may have closed
+        while True:
+            try:
+                # `asyncio.timeout`, not `wait_for`: no task of its own per request (a third of
+                # a load generator's CPU per request went to making and running it).
+                async with asyncio.timeout(self.timeout):
+                    return await self._exchange(data)
+            except TimeoutError:  # before OSError, of which it is a subclass: no retry
+                self.close()
+                raise WireError(f"no answer within {self.timeout:.0f} s") from None
+            except (
+                OSError,
+                asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+                WireError,
+            ) as exc:
+                self.close()
+                if not retry:
+                    raise WireError(f"{type(exc).__name__}: {exc}") from None
+                retry = False  # one more try, on a new connection
 
     async def _exchange(self, data: bytes) -> Answer:
         if self._writer is None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from smallboat.errors import SmallboatError
 from smallboat.metrics.ranking import K, hr_at_k, mrr_at_k, ranking_report
 from smallboat.model.next_item.data import NextItemData
 from smallboat.model.next_item.markov import PRIORS_AWAY, MarkovRecommender, fit_markov
@@ -45,8 +46,6 @@ AUTO = "auto"
 
 def check_recommender(choose: str) -> None:
     """--recommender is `auto` or one of the recommenders' names."""
-    from smallboat.errors import SmallboatError
-
     if choose != AUTO and choose not in LABELS:
         raise SmallboatError(f"--recommender {choose!r} is not one of {', '.join([AUTO, *LABELS])}")
 
