@@ -992,8 +992,20 @@ def log_problems(console: Console, logs: list[Path]) -> None:
 # -- main ----------------------------------------------------------------------------------------
 
 
-def _floor_common(floor: FloorProcess, requests: Requests, seconds: float, console: Console) -> Any:
-    return {
+def floor_points(
+    part: str,
+    floor: FloorProcess,
+    requests: Requests,
+    *,
+    rates: str,
+    concurrency: str,
+    seconds: float,
+    console: Console,
+) -> list[Point]:
+    """A floor app's points (part `part`): open loops at `rates`, then closed loops at
+    `concurrency` (comma-separated), after a warm-up."""
+    warm_up(floor.url, requests, console)
+    common: dict[str, Any] = {
         "route": PREDICT_ROUTE,
         "url": floor.url,
         "requests": requests,
@@ -1002,6 +1014,8 @@ def _floor_common(floor: FloorProcess, requests: Requests, seconds: float, conso
         "redis_pid": None,
         "console": console,
     }
+    points = [measure(part, "open", rate, **common) for rate in _numbers(rates)]
+    return points + [measure(part, "closed", c, **common) for c in _numbers(concurrency)]
 
 
 def _numbers(text: str) -> list[float]:
@@ -1063,21 +1077,17 @@ def main() -> None:
     a_points: list[Point] = []
     b_points: list[Point] = []
 
+    shape: dict[str, Any] = {
+        "rates": args.rates,
+        "concurrency": args.concurrency,
+        "seconds": seconds,
+        "console": console,
+    }  # parts f and m: the points of part a
     f_points: list[Point] = []
     if "f" in args.parts:
         console.rule("f. the floor: bare FastAPI on the same uvicorn, same bodies")
         with FloorProcess(root / "floor.log") as floor:
-            warm_up(floor.url, predict, console)
-            for rate in _numbers(args.rates):
-                f_points.append(
-                    measure("f", "open", rate, **_floor_common(floor, predict, seconds, console))
-                )
-            for workers in _numbers(args.concurrency):
-                f_points.append(
-                    measure(
-                        "f", "closed", workers, **_floor_common(floor, predict, seconds, console)
-                    )
-                )
+            f_points = floor_points("f", floor, predict, **shape)
 
     m_points: list[Point] = []
     if "m" in args.parts:
@@ -1085,17 +1095,7 @@ def main() -> None:
         model_file = floor_model_file(settings, sessions[0], root)
         env = {FLOOR_MODEL_ENV: str(model_file)}
         with FloorProcess(root / "floor-model.log", env=env) as floor:
-            warm_up(floor.url, predict, console)
-            for rate in _numbers(args.rates):
-                m_points.append(
-                    measure("m", "open", rate, **_floor_common(floor, predict, seconds, console))
-                )
-            for workers in _numbers(args.concurrency):
-                m_points.append(
-                    measure(
-                        "m", "closed", workers, **_floor_common(floor, predict, seconds, console)
-                    )
-                )
+            m_points = floor_points("m", floor, predict, **shape)
 
     cold_start: float | None = None
     if "a" in args.parts or "c" in args.parts:
@@ -1174,17 +1174,15 @@ def main() -> None:
         log_path = root / "floor-workers.log"
         with FloorProcess(log_path, workers=args.workers) as floor:
             wait_for_workers(log_path, args.workers)
-            warm_up(floor.url, predict, console)
-            for rate in _numbers(args.workers_rates):
-                wf_points.append(
-                    measure("wf", "open", rate, **_floor_common(floor, predict, seconds, console))
-                )
-            for workers in _numbers(args.workers_concurrency):
-                wf_points.append(
-                    measure(
-                        "wf", "closed", workers, **_floor_common(floor, predict, seconds, console)
-                    )
-                )
+            wf_points = floor_points(
+                "wf",
+                floor,
+                predict,
+                rates=args.workers_rates,
+                concurrency=args.workers_concurrency,
+                seconds=seconds,
+                console=console,
+            )
         with RedisServer() as redis:
             env = {"SMALLBOAT_REDIS_URL": redis.url, "SMALLBOAT_SERVE_WORKERS": str(args.workers)}
             log_path = root / "serve-workers.log"
