@@ -162,8 +162,9 @@ def fit_next_item(
     oracle: str = "",
     choose: str = "auto",
 ) -> Any:
-    """Next-item examples from the warehouse (tokenised with the intent vocabulary), the four
-    recommenders fitted and compared; returns a NextItemResult (report + chosen recommender).
+    """Next-item examples from the warehouse (tokenised with the intent vocabulary), every
+    recommender fitted and compared, the best by validation kept unless `choose` names one;
+    returns a NextItemResult (report + chosen recommender).
     With `oracle` (the synthetic data folder) the report also holds the ceiling on test."""
     from smallboat.model.next_item.data import prepare_next_item_data
     from smallboat.model.next_item.evaluate import fit_and_compare

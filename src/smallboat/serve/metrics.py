@@ -146,8 +146,10 @@ class ServeMetrics:
 STARTED_KEY = "smallboat.started"
 """ASGI scope key of the request's start (perf_counter), for the prediction log's latency."""
 SCORED_KEY = "smallboat.scored"
-"""ASGI scope key of the moment a prediction route had its answers and logged them (perf_counter):
-the `respond` section runs from there to the end of the answer."""
+"""ASGI scope key of the moment a prediction route had its answers ready to send (perf_counter):
+the `respond` section runs from there to the end of the request, less the prediction log's row
+(`routes.predict.log_timed` takes it out, whether the row is written before the answer or, on the
+fast lane, after it)."""
 
 
 class MetricsMiddleware:

@@ -350,11 +350,7 @@ class WriteAheadLog:
         Encoding happens here, on the caller's thread; a record that is not JSON-serialisable
         raises TypeError/ValueError at once and nothing of this call is queued.
         """
-        future: Future[int] = Future()
-        refused = self._queue_append(_Append(_encode(records), len(records), future=future))
-        if refused is not None:
-            future.set_exception(refused)
-        return future
+        return self.append_frames(_encode(records), len(records))
 
     def append_frames(self, frames: bytes, records: int) -> Future[int]:
         """`append` of records already encoded (`frame`'s bytes, `records` of them end to end):
